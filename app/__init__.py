@@ -1,0 +1,1 @@
+"""searchstats: self-hosted search analytics."""

@@ -1,0 +1,1 @@
+"""Credentials (Token, JWT, Bearer) and policies (who may touch which engine)."""

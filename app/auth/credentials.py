@@ -1,0 +1,122 @@
+"""Turn an ``Authorization`` header into the account it proves, or refuse with a 401."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from app.auth.keys import KeyVault, key_digest
+from app.auth.principal import Principal
+from app.errors import NotAuthenticated
+from app.storage import directory
+from app.storage.database import Database
+
+MAX_JWT_LIFETIME = 7 * 24 * 3600
+MAX_HEADER = 4096
+CACHE_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    value: Any
+    expires: float
+
+
+class Authenticator:
+    """Verifies credentials against the database, remembering answers for a few seconds."""
+
+    def __init__(self, database: Database, vault: KeyVault, *, cache_seconds: float) -> None:
+        self._database = database
+        self._vault = vault
+        self._ttl = cache_seconds
+        self._cache: dict[str, _Cached] = {}
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization or len(authorization) > MAX_HEADER:
+            raise NotAuthenticated()
+        scheme, _, credential = authorization.strip().partition(" ")
+        credential = credential.strip()
+        if not credential:
+            raise NotAuthenticated()
+        scheme = scheme.lower()
+        if scheme == "token" or (scheme == "bearer" and credential.count(".") != 2):
+            return await self._by_api_key(credential)
+        if scheme == "bearer":
+            return await self._by_jwt(credential)
+        raise NotAuthenticated()
+
+    async def _by_api_key(self, api_key: str) -> Principal:
+        digest = key_digest(api_key)
+        cached = self._recall("key:" + digest)
+        if cached is None:
+            async with self._database.sessions() as session:
+                account = await directory.account_by_key_digest(session, digest)
+            cached = None if account is None else Principal(account.id, account.name)
+            self._remember("key:" + digest, cached)
+        if cached is None:
+            raise NotAuthenticated("Invalid API key")
+        principal: Principal = cached
+        return principal
+
+    async def _by_jwt(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+            name = claims.get("name")
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
+            raise NotAuthenticated("Malformed token") from None
+        if not isinstance(name, str) or not name:
+            raise NotAuthenticated("The token must carry a name claim")
+        principal, keys = await self._account_keys(name)
+        for key in keys:
+            if _verify(token, key, name):
+                return principal
+        raise NotAuthenticated("Invalid or expired token")
+
+    async def _account_keys(self, name: str) -> tuple[Principal, list[str]]:
+        cached = self._recall("account:" + name)
+        if cached is None:
+            async with self._database.sessions() as session:
+                account = await directory.account_by_name(session, name)
+                sealed = (
+                    [] if account is None else await directory.key_ciphertexts(session, account.id)
+                )
+            keys = [key for key in map(self._vault.open, sealed) if key]
+            cached = None if account is None else (Principal(account.id, account.name), keys)
+            self._remember("account:" + name, cached)
+        if cached is None:
+            raise NotAuthenticated("Invalid or expired token")
+        found: tuple[Principal, list[str]] = cached
+        return found
+
+    def _recall(self, key: str) -> Any:
+        entry = self._cache.get(key)
+        if entry is None or entry.expires < time.monotonic():
+            return None
+        return entry.value
+
+    def _remember(self, key: str, value: Any) -> None:
+        if self._ttl <= 0 or value is None:
+            return
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = _Cached(value, time.monotonic() + self._ttl)
+
+
+def _verify(token: str, key: str, name: str) -> bool:
+    """HS256 with the key; ``iat``, ``exp``, ``name`` required; ``exp - iat`` under a week."""
+    try:
+        claims = jwt.decode(
+            token, key, algorithms=["HS256"], options={"require": ["iat", "exp", "name"]}
+        )
+        issued, expires = claims["iat"], claims["exp"]
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in (issued, expires)
+        ):
+            return False
+        lifetime = float(expires) - float(issued)
+        return claims["name"] == name and 0 < lifetime < MAX_JWT_LIFETIME
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
+        return False

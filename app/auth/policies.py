@@ -1,0 +1,78 @@
+"""Who may touch which engine: an account reaches its own engines and no others.
+
+| caller                         | records into                        | reads stats of        |
+| ------------------------------ | ----------------------------------- | --------------------- |
+| account credential             | its engines (default: its first)    | its engines           |
+| anonymous (DSpace doors only)  | the configured anonymous engine     | nothing               |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from app.auth.principal import Principal
+from app.domain.events import HASHID
+from app.errors import AccessDenied, BadParams, NotFound
+from app.storage import directory
+from app.storage.database import Database
+from app.storage.directory import EngineRecord
+
+
+class EnginePolicy:
+    """Resolves engine hashids for a caller; engines never change owner, so they are cached."""
+
+    def __init__(self, database: Database, *, anonymous_engine: str | None) -> None:
+        self._database = database
+        self._anonymous_engine = anonymous_engine
+        self._by_hashid: dict[str, EngineRecord] = {}
+        self._defaults: dict[int, EngineRecord] = {}
+
+    async def engine_for(self, principal: Principal, hashid: str | None) -> EngineRecord:
+        """The engine an event goes to: the one named, else the account's default engine."""
+        if hashid is None:
+            return await self._default_engine(principal)
+        engine = await self._lookup(hashid)
+        if engine.account_id != principal.account_id:
+            raise AccessDenied(f"engine {hashid} belongs to another account")
+        return engine
+
+    async def engines_for(
+        self, principal: Principal, hashids: Sequence[str] | None
+    ) -> list[EngineRecord]:
+        """The engines a read covers: those named, else every engine of the account."""
+        if not hashids:
+            async with self._database.sessions() as session:
+                return await directory.engines_of_account(session, principal.account_id)
+        return [await self.engine_for(principal, hashid) for hashid in dict.fromkeys(hashids)]
+
+    async def anonymous_target(self) -> EngineRecord:
+        """Where an anonymous event goes: the configured engine, else the first one created."""
+        if self._anonymous_engine:
+            return await self._lookup(self._anonymous_engine)
+        async with self._database.sessions() as session:
+            engine = await directory.first_engine(session)
+        if engine is None:
+            raise NotFound("no engine exists yet")
+        return engine
+
+    async def _lookup(self, hashid: str) -> EngineRecord:
+        if not HASHID.match(hashid):
+            raise BadParams(f"invalid hashid {hashid[:64]!r}: expected 32 lowercase hex characters")
+        engine = self._by_hashid.get(hashid)
+        if engine is None:
+            async with self._database.sessions() as session:
+                engine = await directory.engine_by_hashid(session, hashid)
+            if engine is None:
+                raise NotFound(f"search engine {hashid} not found")
+            self._by_hashid[hashid] = engine
+        return engine
+
+    async def _default_engine(self, principal: Principal) -> EngineRecord:
+        engine = self._defaults.get(principal.account_id)
+        if engine is None:
+            async with self._database.sessions() as session:
+                engines = await directory.engines_of_account(session, principal.account_id)
+            if not engines:
+                raise NotFound("the account has no engine")
+            engine = self._defaults[principal.account_id] = engines[0]
+        return engine

@@ -1,0 +1,145 @@
+"""The ``searchstats`` command: serve, migrate, and manage accounts and engines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from app.auth.keys import KeyVault, resolve_secret
+from app.errors import SearchStatsError
+from app.services import accounts
+from app.settings import Settings
+from app.storage.database import Database, open_database
+from app.storage.migrate import upgrade_to_head
+
+T = TypeVar("T")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings()
+        handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+        return handler(args, settings)
+    except SearchStatsError as error:
+        print(f"searchstats: error: {error.message}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"searchstats: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="searchstats", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=_positive, default=1)
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate.set_defaults(handler=_migrate)
+
+    account = commands.add_parser("account", help="manage accounts").add_subparsers()
+    create_account = account.add_parser("create", help="create an account; prints its API key")
+    create_account.add_argument("name")
+    create_account.set_defaults(handler=_create_account)
+
+    engine = commands.add_parser("engine", help="manage search engines").add_subparsers()
+    create_engine = engine.add_parser("create", help="add an engine; prints its hashid")
+    create_engine.add_argument("account")
+    create_engine.add_argument("--hashid", help="32 lowercase hex characters (default: random)")
+    create_engine.add_argument("--name", default="")
+    create_engine.set_defaults(handler=_create_engine)
+    return parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def run() -> T:
+        database = open_database(settings, pooled=False)
+        try:
+            return await work(database)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(run())
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    _with_database(settings, upgrade_to_head)
+    print("database is up to date", file=sys.stderr)
+    return 0
+
+
+def _create_account(args: argparse.Namespace, settings: Settings) -> int:
+    vault = KeyVault(resolve_secret(settings))
+
+    async def work(database: Database) -> str:
+        await upgrade_to_head(database)
+        created = await accounts.create_account(database=database, vault=vault, name=args.name)
+        return created.api_key
+
+    print(_with_database(settings, work))
+    return 0
+
+
+def _create_engine(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(database: Database) -> str:
+        await upgrade_to_head(database)
+        engine = await accounts.create_engine(
+            database=database, account=args.account, hashid=args.hashid, name=args.name
+        )
+        return engine.hashid
+
+    print(_with_database(settings, work))
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    vault = KeyVault(resolve_secret(settings))
+
+    async def prepare(database: Database) -> accounts.Bootstrap | None:
+        await upgrade_to_head(database)
+        return await accounts.bootstrap(database=database, vault=vault)
+
+    created = _with_database(settings, prepare)
+    if created is not None:
+        print(
+            "Created account 'default' with one search engine. Keep this key, it is shown once:\n"
+            f"  api key: {created.account.api_key}\n"
+            f"  hashid:  {created.engine.hashid}",
+            flush=True,
+        )
+    uvicorn.run(
+        "app.main:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=False,
+        server_header=False,
+        log_level="info",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Rules for account names and engine hashids."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from app.domain.events import HASHID
+from app.errors import BadParams
+
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
+def check_account_name(name: str) -> str:
+    if not ACCOUNT_NAME.match(name):
+        raise BadParams("account name must be 1-64 characters: letters, digits, '_', '.', '@', '-'")
+    return name
+
+
+def check_hashid(hashid: str) -> str:
+    if not HASHID.match(hashid):
+        raise BadParams(f"invalid hashid {hashid[:64]!r}: expected 32 lowercase hex characters")
+    return hashid
+
+
+def new_hashid() -> str:
+    return secrets.token_hex(16)

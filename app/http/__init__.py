@@ -1,0 +1,1 @@
+"""HTTP concerns shared by every door: body limits, rate limits, health and metrics."""

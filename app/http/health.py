@@ -1,0 +1,25 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from app.services.health import readiness
+from app.services.runtime import Runtime
+
+
+def health_routes(runtime: Runtime) -> list[BaseRoute]:
+    async def healthz(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_request: Request) -> JSONResponse:
+        ready = await readiness(runtime=runtime)
+        return JSONResponse(
+            {"status": "ready" if ready.ok else "unavailable", "checks": ready.checks},
+            status_code=200 if ready.ok else 503,
+            headers=None if ready.ok else {"Retry-After": "1"},
+        )
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz)]

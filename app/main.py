@@ -1,0 +1,59 @@
+"""The composition root: settings in, a ready ASGI application out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Mount, Route
+
+from app.http.health import health_routes
+from app.rest import rest_routes
+from app.services.runtime import Runtime, build_runtime
+from app.settings import Settings
+from graphql_schema.app import graphql_app
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Starlette:
+    settings = settings or Settings()
+    runtime = runtime or build_runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    graphql = graphql_app(runtime)
+    routes: list[BaseRoute] = [
+        *health_routes(runtime),
+        *rest_routes(runtime),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Mount("/graphql", graphql),
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-XSRF-TOKEN"],
+            expose_headers=["DSPACE-XSRF-TOKEN", "Retry-After"],
+            max_age=600,
+        ),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.runtime = runtime
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """The factory ``uvicorn`` workers call: settings come from the environment."""
+    return create_app(Settings())

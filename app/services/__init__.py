@@ -1,0 +1,1 @@
+"""The resolvers: keyword-only async functions that every door calls."""

@@ -1,0 +1,83 @@
+"""Accounts, their API keys and engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from app.auth.keys import KeyVault, key_digest, new_api_key
+from app.auth.policies import EnginePolicy
+from app.auth.principal import Principal
+from app.domain.tenancy import check_account_name, check_hashid, new_hashid
+from app.errors import BadParams, NotFound
+from app.storage import directory
+from app.storage.database import Database
+from app.storage.directory import EngineRecord
+
+DEFAULT_ACCOUNT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    name: str
+    api_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    account: NewAccount
+    engine: EngineRecord
+
+
+async def create_account(*, database: Database, vault: KeyVault, name: str) -> NewAccount:
+    """Create an account and its first API key; the key is shown now and never again."""
+    check_account_name(name)
+    api_key = new_api_key()
+    async with database.sessions() as session, session.begin():
+        if await directory.account_by_name(session, name) is not None:
+            raise BadParams(f"account {name!r} already exists")
+        account = await directory.insert_account(session, name=name)
+        await directory.insert_api_key(
+            session,
+            account_id=account.id,
+            digest=key_digest(api_key),
+            ciphertext=vault.seal(api_key),
+        )
+    return NewAccount(name=name, api_key=api_key)
+
+
+async def create_engine(
+    *, database: Database, account: str, hashid: str | None = None, name: str = ""
+) -> EngineRecord:
+    """Add an engine to an account; an account's first engine is its default engine."""
+    hashid = check_hashid(hashid) if hashid is not None else new_hashid()
+    if len(name) > 255:
+        raise BadParams("engine name must be at most 255 characters")
+    try:
+        async with database.sessions() as session, session.begin():
+            owner = await directory.account_by_name(session, account)
+            if owner is None:
+                raise NotFound(f"account {account!r} does not exist")
+            if await directory.engine_by_hashid(session, hashid) is not None:
+                raise BadParams(f"engine {hashid} already exists")
+            return await directory.insert_engine(
+                session, account_id=owner.id, hashid=hashid, name=name
+            )
+    except IntegrityError:
+        raise BadParams(f"engine {hashid} already exists") from None
+
+
+async def bootstrap(*, database: Database, vault: KeyVault) -> Bootstrap | None:
+    """On a database without any account, create ``default`` with one engine."""
+    async with database.sessions() as session:
+        if await directory.count_accounts(session) > 0:
+            return None
+    account = await create_account(database=database, vault=vault, name=DEFAULT_ACCOUNT)
+    engine = await create_engine(database=database, account=DEFAULT_ACCOUNT, name="default")
+    return Bootstrap(account=account, engine=engine)
+
+
+async def account_engines(*, policy: EnginePolicy, principal: Principal) -> list[EngineRecord]:
+    """The caller's engines, default engine first."""
+    return await policy.engines_for(principal, None)

@@ -1,0 +1,164 @@
+"""Recording events: validate -> bind to engines -> enrich -> group-commit -> publish."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from app.auth.principal import Principal
+from app.broker.base import Message
+from app.domain.events import EventDraft, EventKind, validate_events
+from app.domain.user_agents import ClientTraits, client_traits
+from app.services.runtime import Runtime
+from app.storage.directory import EngineRecord
+from app.storage.writes import NewEvent, Written
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What the request tells about who sent the events; only derived traits are kept."""
+
+    door: str
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    id: str
+    duplicate: bool
+    query_id: str | None
+    status: str = "registered"
+
+
+async def record_events(
+    *,
+    runtime: Runtime,
+    principal: Principal | None,
+    drafts: Sequence[EventDraft],
+    client: Client,
+) -> list[RecordResult]:
+    """Store the events all together or not at all; return once they are committed."""
+    now = datetime.now(UTC)
+    validate_events(list(drafts), now=now)
+    engines = [await _engine_for(runtime, principal, draft) for draft in drafts]
+    traits = client_traits(client.user_agent)
+    events = [
+        _new_event(draft, engine, traits, now, client.door)
+        for draft, engine in zip(drafts, engines, strict=True)
+    ]
+    written = await runtime.recorder.record(events)
+    await _publish(runtime, events, engines, written)
+    return [RecordResult(str(w.id), w.duplicate, w.query_id) for w in written]
+
+
+async def _engine_for(
+    runtime: Runtime, principal: Principal | None, draft: EventDraft
+) -> EngineRecord:
+    if principal is None:
+        return await runtime.engines.anonymous_target()
+    return await runtime.engines.engine_for(principal, draft.engine)
+
+
+def _new_event(
+    draft: EventDraft, engine: EngineRecord, traits: ClientTraits, now: datetime, door: str
+) -> NewEvent:
+    kind = draft.kind
+    return NewEvent(
+        engine_id=engine.id,
+        kind=kind,
+        occurred_at=(draft.occurred_at or now).astimezone(UTC),
+        received_at=now,
+        door=door,
+        device=traits.device.value,
+        is_bot=traits.is_bot,
+        event_id=draft.event_id,
+        session_id=draft.session_id,
+        user_id=draft.user_id,
+        query=draft.query if kind is EventKind.SEARCH else None,
+        # A search gets the id that later clicks and feedback carry to link themselves to it.
+        query_id=uuid.uuid4().hex if kind is EventKind.SEARCH else draft.query_id,
+        result_count=draft.effective_result_count if kind is EventKind.SEARCH else None,
+        document_id=draft.target_id or draft.document_id or draft.dfid,
+        content_source_id=draft.content_source_id,
+        product_type=_product_type(draft),
+        rank=draft.rank,
+        page=draft.page,
+        score=draft.score,
+        payload=_payload(draft),
+    )
+
+
+def _product_type(draft: EventDraft) -> str | None:
+    if draft.kind is not EventKind.CLICK:
+        return None
+    return draft.product_type.value if draft.product_type else "search"
+
+
+def _payload(draft: EventDraft) -> dict[str, Any]:
+    """What no stats filter or group on, kept as the client sent it."""
+    fields: dict[str, Any] = {
+        "targetType": draft.target_type,
+        "referrer": draft.referrer,
+        "scope": draft.scope,
+        "dsoType": draft.dso_type,
+        "configuration": draft.configuration,
+        "appliedFilters": [asdict(f) for f in draft.applied_filters] or None,
+        "sort": asdict(draft.sort) if draft.sort else None,
+        "page": _page(draft),
+        "clickedObject": draft.clicked_object,
+        "store": draft.store,
+        "url": draft.url,
+        "pageType": draft.page_type,
+        "event": draft.label,
+        **draft.extra,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _page(draft: EventDraft) -> dict[str, int] | None:
+    if draft.page_info is None:
+        return None
+    page = draft.page_info
+    values = {
+        "size": page.size,
+        "totalElements": page.total_elements,
+        "totalPages": page.total_pages,
+        "number": page.number,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+async def _publish(
+    runtime: Runtime,
+    events: Sequence[NewEvent],
+    engines: Sequence[EngineRecord],
+    written: Sequence[Written],
+) -> None:
+    """Tell live subscribers about what was newly stored (never about duplicates)."""
+    by_channel: defaultdict[str, list[Message]] = defaultdict(list)
+    for event, engine, outcome in zip(events, engines, written, strict=True):
+        if outcome.duplicate:
+            continue
+        by_channel[engine_channel(engine.hashid)].append(
+            {
+                "id": str(outcome.id),
+                "engine": engine.hashid,
+                "type": event.kind.value,
+                "occurredAt": event.occurred_at.isoformat(),
+                "queryId": outcome.query_id,
+                "query": event.query,
+                "documentId": event.document_id,
+                "device": event.device,
+                "isBot": event.is_bot,
+            }
+        )
+    for channel, messages in by_channel.items():
+        await runtime.broker.publish(channel, messages)
+
+
+def engine_channel(hashid: str) -> str:
+    return f"events:{hashid}"

@@ -1,0 +1,62 @@
+"""The long-lived collaborators a request needs, built once per process by the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.auth.credentials import Authenticator
+from app.auth.keys import KeyVault, resolve_secret
+from app.auth.policies import EnginePolicy
+from app.broker.base import Broker
+from app.broker.memory import MemoryBroker
+from app.domain.user_agents import client_traits
+from app.settings import Settings
+from app.storage.database import Database, open_database
+from app.storage.recorder import Recorder
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    database: Database
+    recorder: Recorder
+    authenticator: Authenticator
+    engines: EnginePolicy
+    vault: KeyVault
+    broker: Broker
+
+    async def start(self) -> None:
+        client_traits("Mozilla/5.0 (warm-up)")  # load the User-Agent rules before traffic
+        await self.broker.start()
+        await self.recorder.start()
+
+    async def stop(self) -> None:
+        await self.recorder.stop()
+        await self.broker.stop()
+        await self.database.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    database = open_database(settings)
+    vault = KeyVault(resolve_secret(settings))
+    # SQLite has one writer: a second flusher would only wait on its lock.
+    flushers = 1 if database.is_sqlite else 4
+    return Runtime(
+        settings=settings,
+        database=database,
+        recorder=Recorder(database, max_batch=settings.batch_max_events, flushers=flushers),
+        authenticator=Authenticator(
+            database, vault, cache_seconds=settings.credential_cache_seconds
+        ),
+        engines=EnginePolicy(database, anonymous_engine=settings.anonymous_engine),
+        vault=vault,
+        broker=_broker(settings),
+    )
+
+
+def _broker(settings: Settings) -> Broker:
+    if settings.broker_url and settings.broker_url.startswith(("redis://", "rediss://")):
+        from app.broker.redis import RedisBroker
+
+        return RedisBroker(settings.broker_url)
+    return MemoryBroker()

@@ -1,0 +1,51 @@
+"""Service settings, read from ``SEARCHSTATS_*`` environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./searchstats.db"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set; each field is one row of the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="SEARCHSTATS_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str | None = None
+    read_rate_limit: str = "20/second"
+    write_rate_limit: str = "1000/second"
+    secret_key: str | None = None
+    secret_key_file: str = "./searchstats.secret"
+
+    anonymous_engine: str | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    db_pool_size: int = Field(default=10, ge=1)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    stats_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    batch_max_events: int = Field(default=2000, ge=1)
+    credential_cache_seconds: float = Field(default=5.0, ge=0)
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    graphql_max_depth: int = Field(default=12, ge=2)
+    graphql_max_aliases: int = Field(default=30, ge=1)
+    graphql_max_tokens: int = Field(default=10_000, ge=100)
+    graphql_introspection: bool = True
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

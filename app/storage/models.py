@@ -1,0 +1,97 @@
+"""The tables: accounts, their API keys and engines, events and their rollups."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, SmallInteger, String, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from app.storage.types import EpochMicros
+
+# Autoincrementing 64-bit keys on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Account(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    created_at: datetime = Field(sa_column=Column(EpochMicros(), nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    """A key is never stored in plain text: a digest to find it, a ciphertext to verify JWTs."""
+
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True, ondelete="CASCADE")
+    digest: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    ciphertext: str = Field(sa_column=Column(String(512), nullable=False))
+    created_at: datetime = Field(sa_column=Column(EpochMicros(), nullable=False))
+
+
+class Engine(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    hashid: str = Field(sa_column=Column(String(32), nullable=False, unique=True))
+    account_id: int = Field(foreign_key="account.id", index=True, ondelete="CASCADE")
+    name: str = Field(sa_column=Column(String(255), nullable=False, server_default=""))
+    created_at: datetime = Field(sa_column=Column(EpochMicros(), nullable=False))
+
+
+class Event(SQLModel, table=True):
+    """Every recorded event; typed columns for what stats filter and group on, JSON for the rest."""
+
+    __table_args__ = (
+        Index("ux_event_engine_event_id", "engine_id", "event_id", unique=True),
+        Index("ix_event_engine_kind_time", "engine_id", "kind", "occurred_at"),
+        Index("ix_event_engine_query_id", "engine_id", "query_id"),
+        Index("ix_event_engine_query", "engine_id", "kind", "query"),
+        Index("ix_event_engine_document", "engine_id", "kind", "document_id"),
+        Index("ix_event_engine_user", "engine_id", "user_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    engine_id: int = Field(foreign_key="engine.id", ondelete="CASCADE")
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    occurred_at: datetime = Field(sa_column=Column(EpochMicros(), nullable=False))
+    received_at: datetime = Field(sa_column=Column(EpochMicros(), nullable=False))
+    event_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    door: str = Field(sa_column=Column(String(16), nullable=False))
+    session_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    device: str = Field(sa_column=Column(String(16), nullable=False))
+    is_bot: bool = Field(default=False, nullable=False)
+    query: str | None = Field(default=None, sa_column=Column(String(1024)))
+    query_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    result_count: int | None = Field(default=None, sa_column=Column(Integer))
+    search_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    clicked: bool = Field(default=False, nullable=False)
+    document_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    content_source_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    product_type: str | None = Field(default=None, sa_column=Column(String(32)))
+    rank: int | None = Field(default=None, sa_column=Column(Integer))
+    page: int | None = Field(default=None, sa_column=Column(Integer))
+    score: int | None = Field(default=None, sa_column=Column(SmallInteger))
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(Document, nullable=False, server_default=text("'{}'")),
+    )
+
+
+class Rollup(SQLModel, table=True):
+    """Event counts per engine, 15-minute UTC bucket, metric, device and robot flag.
+
+    Every zone's offset is a multiple of 15 minutes, so these buckets fold exactly into local
+    hours, days, weeks and months. Kept in the same transaction as the raw events.
+    """
+
+    engine_id: int = Field(foreign_key="engine.id", primary_key=True, ondelete="CASCADE")
+    bucket: datetime = Field(sa_column=Column(EpochMicros(), primary_key=True))
+    metric: str = Field(sa_column=Column(String(24), primary_key=True))
+    device: str = Field(sa_column=Column(String(16), primary_key=True))
+    is_bot: bool = Field(primary_key=True)
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -1,0 +1,132 @@
+"""Group commit: events from concurrent requests share one transaction.
+
+A request is acknowledged only after the transaction holding its events committed. While one
+batch commits, the next one gathers, so a commit's cost is shared by everything that arrived
+meanwhile instead of being paid per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from app.errors import Unavailable
+from app.storage.database import Database
+from app.storage.writes import NewEvent, Written, write_batch
+
+log = logging.getLogger(__name__)
+
+
+def is_storage_down(error: BaseException) -> bool:
+    """True for failures of the database itself (gone, locked, full), not of the data."""
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout | OSError | TimeoutError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+@dataclass(slots=True)
+class _Submission:
+    events: Sequence[NewEvent]
+    done: asyncio.Future[list[Written]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Recorder:
+    """Drains submitted events into batched transactions, ``flushers`` of them at a time."""
+
+    def __init__(self, database: Database, *, max_batch: int, flushers: int) -> None:
+        self._database = database
+        self._max_batch = max_batch
+        self._flushers = flushers
+        self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.batches = 0
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"recorder-{n}") for n in range(self._flushers)
+        ]
+
+    async def stop(self) -> None:
+        """Commit everything already submitted, then stop."""
+        for _ in self._tasks:
+            self._queue.put_nowait(None)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def record(self, events: Sequence[NewEvent]) -> list[Written]:
+        """Store the events atomically; returns once they are committed."""
+        if not self._tasks:
+            raise Unavailable("the recorder is not running")
+        submission = _Submission(events)
+        self._queue.put_nowait(submission)
+        # Shielded: a client hanging up must not cancel its events' share of a batch.
+        return await asyncio.shield(submission.done)
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            size = len(first.events)
+            while size < self._max_batch and not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    self._queue.put_nowait(None)  # keep the stop signal for after this batch
+                    break
+                batch.append(more)
+                size += len(more.events)
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[_Submission]) -> None:
+        try:
+            results = await self._commit([s.events for s in batch])
+        except Exception as error:
+            if len(batch) > 1 and not is_storage_down(error):
+                # One bad submission must not fail the others: commit them one by one.
+                for submission in batch:
+                    await self._flush([submission])
+                return
+            failure = _as_client_error(error)
+            for submission in batch:
+                if not submission.done.done():
+                    submission.done.set_exception(failure)
+            return
+        for submission, written in zip(batch, results, strict=True):
+            if not submission.done.done():
+                submission.done.set_result(written)
+
+    async def _commit(self, groups: list[Sequence[NewEvent]]) -> list[list[Written]]:
+        flat = [event for group in groups for event in group]
+        for attempt in (1, 2):
+            try:
+                async with self._database.engine.begin() as conn:
+                    written = await write_batch(conn, flat)
+                break
+            except IntegrityError:
+                # Another worker stored the same eventId between our lookup and insert; the
+                # second attempt sees it and answers duplicate.
+                if attempt == 2:
+                    raise
+        self.batches += 1
+        results: list[list[Written]] = []
+        start = 0
+        for group in groups:
+            results.append(written[start : start + len(group)])
+            start += len(group)
+        return results
+
+
+def _as_client_error(error: Exception) -> Exception:
+    if is_storage_down(error):
+        log.warning("storage unavailable: %s", type(error).__name__)
+        return Unavailable(retry_after=1)
+    log.exception("write batch failed", exc_info=error)
+    return error

@@ -1,0 +1,265 @@
+"""The SQL of one write batch: dedupe by eventId, link clicks to searches, insert, roll up."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain.buckets import rollup_bucket
+from app.domain.events import EventKind
+from app.storage.models import Event, Rollup
+from app.storage.types import to_micros
+
+EVENT: Table = Event.__table__  # type: ignore[attr-defined]
+ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
+# Stay well under SQLite's and asyncpg's bound-parameter limits.
+LOOKUP_CHUNK = 500
+
+
+@dataclass(slots=True, kw_only=True)
+class NewEvent:
+    """One validated, enriched event bound to its engine, ready to insert."""
+
+    engine_id: int
+    kind: EventKind
+    occurred_at: datetime
+    received_at: datetime
+    door: str
+    device: str
+    is_bot: bool = False
+    event_id: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    query: str | None = None
+    query_id: str | None = None
+    result_count: int | None = None
+    document_id: str | None = None
+    content_source_id: str | None = None
+    product_type: str | None = None
+    rank: int | None = None
+    page: int | None = None
+    score: int | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    search_id: int | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "engine_id": self.engine_id,
+            "kind": self.kind.value,
+            "occurred_at": self.occurred_at,
+            "received_at": self.received_at,
+            "event_id": self.event_id,
+            "door": self.door,
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "device": self.device,
+            "is_bot": self.is_bot,
+            "query": self.query,
+            "query_id": self.query_id,
+            "result_count": self.result_count,
+            "search_id": self.search_id,
+            "clicked": False,
+            "document_id": self.document_id,
+            "content_source_id": self.content_source_id,
+            "product_type": self.product_type,
+            "rank": self.rank,
+            "page": self.page,
+            "score": self.score,
+            "payload": self.payload,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What became of one event: its row id, whether it was already stored, its search's id."""
+
+    id: int
+    duplicate: bool
+    query_id: str | None
+
+
+RollupKey = tuple[int, int, str, str, bool]
+
+
+async def write_batch(conn: AsyncConnection, events: Sequence[NewEvent]) -> list[Written]:
+    """Store the events in the open transaction; the caller commits."""
+    existing = await _existing_event_ids(conn, events)
+    outcomes: list[Written | None] = [None] * len(events)
+    fresh: dict[tuple[int, str], int] = {}
+    to_insert: list[int] = []
+    for index, event in enumerate(events):
+        key = (event.engine_id, event.event_id) if event.event_id else None
+        if key is not None and key in existing:
+            outcomes[index] = existing[key]
+        elif key is not None and key in fresh:
+            continue  # a retry racing its original in the same batch: resolved below
+        else:
+            if key is not None:
+                fresh[key] = index
+            to_insert.append(index)
+
+    rollups: defaultdict[RollupKey, int] = defaultdict(int)
+    searches = [i for i in to_insert if events[i].kind is EventKind.SEARCH]
+    others = [i for i in to_insert if events[i].kind is not EventKind.SEARCH]
+    await _insert(conn, events, searches, outcomes, rollups)
+    await _link_to_searches(conn, events, others, outcomes)
+    await _insert(conn, events, others, outcomes, rollups)
+    await _mark_clicked_searches(conn, [events[i] for i in others], rollups)
+    await _upsert_rollups(conn, rollups)
+
+    for index, event in enumerate(events):
+        if outcomes[index] is None and event.event_id:
+            original = outcomes[fresh[(event.engine_id, event.event_id)]]
+            assert original is not None
+            outcomes[index] = Written(original.id, True, original.query_id)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def _existing_event_ids(
+    conn: AsyncConnection, events: Sequence[NewEvent]
+) -> dict[tuple[int, str], Written]:
+    keys = sorted({(e.engine_id, e.event_id) for e in events if e.event_id})
+    found: dict[tuple[int, str], Written] = {}
+    for chunk in _chunks(keys):
+        rows = await conn.execute(
+            select(EVENT.c.id, EVENT.c.engine_id, EVENT.c.event_id, EVENT.c.query_id).where(
+                tuple_(EVENT.c.engine_id, EVENT.c.event_id).in_(chunk)
+            )
+        )
+        for row in rows:
+            found[(row.engine_id, row.event_id)] = Written(row.id, True, row.query_id)
+    return found
+
+
+async def _insert(
+    conn: AsyncConnection,
+    events: Sequence[NewEvent],
+    indexes: list[int],
+    outcomes: list[Written | None],
+    rollups: defaultdict[RollupKey, int],
+) -> None:
+    if not indexes:
+        return
+    statement = insert(EVENT).returning(EVENT.c.id, sort_by_parameter_order=True)
+    result = await conn.execute(statement, [events[i].row() for i in indexes])
+    for index, row_id in zip(indexes, result.scalars(), strict=True):
+        event = events[index]
+        outcomes[index] = Written(row_id, False, event.query_id)
+        for metric, amount in _metrics(event):
+            rollups[_rollup_key(event, event.occurred_at, metric)] += amount
+
+
+async def _link_to_searches(
+    conn: AsyncConnection,
+    events: Sequence[NewEvent],
+    indexes: list[int],
+    outcomes: list[Written | None],
+) -> None:
+    """A click or feedback naming a recorded search's queryId takes its query text and count."""
+    wanted = sorted(
+        {(events[i].engine_id, events[i].query_id) for i in indexes if events[i].query_id}
+    )
+    if not wanted:
+        return
+    searches: dict[tuple[int, str | None], tuple[int, str | None, int | None]] = {}
+    for chunk in _chunks(wanted):
+        rows = await conn.execute(
+            select(
+                EVENT.c.id, EVENT.c.engine_id, EVENT.c.query_id, EVENT.c.query, EVENT.c.result_count
+            ).where(
+                and_(
+                    tuple_(EVENT.c.engine_id, EVENT.c.query_id).in_(chunk),
+                    EVENT.c.kind == EventKind.SEARCH.value,
+                )
+            )
+        )
+        for row in rows:
+            searches[(row.engine_id, row.query_id)] = (row.id, row.query, row.result_count)
+    for index in indexes:
+        event = events[index]
+        found = searches.get((event.engine_id, event.query_id))
+        if found is not None:
+            event.search_id, event.query, event.result_count = found
+
+
+async def _mark_clicked_searches(
+    conn: AsyncConnection, events: Iterable[NewEvent], rollups: defaultdict[RollupKey, int]
+) -> None:
+    """Count each search once, at its own time, the first time one of its results is clicked."""
+    search_ids = sorted(
+        {e.search_id for e in events if e.kind is EventKind.CLICK and e.search_id is not None}
+    )
+    for chunk in _chunks(search_ids):
+        rows = await conn.execute(
+            update(EVENT)
+            .where(and_(EVENT.c.id.in_(chunk), EVENT.c.clicked.is_(False)))
+            .values(clicked=True)
+            .returning(EVENT.c.engine_id, EVENT.c.occurred_at, EVENT.c.device, EVENT.c.is_bot)
+        )
+        for row in rows:
+            key = (row.engine_id, rollup_bucket(row.occurred_at), "search_clicked", row.device)
+            rollups[(*key, row.is_bot)] += 1
+
+
+async def _upsert_rollups(conn: AsyncConnection, rollups: dict[RollupKey, int]) -> None:
+    if not rollups:
+        return
+    # A fixed key order keeps concurrent batches from deadlocking on the same rows.
+    values = [
+        {
+            "engine_id": engine_id,
+            "bucket": bucket,
+            "metric": metric,
+            "device": device,
+            "is_bot": is_bot,
+            "count": count,
+        }
+        for (engine_id, bucket, metric, device, is_bot), count in sorted(rollups.items())
+    ]
+    dialect = conn.dialect.name
+    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = builder(ROLLUP)
+    statement = statement.on_conflict_do_update(
+        index_elements=[
+            ROLLUP.c.engine_id,
+            ROLLUP.c.bucket,
+            ROLLUP.c.metric,
+            ROLLUP.c.device,
+            ROLLUP.c.is_bot,
+        ],
+        set_={"count": ROLLUP.c.count + statement.excluded.count},
+    )
+    for chunk in _chunks(values, size=LOOKUP_CHUNK // 6):
+        await conn.execute(statement.values(chunk))
+
+
+def _metrics(event: NewEvent) -> list[tuple[str, int]]:
+    """The rollup counters one stored event adds to."""
+    metrics = [(event.kind.value, 1)]
+    if event.kind is EventKind.SEARCH and event.result_count == 0:
+        metrics.append(("search_no_result", 1))
+    elif event.kind is EventKind.FEEDBACK and event.score is not None:
+        metrics.append(("feedback_positive" if event.score > 0 else "feedback_negative", 1))
+    elif event.kind is EventKind.CLICK and event.search_id is not None and event.rank is not None:
+        # Positions are 1-based: rank 0 is the first result.
+        metrics += [("linked_click", 1), ("linked_click_position", event.rank + 1)]
+    return metrics
+
+
+def _rollup_key(event: NewEvent, instant: datetime, metric: str) -> RollupKey:
+    return (event.engine_id, rollup_bucket(instant), metric, event.device, event.is_bot)
+
+
+def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+__all__ = ["NewEvent", "Written", "to_micros", "write_batch"]

@@ -1,0 +1,1 @@
+"""The GraphQL door (Strawberry): types, inputs, queries, mutations, subscriptions."""

@@ -1,0 +1,48 @@
+"""Error codes on every GraphQL error, unexpected errors masked and logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from app.errors import BadParams, SearchStatsError
+
+log = logging.getLogger("searchstats.graphql")
+MASKED_MESSAGE = "Unexpected error."
+
+
+class ErrorCodes(SchemaExtension):
+    """Puts the contract's code in ``extensions.code``; hides what clients must not see."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not result.errors:
+            return
+        result.errors = [coded(error) for error in result.errors]
+
+
+def coded(error: GraphQLError) -> GraphQLError:
+    original = error.original_error
+    if isinstance(original, SearchStatsError):
+        code, message = original.code, original.message
+    elif original is None or isinstance(original, GraphQLError):
+        # Syntax, validation and variable coercion errors: the request itself is malformed.
+        code, message = BadParams.code, error.message
+    else:
+        log.error("unexpected error in %s", error.path, exc_info=original)
+        code, message = "internal_error", MASKED_MESSAGE
+    extensions = dict(error.extensions or {})
+    extensions["code"] = code
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=original if isinstance(original, SearchStatsError) else None,
+        extensions=extensions,
+    )

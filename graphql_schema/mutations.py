@@ -1,0 +1,60 @@
+"""Mutations: one per event kind, and a batch of up to 1,000 events of any kinds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import strawberry
+
+from app.domain.events import EventDraft
+from app.services.record import record_events
+from graphql_schema.context import Info
+from graphql_schema.inputs import (
+    ClickInput,
+    EventInput,
+    FeedbackInput,
+    SearchInput,
+    ViewInput,
+    VisitInput,
+)
+from graphql_schema.types import RecordResult
+
+
+async def _record(info: Info, drafts: Sequence[EventDraft]) -> list[RecordResult]:
+    context = info.context
+    outcomes = await record_events(
+        runtime=context.runtime,
+        principal=await context.principal(),
+        drafts=drafts,
+        client=context.client,
+    )
+    return [RecordResult.of(outcome) for outcome in outcomes]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Record a page view.")
+    async def record_view(self, info: Info, input: ViewInput) -> RecordResult:
+        return (await _record(info, [input.to_draft()]))[0]
+
+    @strawberry.mutation(description="Record a search; its queryId links later clicks to it.")
+    async def record_search(self, info: Info, input: SearchInput) -> RecordResult:
+        return (await _record(info, [input.to_draft()]))[0]
+
+    @strawberry.mutation(description="Record a visit.")
+    async def record_visit(self, info: Info, input: VisitInput) -> RecordResult:
+        return (await _record(info, [input.to_draft()]))[0]
+
+    @strawberry.mutation(description="Record a click on a search result.")
+    async def record_click(self, info: Info, input: ClickInput) -> RecordResult:
+        return (await _record(info, [input.to_draft()]))[0]
+
+    @strawberry.mutation(description="Record thumbs up/down feedback on a search result.")
+    async def record_feedback(self, info: Info, input: FeedbackInput) -> RecordResult:
+        return (await _record(info, [input.to_draft()]))[0]
+
+    @strawberry.mutation(
+        description="Record up to 1,000 events all together: one invalid event rejects them all."
+    )
+    async def record_events(self, info: Info, input: list[EventInput]) -> list[RecordResult]:
+        return await _record(info, [event.to_draft() for event in input])

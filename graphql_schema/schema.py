@@ -1,0 +1,47 @@
+"""The schema, with its hostile-query limits on by default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import strawberry
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+
+from app.settings import Settings
+from graphql_schema.extensions import ErrorCodes
+from graphql_schema.mutations import Mutation
+from graphql_schema.queries import Query
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or Settings()
+    depth, aliases, tokens = (
+        settings.graphql_max_depth,
+        settings.graphql_max_aliases,
+        settings.graphql_max_tokens,
+    )
+    extensions: list[Callable[[], SchemaExtension]] = [
+        ErrorCodes,
+        lambda: QueryDepthLimiter(max_depth=depth),
+        lambda: MaxAliasesLimiter(max_alias_count=aliases),
+        lambda: MaxTokensLimiter(max_token_count=tokens),
+        # Parse and validate each distinct document once, not on every request (the LRU
+        # caches are module-level in Strawberry, shared by the per-request instances).
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+    ]
+    if not settings.graphql_introspection:
+        extensions.append(DisableIntrospection)
+    return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
+
+
+# The printed SDL (schema.graphql) is exported from this instance; limits do not change it.
+schema = build_schema(Settings(database_url="sqlite+aiosqlite://", secret_key="sdl"))
