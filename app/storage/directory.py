@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
-from sqlmodel import col
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.storage.models import Account, ApiKey, Engine
 
@@ -63,7 +63,9 @@ async def insert_engine(
 
 
 async def account_by_name(session: AsyncSession, name: str) -> AccountRecord | None:
-    row = (await session.execute(select(Account).where(col(Account.name) == name))).scalar_one_or_none()
+    row = (
+        await session.execute(select(Account).where(col(Account.name) == name))
+    ).scalar_one_or_none()
     return None if row is None or row.id is None else AccountRecord(id=row.id, name=row.name)
 
 
@@ -96,5 +98,7 @@ async def engines_of_account(session: AsyncSession, account_id: int) -> list[Eng
 
 
 async def first_engine(session: AsyncSession) -> EngineRecord | None:
-    row = (await session.execute(select(Engine).order_by(col(Engine.id)).limit(1))).scalar_one_or_none()
+    row = (
+        await session.execute(select(Engine).order_by(col(Engine.id)).limit(1))
+    ).scalar_one_or_none()
     return None if row is None else _engine(row)
