@@ -214,3 +214,20 @@ def anyio_backend() -> str:
 def _no_stray_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Run each test in its own directory: nothing lands in the checkout."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def empty_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """A brand-new database of the test's backend, without any table, dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    request.getfixturevalue("postgres_url")  # skips (or fails) when PostgreSQL does not answer
+    name = f"searchstats_empty_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
