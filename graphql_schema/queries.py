@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 
 from app.services.accounts import account_engines
+from app.services.stats import compute_stats
 from graphql_schema.context import Info
+from graphql_schema.stats_args import StatsFilterInput, stats_query
+from graphql_schema.stats_types import Granularity, Stats
 from graphql_schema.types import Engine
 
 
@@ -21,3 +26,34 @@ class Query:
             Engine(hashid=strawberry.ID(r.hashid), name=r.name, is_default=index == 0)
             for index, r in enumerate(records)
         ]
+
+    @strawberry.field(
+        description=(
+            "Time series, rates and breakdowns for one period. from/to take ISO dates (whole "
+            "days in timezone, both included) or ISO date-times ([from, to))."
+        )
+    )
+    async def stats(
+        self,
+        info: Info,
+        from_: Annotated[str, strawberry.argument(name="from")],
+        to: str,
+        timezone: str = "Etc/UTC",
+        granularity: Granularity = Granularity.DAY,
+        engines: list[strawberry.ID] | None = None,
+        filter: StatsFilterInput | None = None,
+    ) -> Stats:
+        query = stats_query(
+            start=from_,
+            end=to,
+            timezone=timezone,
+            granularity=granularity,
+            engines=engines,
+            filter=filter,
+            selections=info.selected_fields[0].selections,
+        )
+        context = info.context
+        report = await compute_stats(
+            runtime=context.runtime, principal=await context.principal(), query=query
+        )
+        return Stats(report=report)

@@ -14,11 +14,13 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
 
 from app.settings import Settings
 from graphql_schema.extensions import ErrorCodes
 from graphql_schema.mutations import Mutation
 from graphql_schema.queries import Query
+from graphql_schema.scalars import SCALARS
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
@@ -40,7 +42,12 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if not settings.graphql_introspection:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=extensions,
+        config=StrawberryConfig(scalar_map=SCALARS),
+    )
 
 
 # The printed SDL (schema.graphql) is exported from this instance; limits do not change it.

@@ -1,0 +1,164 @@
+"""Periods and calendar buckets, exact in every IANA timezone.
+
+A bucket starts at a local wall-clock boundary (the hour, midnight, Monday, the first of the
+month) and ends where the next one starts, so a DST day lasts 23 or 25 hours and a zone at
++05:45 or with a 30-minute DST shift is bucketed exactly. All instants here are UTC-aware.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from app.domain.buckets import ROLLUP_SECONDS
+from app.errors import BadParams
+
+MAX_BUCKETS = 1500
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
+
+
+class Granularity(StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """The half-open interval [start, end) of UTC instants, read in ``zone``."""
+
+    start: datetime
+    end: datetime
+    zone: ZoneInfo
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("period bounds must be timezone-aware")
+
+    @property
+    def rollup_aligned(self) -> bool:
+        """True when both ends fall on 15-minute UTC boundaries, so rollups cover it exactly."""
+        return all(_epoch_seconds(t) % ROLLUP_SECONDS == 0 for t in (self.start, self.end))
+
+
+@lru_cache(maxsize=512)
+def parse_zone(name: str) -> ZoneInfo:
+    if not name or len(name) > 64 or not ZONE_NAME.match(name):
+        raise BadParams(f"unknown timezone {name[:64]!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise BadParams(f"unknown timezone {name!r}") from None
+
+
+def day_start(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant of a local day (after the gap, where midnight does not exist)."""
+    return _wall_to_utc(datetime.combine(day, time(0)), zone)
+
+
+def period_of_days(first: date, last: date, zone: ZoneInfo) -> Period:
+    """Whole local days ``first`` to ``last``, both included."""
+    if first > last:
+        raise BadParams("from must not be after to")
+    return checked(Period(day_start(first, zone), day_start(last + timedelta(days=1), zone), zone))
+
+
+def checked(period: Period) -> Period:
+    if period.start >= period.end:
+        raise BadParams("from must be before to")
+    if period.start < EARLIEST or period.end > LATEST:
+        raise BadParams("the period must lie between 2000-01-01 and 2100-01-01")
+    return period
+
+
+def bucket_starts(period: Period, granularity: Granularity) -> list[datetime]:
+    """Starts of the local buckets overlapping the period, the first one at or before its start.
+
+    Raises BadParams when there would be more than MAX_BUCKETS of them.
+    """
+    zone = period.zone
+    local_first = period.start.astimezone(zone).replace(tzinfo=None)
+    starts: list[datetime] = []
+    seen: set[datetime] = set()
+    for wall in _WallIter(local_first, granularity):
+        for instant in _instants_of(wall, zone):
+            if instant not in seen:
+                seen.add(instant)
+                starts.append(instant)
+        if starts and max(starts) >= period.end:
+            break
+        if len(starts) > MAX_BUCKETS + 2:
+            raise BadParams(
+                f"the period holds more than {MAX_BUCKETS} {granularity.value} buckets; "
+                "choose a shorter period or a coarser granularity"
+            )
+    starts.sort()
+    # Keep the bucket holding the start, drop those at or past the end.
+    first = max(i for i, s in enumerate(starts) if s <= period.start)
+    kept = [s for s in starts[first:] if s < period.end]
+    if len(kept) > MAX_BUCKETS:
+        raise BadParams(f"the period holds more than {MAX_BUCKETS} {granularity.value} buckets")
+    return kept
+
+
+def _instants_of(wall: datetime, zone: ZoneInfo) -> tuple[datetime, ...]:
+    """The instants a wall-clock time names: two when it repeats, one otherwise."""
+    first = _wall_to_utc(wall, zone)
+    if first.astimezone(zone).replace(tzinfo=None) != wall:
+        return (first,)  # in a gap: fold=1 would name an instant before the gap
+    return (first, _wall_to_utc(wall.replace(fold=1), zone))
+
+
+class _WallIter:
+    """Local wall-clock bucket boundaries from the one at or before ``first`` onwards."""
+
+    def __init__(self, first: datetime, granularity: Granularity) -> None:
+        self.granularity = granularity
+        day = first.date()
+        if granularity is Granularity.HOUR:
+            # One hour earlier, so a repeated or shifted hour holding ``first`` is included.
+            self.current = datetime.combine(day, time(first.hour)) - timedelta(hours=1)
+        elif granularity is Granularity.DAY:
+            self.current = datetime.combine(day - timedelta(days=1), time(0))
+        elif granularity is Granularity.WEEK:
+            monday = day - timedelta(days=day.weekday() + 7)
+            self.current = datetime.combine(monday, time(0))
+        else:
+            previous = (day.replace(day=1) - timedelta(days=1)).replace(day=1)
+            self.current = datetime.combine(previous, time(0))
+
+    def __iter__(self) -> _WallIter:
+        return self
+
+    def __next__(self) -> datetime:
+        wall = self.current
+        self.current = _next_wall(wall, self.granularity)
+        return wall
+
+
+def _next_wall(wall: datetime, granularity: Granularity) -> datetime:
+    if granularity is Granularity.HOUR:
+        return wall + timedelta(hours=1)
+    if granularity is Granularity.DAY:
+        return wall + timedelta(days=1)
+    if granularity is Granularity.WEEK:
+        return wall + timedelta(days=7)
+    year, month = (wall.year + 1, 1) if wall.month == 12 else (wall.year, wall.month + 1)
+    return wall.replace(year=year, month=month, day=1)
+
+
+def _wall_to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
+    # fold=0 reads a wall time inside a DST gap with the offset before the gap, which lands on
+    # the first instant after it: exactly where a bucket whose start was skipped begins.
+    return wall.replace(tzinfo=zone).astimezone(UTC)
+
+
+def _epoch_seconds(instant: datetime) -> int:
+    return int(instant.timestamp())

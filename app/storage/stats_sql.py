@@ -1,0 +1,224 @@
+"""The one place where a stats query becomes SQL.
+
+Local buckets arrive as a table of [lo, hi) instants (a VALUES CTE) that the counts join: the
+database walks each bucket's range through an index, so DST days, odd offsets and month lengths
+cost nothing special. Unfiltered counts read the 15-minute rollups; filtered ones scan events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    Table,
+    and_,
+    case,
+    column,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    values,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import CTE
+
+from app.domain.events import EventKind
+from app.domain.stats import Breakdown, StatsFilter
+from app.storage.models import Event, Rollup
+from app.storage.types import to_micros
+
+EVENT: Table = Event.__table__  # type: ignore[attr-defined]
+ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which events a question covers: engines, resolved index filters, time bounds."""
+
+    engine_ids: tuple[int, ...]
+    filter: StatsFilter
+    # (index name, engine id or None for any engine)
+    indices: tuple[tuple[str, int | None], ...]
+    start: datetime
+    end: datetime
+
+
+# counter -> (predicate on an event row, amount it adds)
+def _raw_counter(name: str) -> tuple[ColumnElement[bool], ColumnElement[Any]]:
+    c = EVENT.c
+    one: ColumnElement[Any] = literal(1)
+    kinds = {k.value: k.value for k in EventKind}
+    table: dict[str, tuple[ColumnElement[bool], ColumnElement[Any]]] = {
+        "view": (c.kind == kinds["view"], one),
+        "search": (c.kind == kinds["search"], one),
+        "visit": (c.kind == kinds["visit"], one),
+        "click": (c.kind == kinds["click"], one),
+        "feedback": (c.kind == kinds["feedback"], one),
+        "feedback_positive": (and_(c.kind == kinds["feedback"], c.score > 0), one),
+        "feedback_negative": (and_(c.kind == kinds["feedback"], c.score < 0), one),
+        "search_no_result": (and_(c.kind == kinds["search"], c.result_count == 0), one),
+        "search_clicked": (and_(c.kind == kinds["search"], c.clicked.is_(True)), one),
+        "linked_click": (_linked_click(), one),
+        "linked_click_position": (_linked_click(), c.rank + 1),
+    }
+    return table[name]
+
+
+def _linked_click() -> ColumnElement[bool]:
+    c = EVENT.c
+    return and_(c.kind == EventKind.CLICK.value, c.search_id.is_not(None), c.rank.is_not(None))
+
+
+def buckets_cte(boundaries: Sequence[tuple[datetime, datetime]]) -> CTE:
+    rows = [(i, to_micros(lo), to_micros(hi)) for i, (lo, hi) in enumerate(boundaries)]
+    table = values(
+        column("idx", Integer), column("lo", BigInteger), column("hi", BigInteger), name="b"
+    ).data(rows)
+    return table.cte("b")
+
+
+async def counters_from_rollups(
+    conn: AsyncConnection,
+    scope: Scope,
+    boundaries: Sequence[tuple[datetime, datetime]],
+    counters: Sequence[str],
+) -> list[tuple[int, int, str, int]]:
+    """Rows of (engine id, bucket index, counter, sum) read from the 15-minute rollups."""
+    b = buckets_cte(boundaries)
+    r = ROLLUP.c
+    conditions = [
+        r.engine_id.in_(scope.engine_ids),
+        r.bucket >= b.c.lo,
+        r.bucket < b.c.hi,
+        r.metric.in_(counters),
+    ]
+    if not scope.filter.include_bots:
+        conditions.append(r.is_bot.is_(False))
+    if scope.filter.device is not None:
+        conditions.append(r.device == scope.filter.device.value)
+    statement = (
+        select(r.engine_id, b.c.idx, r.metric, func.sum(r.count))
+        .select_from(b.join(ROLLUP, and_(*conditions)))
+        .group_by(r.engine_id, b.c.idx, r.metric)
+    )
+    rows = await conn.execute(statement)
+    return [(row[0], row[1], row[2], int(row[3])) for row in rows]
+
+
+async def counters_from_events(
+    conn: AsyncConnection,
+    scope: Scope,
+    boundaries: Sequence[tuple[datetime, datetime]],
+    counters: Sequence[str],
+) -> list[tuple[int, int, str, int]]:
+    """The same rows as counters_from_rollups, counted from raw events under any filter."""
+    b = buckets_cte(boundaries)
+    c = EVENT.c
+    sums = [
+        func.coalesce(func.sum(case((predicate, amount), else_=0)), 0).label(f"n{i}")
+        for i, (predicate, amount) in enumerate(_raw_counter(name) for name in counters)
+    ]
+    joined = and_(c.occurred_at >= b.c.lo, c.occurred_at < b.c.hi, *_event_conditions(scope))
+    statement = (
+        select(c.engine_id, b.c.idx, *sums)
+        .select_from(b.join(EVENT, joined))
+        .group_by(c.engine_id, b.c.idx)
+    )
+    rows = await conn.execute(statement)
+    return [
+        (row[0], row[1], name, int(row[2 + i])) for row in rows for i, name in enumerate(counters)
+    ]
+
+
+async def distinct_counts(
+    conn: AsyncConnection,
+    scope: Scope,
+    boundaries: Sequence[tuple[datetime, datetime]],
+    column_name: str,
+) -> list[tuple[int, int, int]]:
+    """Rows of (engine id, bucket index, distinct non-null values of the column)."""
+    b = buckets_cte(boundaries)
+    c = EVENT.c
+    target = c[column_name]
+    joined = and_(
+        c.occurred_at >= b.c.lo,
+        c.occurred_at < b.c.hi,
+        target.is_not(None),
+        *_event_conditions(scope),
+    )
+    statement = (
+        select(c.engine_id, b.c.idx, func.count(target.distinct()))
+        .select_from(b.join(EVENT, joined))
+        .group_by(c.engine_id, b.c.idx)
+    )
+    return [(row[0], row[1], int(row[2])) for row in await conn.execute(statement)]
+
+
+async def top_values(
+    conn: AsyncConnection, scope: Scope, breakdown: Breakdown, limit: int
+) -> list[tuple[str, int]]:
+    """The most frequent values, ties broken by the value itself so pages are stable."""
+    statement = _top_statement(scope, breakdown, limit)
+    return [(row[0], int(row[1])) for row in await conn.execute(statement)]
+
+
+def _top_statement(scope: Scope, breakdown: Breakdown, limit: int) -> Select[Any]:
+    c = EVENT.c
+    if breakdown is Breakdown.TOP_DOCUMENTS:
+        key, kind, extra = c.document_id, EventKind.CLICK, []
+    elif breakdown is Breakdown.TOP_NO_RESULT_QUERIES:
+        key, kind, extra = c.query, EventKind.SEARCH, [c.result_count == 0]
+    else:
+        key, kind, extra = c.query, EventKind.SEARCH, []
+    count = func.count().label("n")
+    return (
+        select(key, count)
+        .where(
+            c.kind == kind.value,
+            c.occurred_at >= scope.start,
+            c.occurred_at < scope.end,
+            key.is_not(None),
+            *extra,
+            *_event_conditions(scope),
+        )
+        .group_by(key)
+        .order_by(count.desc(), key.asc())
+        .limit(limit)
+    )
+
+
+def _event_conditions(scope: Scope) -> list[ColumnElement[bool]]:
+    c = EVENT.c
+    flt = scope.filter
+    conditions: list[ColumnElement[bool]] = [c.engine_id.in_(scope.engine_ids)]
+    if not flt.include_bots:
+        conditions.append(c.is_bot.is_(False))
+    if flt.device is not None:
+        conditions.append(c.device == flt.device.value)
+    if flt.query is not None:
+        conditions.append(c.query == flt.query)
+    if flt.document_id is not None:
+        conditions.append(c.document_id == flt.document_id)
+    if flt.product_types:
+        conditions.append(c.product_type.in_([p.value for p in flt.product_types]))
+    if scope.indices:
+        conditions.append(
+            or_(false(), *(_index_condition(name, eid) for name, eid in scope.indices))
+        )
+    return conditions
+
+
+def _index_condition(name: str, engine_id: int | None) -> ColumnElement[bool]:
+    c = EVENT.c
+    if engine_id is None:
+        return c.content_source_id == name
+    return and_(c.content_source_id == name, c.engine_id == engine_id)
