@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
-from sqlmodel import col
 
 from app.services.runtime import Runtime
-from app.storage.models import Event
+from tests.api.helpers import data, engine_id, gql, record, rollup_totals, stored_events
 from tests.conftest import Tenant
+
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 RECORD_SEARCH = """
 mutation($input: SearchInput!) {
@@ -21,23 +22,6 @@ RECORD_CLICK = """
 mutation($input: ClickInput!) {
   recordClick(input: $input) { id status duplicate queryId }
 }"""
-
-
-async def gql(
-    client: httpx.AsyncClient, tenant: Tenant | None, query: str, **variables: Any
-) -> dict[str, Any]:
-    headers = tenant.token if tenant else {}
-    response = await client.post(
-        "/graphql", json={"query": query, "variables": variables}, headers=headers
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def stored_events(runtime: Runtime) -> list[Event]:
-    async with runtime.database.sessions() as session:
-        return list((await session.execute(select(Event).order_by(col(Event.id)))).scalars())
 
 
 async def test_search_then_linked_click(
@@ -95,3 +79,202 @@ async def test_invalid_click_is_bad_params(
     assert body["errors"][0]["extensions"]["code"] == "bad_params"
     assert "rank" in body["errors"][0]["message"]
     assert await stored_events(runtime) == []
+
+
+SCOPE = "9f0c6ad3-6ae4-4d84-a4fb-1b6f0a2f3c11"
+ITEM = "0b7d3b8e-1c2f-4f55-9d55-51f0e34c1a6e"
+STORE = "c2f8a8a4-6b3e-4a3a-9d55-2b7d9b4a1e60"
+COMMON = {"sessionId": "s-1", "userId": "u-1"}
+
+# (mutation, input, typed columns expected on the stored row, expected payload)
+KINDS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
+    (
+        "recordView",
+        {"targetId": ITEM, "targetType": "item", "referrer": "https://example.org/"},
+        {"kind": "view", "document_id": ITEM, "query": None, "query_id": None},
+        {"targetType": "item", "referrer": "https://example.org/"},
+    ),
+    (
+        "recordSearch",
+        {
+            "query": "open access",
+            "resultCount": 7,
+            "scope": SCOPE,
+            "dsoType": "item",
+            "configuration": "default",
+            "appliedFilters": [
+                {"filter": "author", "operator": "equals", "value": "Smith", "label": "Smith, J."}
+            ],
+            "sort": {"by": "score", "order": "desc"},
+            "page": {"size": 10, "totalElements": 7, "totalPages": 1, "number": 0},
+        },
+        {"kind": "search", "query": "open access", "result_count": 7, "document_id": None},
+        {
+            "scope": SCOPE,
+            "dsoType": "item",
+            "configuration": "default",
+            "appliedFilters": [
+                {"filter": "author", "operator": "equals", "value": "Smith", "label": "Smith, J."}
+            ],
+            "sort": {"by": "score", "order": "desc"},
+            "page": {"size": 10, "totalElements": 7, "totalPages": 1, "number": 0},
+        },
+    ),
+    (
+        "recordVisit",
+        {
+            "store": STORE,
+            "url": "https://shop.example/p/1",
+            "pageType": "product",
+            "dfid": "abc@product@1",
+        },
+        {"kind": "visit", "document_id": "abc@product@1", "query": None},
+        {"store": STORE, "url": "https://shop.example/p/1", "pageType": "product"},
+    ),
+    (
+        "recordClick",
+        {
+            "documentId": "doc-9",
+            "rank": 4,
+            "page": 2,
+            "contentSourceId": "cs-1",
+            "event": "result_click",
+            "productType": "BANNER",
+        },
+        {
+            "kind": "click",
+            "document_id": "doc-9",
+            "rank": 4,
+            "page": 2,
+            "content_source_id": "cs-1",
+            "product_type": "banner",
+            "search_id": None,
+            "query_id": None,
+        },
+        {"event": "result_click"},
+    ),
+    (
+        "recordFeedback",
+        {"documentId": "doc-3", "score": -1, "rank": 0, "page": 1, "contentSourceId": "cs-2"},
+        {
+            "kind": "feedback",
+            "document_id": "doc-3",
+            "score": -1,
+            "rank": 0,
+            "page": 1,
+            "content_source_id": "cs-2",
+            "product_type": None,
+        },
+        {},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutation", "fields", "columns", "payload"), KINDS, ids=[kind[0] for kind in KINDS]
+)
+async def test_each_mutation_stores_its_row(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    runtime: Runtime,
+    mutation: str,
+    fields: dict[str, Any],
+    columns: dict[str, Any],
+    payload: dict[str, Any],
+) -> None:
+    before = datetime.now(UTC)
+    result = data(await gql(client, tenant, record(mutation), input=fields | COMMON), mutation)
+
+    assert result["status"] == "registered"
+    assert result["duplicate"] is False
+    [event] = await stored_events(runtime)
+    assert str(event.id) == result["id"]
+    assert event.engine_id == await engine_id(runtime, tenant.hashid)
+    stored = {name: getattr(event, name) for name in columns}
+    assert stored == columns
+    assert event.payload == payload
+    assert (event.session_id, event.user_id, event.event_id) == ("s-1", "u-1", None)
+    assert (event.door, event.device, event.is_bot) == ("graphql", "desktop", False)
+    assert before <= event.occurred_at == event.received_at <= datetime.now(UTC)
+    if mutation == "recordSearch":
+        assert event.query_id == result["queryId"]
+        assert len(result["queryId"]) == 32
+    else:
+        assert result["queryId"] is None
+
+
+async def test_click_without_product_type_is_a_search_result_click(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    await gql(client, tenant, RECORD_CLICK, input={"documentId": "d", "rank": 0})
+    [event] = await stored_events(runtime)
+    assert event.product_type == "search"
+    assert event.payload == {}
+
+
+async def test_page_total_elements_is_the_result_count(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    page = {"size": 10, "totalElements": 0, "totalPages": 0, "number": 0}
+    data(
+        await gql(client, tenant, RECORD_SEARCH, input={"query": "q", "page": page}), "recordSearch"
+    )
+    [event] = await stored_events(runtime)
+    assert event.result_count == 0
+    assert await rollup_totals(runtime) == {"search": 1, "search_no_result": 1}
+
+
+async def test_robot_user_agent_is_flagged(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    robot = tenant.token | {"User-Agent": GOOGLEBOT}
+    data(await gql(client, robot, RECORD_SEARCH, input={"query": "crawl"}), "recordSearch")
+    [event] = await stored_events(runtime)
+    assert event.is_bot is True
+
+
+async def test_feedback_links_to_its_search(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    search = data(
+        await gql(client, tenant, RECORD_SEARCH, input={"query": "thumbs", "resultCount": 3}),
+        "recordSearch",
+    )
+    feedback = {"queryId": search["queryId"], "documentId": "doc-1", "score": 1}
+    result = data(
+        await gql(client, tenant, record("recordFeedback"), input=feedback), "recordFeedback"
+    )
+
+    assert result["queryId"] == search["queryId"]
+    stored_search, stored_feedback = await stored_events(runtime)
+    assert stored_feedback.search_id == stored_search.id
+    assert (stored_feedback.query, stored_feedback.result_count) == ("thumbs", 3)
+    assert stored_search.clicked is False  # feedback is not a click
+
+
+async def test_clicks_of_one_account_never_link_to_another_accounts_search(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, runtime: Runtime
+) -> None:
+    search = data(
+        await gql(client, tenant, RECORD_SEARCH, input={"query": "private", "resultCount": 5}),
+        "recordSearch",
+    )
+    click = {"queryId": search["queryId"], "documentId": "doc-1", "rank": 0}
+    data(await gql(client, other_tenant, RECORD_CLICK, input=click), "recordClick")
+    feedback = {"queryId": search["queryId"], "documentId": "doc-1", "score": 1}
+    data(
+        await gql(client, other_tenant, record("recordFeedback"), input=feedback),
+        "recordFeedback",
+    )
+
+    stored_search, foreign_click, foreign_feedback = await stored_events(runtime)
+    for foreign in (foreign_click, foreign_feedback):
+        assert foreign.engine_id == await engine_id(runtime, other_tenant.hashid)
+        assert (foreign.search_id, foreign.query, foreign.result_count) == (None, None, None)
+    assert stored_search.clicked is False
+    assert "search_clicked" not in await rollup_totals(runtime, tenant.hashid)
+    assert await rollup_totals(runtime, other_tenant.hashid) == {
+        "click": 1,
+        "feedback": 1,
+        "feedback_positive": 1,
+    }
