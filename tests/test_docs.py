@@ -1,0 +1,28 @@
+"""The README stays true: every setting is in its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.settings import Settings
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    missing = [
+        f"SEARCHSTATS_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`SEARCHSTATS_{name.upper()}`" not in README
+    ]
+    assert missing == []
+
+
+def test_readme_documents_no_setting_that_does_not_exist() -> None:
+    documented = {
+        word.strip("`")
+        for word in README.split()
+        if word.startswith("`SEARCHSTATS_") and "TEST" not in word
+    }
+    known = {f"SEARCHSTATS_{name.upper()}" for name in Settings.model_fields}
+    assert documented - known == set()
