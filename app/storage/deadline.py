@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy import text
@@ -16,23 +15,21 @@ from app.storage.database import Database
 from app.storage.recorder import is_storage_down
 
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for statement_timeout
+# SQLite calls the progress handler every this many virtual-machine instructions.
+SQLITE_PROGRESS_STEPS = 10_000
 
 
 @asynccontextmanager
 async def reading(database: Database, seconds: float) -> AsyncIterator[AsyncConnection]:
     """A read-only use of one connection; raises Timeout past ``seconds``.
 
-    PostgreSQL cancels the statement itself (``statement_timeout``); SQLite's statement is
-    interrupted from the event loop, so in both the worker is free again at the deadline.
+    PostgreSQL cancels a statement itself (``statement_timeout``); on SQLite a progress handler
+    aborts whatever statement runs past the deadline. Either way the worker is free again.
     """
-    timer: asyncio.TimerHandle | None = None
     try:
         async with database.engine.connect() as conn:
             if database.is_sqlite:
-                raw = (await conn.get_raw_connection()).driver_connection
-                # aiosqlite keeps its sqlite3 connection private; interrupt() is thread-safe.
-                native: sqlite3.Connection = raw._connection  # type: ignore[union-attr]
-                timer = asyncio.get_running_loop().call_later(seconds, native.interrupt)
+                await _sqlite_deadline(conn, _expired_after(seconds))
             else:
                 milliseconds = max(1, int(seconds * 1000))
                 await conn.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
@@ -40,6 +37,8 @@ async def reading(database: Database, seconds: float) -> AsyncIterator[AsyncConn
                 yield conn
             finally:
                 await conn.rollback()
+                if database.is_sqlite:
+                    await _sqlite_deadline(conn, None)
     except DBAPIError as error:
         if _was_cancelled(error):
             raise Timeout("the stats query ran past its deadline and was cancelled") from None
@@ -48,9 +47,20 @@ async def reading(database: Database, seconds: float) -> AsyncIterator[AsyncConn
         raise
     except (OSError, TimeoutError):
         raise Unavailable(retry_after=1) from None
-    finally:
-        if timer is not None:
-            timer.cancel()
+
+
+def _expired_after(seconds: float) -> Callable[[], int]:
+    deadline = time.monotonic() + seconds
+
+    def expired() -> int:
+        return 1 if time.monotonic() > deadline else 0  # non-zero aborts the statement
+
+    return expired
+
+
+async def _sqlite_deadline(conn: AsyncConnection, handler: Callable[[], int] | None) -> None:
+    driver = (await conn.get_raw_connection()).driver_connection
+    await driver.set_progress_handler(handler, SQLITE_PROGRESS_STEPS)  # type: ignore[union-attr]
 
 
 def _was_cancelled(error: DBAPIError) -> bool:
