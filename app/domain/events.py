@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -117,6 +118,13 @@ class EventDraft:
     score: int | None = None
     product_type: ProductType | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A vendor door's own contract, for doors that name fields otherwise or require more than the
+    # event's meaning does: its names (attribute -> wire name), the attributes it requires, and
+    # what it could not read, as (attribute, message). They are reported with the event's own
+    # problems, so a client sees every problem at once, each field named as it sent it.
+    wire_names: Mapping[str, str] = field(default_factory=dict)
+    wire_required: tuple[str, ...] = ()
+    wire_problems: tuple[tuple[str, str], ...] = ()
 
     @property
     def effective_result_count(self) -> int | None:
@@ -124,35 +132,74 @@ class EventDraft:
             return self.result_count
         return self.page_info.total_elements if self.page_info else None
 
+    def name_of(self, attribute: str) -> str:
+        """The field's name as the client spelled it."""
+        return self.wire_names.get(attribute) or PUBLIC_NAMES.get(attribute, attribute)
 
-REQUIRED: dict[EventKind, tuple[tuple[str, str], ...]] = {
-    EventKind.VIEW: (("target_id", "targetId"), ("target_type", "targetType")),
-    EventKind.SEARCH: (("query", "query"),),
-    EventKind.VISIT: (("store", "store"),),
-    EventKind.CLICK: (("document_id", "documentId"), ("rank", "rank")),
-    EventKind.FEEDBACK: (("document_id", "documentId"), ("score", "score")),
+
+# What GraphQL (and DSpace) call each attribute: the names messages use by default.
+PUBLIC_NAMES: dict[str, str] = {
+    "engine": "engine",
+    "event_id": "eventId",
+    "occurred_at": "occurredAt",
+    "session_id": "sessionId",
+    "user_id": "userId",
+    "target_id": "targetId",
+    "target_type": "targetType",
+    "referrer": "referrer",
+    "query": "query",
+    "result_count": "resultCount",
+    "scope": "scope",
+    "dso_type": "dsoType",
+    "configuration": "configuration",
+    "applied_filters": "appliedFilters",
+    "sort": "sort",
+    "page_info": "page",
+    "clicked_object": "clickedObject",
+    "store": "store",
+    "url": "url",
+    "page_type": "pageType",
+    "dfid": "dfid",
+    "query_id": "queryId",
+    "document_id": "documentId",
+    "content_source_id": "contentSourceId",
+    "rank": "rank",
+    "page": "page",
+    "label": "event",
+    "score": "score",
+    "product_type": "productType",
 }
 
-# (attribute, public name, maximum length)
-BOUNDED_TEXT: tuple[tuple[str, str, int], ...] = (
-    ("event_id", "eventId", 64),
-    ("session_id", "sessionId", 64),
-    ("user_id", "userId", 64),
-    ("target_id", "targetId", MAX_ID),
-    ("target_type", "targetType", 64),
-    ("referrer", "referrer", MAX_URL),
-    ("query", "query", MAX_TEXT),
-    ("scope", "scope", MAX_ID),
-    ("configuration", "configuration", MAX_ID),
-    ("clicked_object", "clickedObject", MAX_URL),
-    ("store", "store", 36),
-    ("url", "url", MAX_URL),
-    ("page_type", "pageType", 64),
-    ("dfid", "dfid", MAX_ID),
-    ("query_id", "queryId", 64),
-    ("document_id", "documentId", MAX_ID),
-    ("content_source_id", "contentSourceId", MAX_ID),
-    ("label", "event", MAX_ID),
+
+# What each kind of event means at the least; a door may require more (``wire_required``).
+REQUIRED: dict[EventKind, tuple[str, ...]] = {
+    EventKind.VIEW: ("target_id", "target_type"),
+    EventKind.SEARCH: ("query",),
+    EventKind.VISIT: ("store",),
+    EventKind.CLICK: ("document_id", "rank"),
+    EventKind.FEEDBACK: ("document_id", "score"),
+}
+
+# (attribute, maximum length)
+BOUNDED_TEXT: tuple[tuple[str, int], ...] = (
+    ("event_id", 64),
+    ("session_id", 64),
+    ("user_id", 64),
+    ("target_id", MAX_ID),
+    ("target_type", 64),
+    ("referrer", MAX_URL),
+    ("query", MAX_TEXT),
+    ("scope", MAX_ID),
+    ("configuration", MAX_ID),
+    ("clicked_object", MAX_URL),
+    ("store", 36),
+    ("url", MAX_URL),
+    ("page_type", 64),
+    ("dfid", MAX_ID),
+    ("query_id", 64),
+    ("document_id", MAX_ID),
+    ("content_source_id", MAX_ID),
+    ("label", MAX_ID),
 )
 
 MAX_INT = 2**31 - 1
@@ -168,21 +215,23 @@ def is_uuid(value: str) -> bool:
 
 def event_problems(draft: EventDraft, *, now: datetime) -> list[str]:
     """Every rule the event breaks, as public messages naming the field (empty when valid)."""
-    problems: list[str] = []
-    for attribute, name in REQUIRED[draft.kind]:
+    problems = [message for _, message in draft.wire_problems]
+    # A field the door could not read already has its message: one message per field.
+    unread = {attribute for attribute, _ in draft.wire_problems}
+    for attribute in dict.fromkeys(REQUIRED[draft.kind] + draft.wire_required):
         value = getattr(draft, attribute)
-        if value is None or value == "":
-            problems.append(f"{name} is required")
-    for attribute, name, limit in BOUNDED_TEXT:
+        if attribute not in unread and (value is None or value == ""):
+            problems.append(f"{draft.name_of(attribute)} is required")
+    for attribute, limit in BOUNDED_TEXT:
         value = getattr(draft, attribute)
-        if isinstance(value, str) and len(value) > limit:
-            problems.append(f"{name} must be at most {limit} characters")
-        if isinstance(value, str) and "\x00" in value:
-            problems.append(f"{name} must not contain NUL characters")
+        if attribute in unread or not isinstance(value, str):
+            continue
+        if len(value) > limit:
+            problems.append(f"{draft.name_of(attribute)} must be at most {limit} characters")
+        if "\x00" in value:
+            problems.append(f"{draft.name_of(attribute)} must not contain NUL characters")
     if draft.engine is not None and not HASHID.match(draft.engine):
-        problems.append("engine must be 32 lowercase hexadecimal characters")
-    if draft.store is not None and draft.store == "":
-        problems.append("store must be at least 1 character")
+        problems.append(f"{draft.name_of('engine')} must be 32 lowercase hexadecimal characters")
     problems += _time_problems(draft.occurred_at, now)
     problems += _KIND_RULES[draft.kind](draft)
     return problems
@@ -230,27 +279,30 @@ def _int_range(name: str, value: int | None, low: int) -> list[str]:
 
 def _view_rules(draft: EventDraft) -> list[str]:
     if draft.target_id and not is_uuid(draft.target_id):
-        return ["targetId must be a UUID"]
+        return [f"{draft.name_of('target_id')} must be a UUID"]
     return []
 
 
 def _search_rules(draft: EventDraft) -> list[str]:
+    name = draft.name_of
     problems: list[str] = []
-    if draft.scope is not None and not is_uuid(draft.scope):
-        problems.append("scope must be a UUID")
+    for attribute in ("scope", "clicked_object"):
+        value = getattr(draft, attribute)
+        if value is not None and not is_uuid(value):
+            problems.append(f"{name(attribute)} must be a UUID")
     if draft.dso_type is not None and draft.dso_type.lower() not in DSO_TYPES:
-        problems.append("dsoType must be one of all, item, community, collection")
+        problems.append(f"{name('dso_type')} must be one of all, item, community, collection")
     if draft.sort is not None and draft.sort.order.lower() not in SORT_ORDERS:
-        problems.append("sort.order must be asc or desc")
+        problems.append(f"{name('sort')}.order must be asc or desc")
     if len(draft.applied_filters) > MAX_JSON_ITEMS:
-        problems.append(f"appliedFilters must hold at most {MAX_JSON_ITEMS} filters")
-    problems += _int_range("resultCount", draft.result_count, 0)
+        problems.append(f"{name('applied_filters')} must hold at most {MAX_JSON_ITEMS} filters")
+    problems += _int_range(name("result_count"), draft.result_count, 0)
     if draft.page_info is not None:
-        page = draft.page_info
-        problems += _int_range("page.size", page.size, 0)
-        problems += _int_range("page.totalElements", page.total_elements, 0)
-        problems += _int_range("page.totalPages", page.total_pages, 0)
-        problems += _int_range("page.number", page.number, 0)
+        page, prefix = draft.page_info, name("page_info")
+        problems += _int_range(f"{prefix}.size", page.size, 0)
+        problems += _int_range(f"{prefix}.totalElements", page.total_elements, 0)
+        problems += _int_range(f"{prefix}.totalPages", page.total_pages, 0)
+        problems += _int_range(f"{prefix}.number", page.number, 0)
     return problems
 
 
@@ -258,14 +310,21 @@ def _visit_rules(draft: EventDraft) -> list[str]:
     return []
 
 
+def _position_rules(draft: EventDraft) -> list[str]:
+    """Ranks count from 0 in the whole result set, pages from 1."""
+    return _int_range(draft.name_of("rank"), draft.rank, 0) + _int_range(
+        draft.name_of("page"), draft.page, 1
+    )
+
+
 def _click_rules(draft: EventDraft) -> list[str]:
-    return _int_range("rank", draft.rank, 0) + _int_range("page", draft.page, 1)
+    return _position_rules(draft)
 
 
 def _feedback_rules(draft: EventDraft) -> list[str]:
-    problems = _int_range("rank", draft.rank, 0) + _int_range("page", draft.page, 1)
+    problems = _position_rules(draft)
     if draft.score is not None and draft.score not in (1, -1):
-        problems.append("score must be 1 or -1")
+        problems.append(f"{draft.name_of('score')} must be 1 or -1")
     return problems
 
 
