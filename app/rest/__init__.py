@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from app.rest.dspace import dspace_routes
 from app.services.runtime import Runtime
 
 
 def rest_routes(runtime: Runtime) -> list[BaseRoute]:
-    return []
+    return [*dspace_routes(runtime)]

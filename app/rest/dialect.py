@@ -1,0 +1,96 @@
+"""What every vendor dialect shares: a strict JSON body, the caller, errors in its own format."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.auth.principal import Principal
+from app.errors import BadParams, PayloadTooLarge, SearchStatsError, retry_after
+from app.services.record import Client
+from app.services.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+RenderError = Callable[[Request, SearchStatsError], Response]
+
+
+def guarded(render: RenderError) -> Callable[[Endpoint], Endpoint]:
+    """Answer every failure in the dialect's format: known errors as they are, others masked."""
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def guarded_endpoint(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except SearchStatsError as error:
+                return _rendered(render, request, error)
+            except Exception:
+                # The client learns nothing of the cause; the operator finds it in the log.
+                log.exception("unexpected error answering %s %s", request.method, request.url.path)
+                return _rendered(render, request, SearchStatsError())
+
+        return guarded_endpoint
+
+    return decorate
+
+
+def _rendered(render: RenderError, request: Request, error: SearchStatsError) -> Response:
+    response = render(request, error)
+    seconds = retry_after(error)
+    if seconds is not None:
+        response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+async def read_json_object(request: Request, *, limit: int) -> dict[str, Any]:
+    """The request's body as a JSON object; anything else is a 400, never a 500."""
+    if not _is_json(request.headers.get("content-type")):
+        raise BadParams("Content-Type must be application/json")
+    body = await _read_at_most(request, limit)
+    if not body.strip():
+        raise BadParams("the request body is empty: expected a JSON object")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadParams("the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadParams("the request body must be a JSON object")
+    return value
+
+
+def _is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def _read_at_most(request: Request, limit: int) -> bytes:
+    # Counted while streaming, so a body without (or lying about) Content-Length is capped too,
+    # and the 413 is answered in the dialect's own format.
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the request body is over {limit} bytes")
+    return bytes(body)
+
+
+async def caller(runtime: Runtime, request: Request) -> Principal:
+    """The account the request's ``Authorization`` header proves, or a 401."""
+    return await runtime.authenticator.authenticate(request.headers.get("authorization"))
+
+
+def client_of(request: Request, door: str) -> Client:
+    return Client(door=door, user_agent=request.headers.get("user-agent"))
