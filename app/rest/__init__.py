@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from app.rest.doofinder import doofinder_routes
+from app.rest.doofinder_stats import doofinder_stats_routes
 from app.rest.dspace import dspace_routes
 from app.services.runtime import Runtime
 
 
 def rest_routes(runtime: Runtime) -> list[BaseRoute]:
-    return [*dspace_routes(runtime)]
+    return [
+        *dspace_routes(runtime),
+        *doofinder_routes(runtime),
+        *doofinder_stats_routes(runtime),
+    ]
