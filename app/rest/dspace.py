@@ -1,8 +1,8 @@
 """DSpace's statistics endpoints: ``collect``, and DSpace 7+'s ``viewevents`` and ``searchevents``.
 
-These doors are anonymous: their events go to the configured anonymous engine. A logged-in DSpace
-UI sends its own DSpace JWT and XSRF token (``X-XSRF-TOKEN``, ``DSPACE-XSRF-COOKIE``); they prove
-nothing here and are ignored.
+These doors are anonymous: their events go to the engine ``SEARCHSTATS_ANONYMOUS_ENGINE`` names,
+else to the first engine created. A logged-in DSpace UI sends its own DSpace JWT and XSRF token
+(``X-XSRF-TOKEN``, ``DSPACE-XSRF-COOKIE``); they prove nothing here and are ignored.
 """
 
 from __future__ import annotations
