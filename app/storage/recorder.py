@@ -20,6 +20,9 @@ from app.storage.database import Database
 from app.storage.writes import NewEvent, Written, write_batch
 
 log = logging.getLogger(__name__)
+COMMIT_ATTEMPTS = 3
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 def is_storage_down(error: BaseException) -> bool:
@@ -105,15 +108,15 @@ class Recorder:
 
     async def _commit(self, groups: list[Sequence[NewEvent]]) -> list[list[Written]]:
         flat = [event for group in groups for event in group]
-        for attempt in (1, 2):
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 async with self._database.engine.begin() as conn:
                     written = await write_batch(conn, flat)
                 break
-            except IntegrityError:
-                # Another worker stored the same eventId between our lookup and insert; the
-                # second attempt sees it and answers duplicate.
-                if attempt == 2:
+            except DBAPIError as error:
+                # PostgreSQL broke a deadlock with a concurrent batch, or one stored the same
+                # eventId in a way no lookup could see: nothing was written, so try again.
+                if attempt == COMMIT_ATTEMPTS or not _is_transient(error):
                     raise
         self.batches += 1
         results: list[list[Written]] = []
@@ -122,6 +125,11 @@ class Recorder:
             results.append(written[start : start + len(group)])
             start += len(group)
         return results
+
+
+def _is_transient(error: DBAPIError) -> bool:
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return isinstance(error, IntegrityError) or sqlstate in TRANSIENT_SQLSTATES
 
 
 def _as_client_error(error: Exception) -> Exception:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, insert, select, tuple_, update
+from sqlalchemy import Table, and_, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -110,8 +110,8 @@ async def write_batch(conn: AsyncConnection, events: Sequence[NewEvent]) -> list
     others = [i for i in to_insert if events[i].kind is not EventKind.SEARCH]
     await _insert(conn, events, searches, outcomes, rollups)
     await _link_to_searches(conn, events, others, outcomes)
-    await _insert(conn, events, others, outcomes, rollups)
-    await _mark_clicked_searches(conn, [events[i] for i in others], rollups)
+    inserted = await _insert(conn, events, others, outcomes, rollups)
+    await _mark_clicked_searches(conn, [events[i] for i in inserted], rollups)
     await _upsert_rollups(conn, rollups)
 
     for index, event in enumerate(events):
@@ -144,16 +144,77 @@ async def _insert(
     indexes: list[int],
     outcomes: list[Written | None],
     rollups: defaultdict[RollupKey, int],
-) -> None:
-    if not indexes:
-        return
-    statement = insert(EVENT).returning(EVENT.c.id, sort_by_parameter_order=True)
-    result = await conn.execute(statement, [events[i].row() for i in indexes])
-    for index, row_id in zip(indexes, result.scalars(), strict=True):
+) -> list[int]:
+    """Insert the events and count them; returns the indexes of those actually inserted."""
+    plain = [i for i in indexes if not events[i].event_id]
+    keyed = [i for i in indexes if events[i].event_id]
+    inserted: list[tuple[int, int]] = []
+    if plain:
+        ids = await _insert_plain(conn, [events[i].row() for i in plain])
+        inserted += zip(plain, ids, strict=True)
+    if keyed:
+        inserted += await _insert_keyed(conn, events, keyed, outcomes)
+    for index, row_id in inserted:
         event = events[index]
         outcomes[index] = Written(row_id, False, event.query_id)
         for metric, amount in _metrics(event):
             rollups[_rollup_key(event, event.occurred_at, metric)] += amount
+    return [index for index, _ in inserted]
+
+
+async def _insert_plain(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert rows in one statement; their ids, in order."""
+    if conn.dialect.name != "sqlite":
+        statement = insert(EVENT).returning(EVENT.c.id, sort_by_parameter_order=True)
+        return list((await conn.execute(statement, rows)).scalars())
+    # SQLite cannot promise the order of RETURNING rows, so SQLAlchemy would insert them one at
+    # a time. One executemany instead: under the transaction's write lock an INTEGER PRIMARY KEY
+    # takes max(rowid) + 1 for each row in turn, so the batch's ids are the consecutive run
+    # ending at last_insert_rowid().
+    await conn.execute(insert(EVENT), rows)
+    last = int((await conn.execute(text("SELECT last_insert_rowid()"))).scalar_one())
+    return list(range(last - len(rows) + 1, last + 1))
+
+
+async def _insert_keyed(
+    conn: AsyncConnection,
+    events: Sequence[NewEvent],
+    indexes: list[int],
+    outcomes: list[Written | None],
+) -> list[tuple[int, int]]:
+    """Insert events carrying an eventId, skipping those a concurrent batch stored first.
+
+    The lookup before the insert cannot see a batch committing meanwhile; ON CONFLICT DO NOTHING
+    waits for it and skips its rows, which are then answered as duplicates instead of failing.
+    """
+    # One key order for every batch, so two inserting the same eventIds cannot deadlock.
+    indexes = sorted(indexes, key=lambda index: _event_key(events[index]))
+    builder = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        builder(EVENT)
+        .on_conflict_do_nothing(index_elements=[EVENT.c.engine_id, EVENT.c.event_id])
+        .returning(EVENT.c.id, EVENT.c.engine_id, EVENT.c.event_id)
+    )
+    result = await conn.execute(statement, [events[i].row() for i in indexes])
+    ids = {(row.engine_id, row.event_id): row.id for row in result}
+    inserted: list[tuple[int, int]] = []
+    skipped: list[int] = []
+    for index in indexes:
+        row_id = ids.get(_event_key(events[index]))
+        if row_id is None:
+            skipped.append(index)
+        else:
+            inserted.append((index, row_id))
+    if skipped:
+        existing = await _existing_event_ids(conn, [events[i] for i in skipped])
+        for index in skipped:
+            outcomes[index] = existing[_event_key(events[index])]
+    return inserted
+
+
+def _event_key(event: NewEvent) -> tuple[int, str]:
+    assert event.event_id is not None
+    return (event.engine_id, event.event_id)
 
 
 async def _link_to_searches(
