@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from app.http.health import health_routes
 from app.rest import rest_routes
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         *health_routes(runtime),
         *rest_routes(runtime),
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),  # subscriptions (a Mount never matches the bare path)
         Mount("/graphql", graphql),
     ]
     middleware = [
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
+            allow_credentials=True,
             allow_headers=["Authorization", "Content-Type", "X-XSRF-TOKEN"],
             expose_headers=["DSPACE-XSRF-TOKEN", "Retry-After"],
             max_age=600,
