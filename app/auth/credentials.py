@@ -13,6 +13,7 @@ from app.auth.principal import Principal
 from app.errors import NotAuthenticated
 from app.storage import directory
 from app.storage.database import Database
+from app.storage.outages import unavailable_when_down
 
 MAX_JWT_LIFETIME = 7 * 24 * 3600
 MAX_HEADER = 4096
@@ -52,7 +53,7 @@ class Authenticator:
         digest = key_digest(api_key)
         cached = self._recall("key:" + digest)
         if cached is None:
-            async with self._database.sessions() as session:
+            async with unavailable_when_down(), self._database.sessions() as session:
                 account = await directory.account_by_key_digest(session, digest)
             cached = None if account is None else Principal(account.id, account.name)
             self._remember("key:" + digest, cached)
@@ -78,7 +79,7 @@ class Authenticator:
     async def _account_keys(self, name: str) -> tuple[Principal, list[str]]:
         cached = self._recall("account:" + name)
         if cached is None:
-            async with self._database.sessions() as session:
+            async with unavailable_when_down(), self._database.sessions() as session:
                 account = await directory.account_by_name(session, name)
                 sealed = (
                     [] if account is None else await directory.key_ciphertexts(session, account.id)

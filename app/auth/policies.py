@@ -16,6 +16,7 @@ from app.errors import AccessDenied, BadParams, NotFound
 from app.storage import directory
 from app.storage.database import Database
 from app.storage.directory import EngineRecord
+from app.storage.outages import unavailable_when_down
 
 
 class EnginePolicy:
@@ -41,7 +42,7 @@ class EnginePolicy:
     ) -> list[EngineRecord]:
         """The engines a read covers: those named, else every engine of the account."""
         if not hashids:
-            async with self._database.sessions() as session:
+            async with unavailable_when_down(), self._database.sessions() as session:
                 return await directory.engines_of_account(session, principal.account_id)
         return [await self.engine_for(principal, hashid) for hashid in dict.fromkeys(hashids)]
 
@@ -49,7 +50,7 @@ class EnginePolicy:
         """Where an anonymous event goes: the configured engine, else the first one created."""
         if self._anonymous_engine:
             return await self._lookup(self._anonymous_engine)
-        async with self._database.sessions() as session:
+        async with unavailable_when_down(), self._database.sessions() as session:
             engine = await directory.first_engine(session)
         if engine is None:
             raise NotFound("no engine exists yet")
@@ -60,7 +61,7 @@ class EnginePolicy:
             raise BadParams(f"invalid hashid {hashid[:64]!r}: expected 32 lowercase hex characters")
         engine = self._by_hashid.get(hashid)
         if engine is None:
-            async with self._database.sessions() as session:
+            async with unavailable_when_down(), self._database.sessions() as session:
                 engine = await directory.engine_by_hashid(session, hashid)
             if engine is None:
                 raise NotFound(f"search engine {hashid} not found")
@@ -70,7 +71,7 @@ class EnginePolicy:
     async def _default_engine(self, principal: Principal) -> EngineRecord:
         engine = self._defaults.get(principal.account_id)
         if engine is None:
-            async with self._database.sessions() as session:
+            async with unavailable_when_down(), self._database.sessions() as session:
                 engines = await directory.engines_of_account(session, principal.account_id)
             if not engines:
                 raise NotFound("the account has no engine")

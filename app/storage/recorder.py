@@ -12,24 +12,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.errors import Unavailable
 from app.storage.database import Database
+from app.storage.outages import is_storage_down as is_storage_down
 from app.storage.writes import NewEvent, Written, write_batch
 
 log = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 3
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
-
-
-def is_storage_down(error: BaseException) -> bool:
-    """True for failures of the database itself (gone, locked, full), not of the data."""
-    if isinstance(error, OperationalError | InterfaceError | PoolTimeout | OSError | TimeoutError):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 @dataclass(slots=True)

@@ -1,0 +1,105 @@
+"""One write batch: atomic with its rollups, and safe beside a concurrent batch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
+
+from app.domain.events import EventKind
+from app.services.runtime import Runtime
+from app.storage.models import Event, Rollup
+from app.storage.writes import NewEvent, write_batch
+from tests.api.helpers import engine_id, rollup_totals
+from tests.conftest import Tenant
+
+
+class Abort(Exception):
+    pass
+
+
+def visit(engine: int, event_id: str | None) -> NewEvent:
+    now = datetime.now(UTC)
+    return NewEvent(
+        engine_id=engine,
+        kind=EventKind.VISIT,
+        occurred_at=now,
+        received_at=now,
+        door="test",
+        device="unknown",
+        event_id=event_id,
+    )
+
+
+async def count(runtime: Runtime, column: Any) -> int:
+    async with runtime.database.sessions() as session:
+        total: int = (await session.execute(select(func.count(column)))).scalar_one()
+    return total
+
+
+async def test_rollups_roll_back_with_their_events(runtime: Runtime, tenant: Tenant) -> None:
+    engine = await engine_id(runtime, tenant.hashid)
+
+    async def write_then_fail() -> None:
+        async with runtime.database.engine.begin() as conn:
+            written = await write_batch(conn, [visit(engine, "a"), visit(engine, None)])
+            assert len(written) == 2
+            raise Abort
+
+    with pytest.raises(Abort):
+        await write_then_fail()
+
+    assert await count(runtime, col(Event.id)) == 0
+    assert await count(runtime, col(Rollup.metric)) == 0
+
+
+async def _wait_until_blocked(conn: AsyncConnection, is_postgres: bool) -> None:
+    """Until another connection waits on a lock (PostgreSQL), or a moment (SQLite)."""
+    if not is_postgres:
+        await asyncio.sleep(0.3)  # SQLite shows no waiters; the writer waits on its busy timeout
+        return
+    deadline = time.monotonic() + 5
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while True:
+        blocked = (await conn.execute(waiting)).scalar_one()
+        await conn.rollback()  # pg_stat_activity is a snapshot taken once per transaction
+        if blocked:
+            return
+        assert time.monotonic() < deadline, "the second batch never waited on the first"
+        await asyncio.sleep(0.02)
+
+
+async def test_batch_racing_an_uncommitted_one_answers_duplicate(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    """The second batch's lookup cannot see the first's row; it must not fail on it either."""
+    engine = await engine_id(runtime, tenant.hashid)
+    database = runtime.database
+
+    async def second_batch() -> list[tuple[int, bool]]:
+        async with database.engine.begin() as conn:
+            written = await write_batch(conn, [visit(engine, "y"), visit(engine, "x")])
+        return [(w.id, w.duplicate) for w in written]
+
+    async with database.engine.connect() as first, database.engine.connect() as watcher:
+        await first.begin()
+        [original] = await write_batch(first, [visit(engine, "x")])
+        racing = asyncio.create_task(second_batch())
+        await _wait_until_blocked(watcher, not database.is_sqlite)
+        assert not racing.done()
+        await first.commit()
+        (_, y_duplicate), (x_id, x_duplicate) = await asyncio.wait_for(racing, timeout=10)
+
+    assert (x_id, x_duplicate) == (original.id, True)
+    assert y_duplicate is False
+    assert await count(runtime, col(Event.id)) == 2
+    assert await rollup_totals(runtime) == {"visit": 2}
