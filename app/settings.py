@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = Field(default=30, ge=1)
     graphql_max_tokens: int = Field(default=10_000, ge=100)
     graphql_introspection: bool = True
+    graphql_max_subscriptions: int = Field(default=20, ge=1)
+    graphql_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -1,35 +1,67 @@
-"""The ASGI GraphQL endpoint: builds each request's context."""
+"""The ASGI GraphQL endpoint: builds each request's context, admits websocket connections."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types.unset import UnsetType
 
+from app.errors import SearchStatsError
+from app.services.live import LiveStats
 from app.services.runtime import Runtime
 from graphql_schema.context import Context
 from graphql_schema.schema import build_schema
 
+# The legacy graphql-ws protocol has no ping of its own: keep idle connections from timing out.
+LEGACY_KEEP_ALIVE_SECONDS = 15
+
 
 class SearchStatsGraphQL(GraphQL[Context, None]):
     def __init__(self, runtime: Runtime) -> None:
-        super().__init__(build_schema(runtime.settings), graphql_ide="graphiql")
+        settings = runtime.settings
+        super().__init__(
+            build_schema(settings),
+            graphql_ide="graphiql",
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+            connection_init_wait_timeout=timedelta(
+                seconds=settings.graphql_connection_init_timeout_seconds
+            ),
+            max_subscriptions_per_connection=settings.graphql_max_subscriptions,
+            keep_alive=True,
+            keep_alive_interval=LEGACY_KEEP_ALIVE_SECONDS,
+            # Credentials are never cookies: a page on another origin must bring its own key.
+            allowed_origins=settings.cors_origins,
+        )
         self.runtime = runtime
+        self.live = LiveStats(runtime)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         return Context(
             runtime=self.runtime,
+            live=self.live,
             authorization=request.headers.get("authorization"),
             user_agent=request.headers.get("user-agent"),
         )
 
     async def get_root_value(self, request: Any) -> None:
         return None
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Refuse a connection without valid credentials (graphql-transport-ws: 4403)."""
+        try:
+            await context.connect()
+        except SearchStatsError as error:
+            raise ConnectionRejectionError({"code": error.code, "message": error.message}) from None
+        return UnsetType()  # acknowledge without a payload
 
 
 def graphql_app(runtime: Runtime) -> SearchStatsGraphQL:

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.types import StreamExecutionResult
+from strawberry.types.execution import ExecutionResult
 
 from app.errors import BadParams, SearchStatsError
 
@@ -23,6 +25,12 @@ class ErrorCodes(SchemaExtension):
         if result is None or not result.errors:
             return
         result.errors = [coded(error) for error in result.errors]
+
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        """The same for each message of a subscription."""
+        if isinstance(result, ExecutionResult) and result.errors:
+            result.errors = [coded(error) for error in result.errors]
+        yield
 
 
 def coded(error: GraphQLError) -> GraphQLError:

@@ -21,6 +21,7 @@ from graphql_schema.extensions import ErrorCodes
 from graphql_schema.mutations import Mutation
 from graphql_schema.queries import Query
 from graphql_schema.scalars import SCALARS
+from graphql_schema.subscriptions import Subscription
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
@@ -45,6 +46,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(scalar_map=SCALARS),
     )

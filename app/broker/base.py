@@ -6,7 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+from app.errors import TooManyRequests
+
 Message = dict[str, Any]
+
+
+class SlowSubscriber(TooManyRequests):
+    """The subscriber fell further behind than its queue allows and was dropped."""
+
+    default_message = "The subscription fell too far behind and was dropped; subscribe again"
 
 
 class Broker(Protocol):
@@ -14,8 +22,15 @@ class Broker(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def publish(self, channel: str, messages: list[Message]) -> None: ...
+    async def publish(self, channel: str, messages: list[Message]) -> None:
+        """Hand committed events to subscribers; never raises for a fan-out failure."""
+        ...
 
-    def subscribe(
-        self, channels: list[str]
-    ) -> AbstractAsyncContextManager[AsyncIterator[Message]]: ...
+    def subscribe(self, channels: list[str]) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
+        """Messages published on any of the channels from now on; ends with SlowSubscriber."""
+        ...
+
+    @property
+    def subscriber_count(self) -> int:
+        """Live subscriptions on this worker (a subscription on several channels counts once)."""
+        ...

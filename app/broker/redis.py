@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -12,19 +13,23 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.broker.base import Message
-from app.broker.memory import MemoryBroker
+from app.broker.memory import DEFAULT_QUEUE_LIMIT, MemoryBroker
 
 log = logging.getLogger(__name__)
 CHANNEL_PREFIX = "searchstats:"
+# After a failed publish, skip Redis for this long: ingestion must not wait on a dead broker.
+RETRY_AFTER_SECONDS = 1.0
 
 
 class RedisBroker:
     """Publishes through Redis; one pattern subscription per worker feeds a local fan-out."""
 
-    def __init__(self, url: str, *, queue_limit: int = 1000) -> None:
+    def __init__(self, url: str, *, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
         self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._local = MemoryBroker(queue_limit=queue_limit)
         self._listener: asyncio.Task[None] | None = None
+        self._down_until = 0.0
+        self.listening = asyncio.Event()
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="redis-broker")
@@ -38,11 +43,32 @@ class RedisBroker:
         await self._redis.aclose()
 
     async def publish(self, channel: str, messages: list[Message]) -> None:
-        try:
-            await self._redis.publish(CHANNEL_PREFIX + channel, orjson.dumps(messages))
-        except (RedisError, OSError) as error:
-            # Events are committed already; live views miss them but nothing is lost.
-            log.warning("could not publish to Redis: %s", type(error).__name__)
+        if time.monotonic() >= self._down_until:
+            try:
+                await self._redis.publish(CHANNEL_PREFIX + channel, orjson.dumps(messages))
+            except (RedisError, OSError) as error:
+                self._failed(error)
+            else:
+                if self._down_until:
+                    log.warning("publishing to Redis again")
+                    self._down_until = 0.0
+                return
+        # Redis is down: subscribers on this worker still see its own events.
+        self._local.deliver(channel, messages)
+
+    def _failed(self, error: Exception) -> None:
+        """Events are committed already: nothing is lost, only other workers' live views miss
+        them. Said once per outage, not once per event."""
+        if not self._down_until:
+            log.warning(
+                "could not publish to Redis (%s): live events stay on this worker until it answers",
+                type(error).__name__,
+            )
+        self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+
+    @property
+    def subscriber_count(self) -> int:
+        return self._local.subscriber_count
 
     @asynccontextmanager
     async def subscribe(self, channels: list[str]) -> AsyncIterator[AsyncIterator[Message]]:
@@ -51,16 +77,18 @@ class RedisBroker:
 
     async def _listen(self) -> None:
         while True:
+            pubsub = self._redis.pubsub()
             try:
-                pubsub = self._redis.pubsub()
                 await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                self.listening.set()
                 async for item in pubsub.listen():
-                    if item.get("type") != "pmessage":
-                        continue
-                    channel = item["channel"].decode()[len(CHANNEL_PREFIX) :]
-                    self._local.deliver(channel, orjson.loads(item["data"]))
-            except asyncio.CancelledError:
-                raise
+                    if item.get("type") == "pmessage":
+                        channel = item["channel"].decode()[len(CHANNEL_PREFIX) :]
+                        self._local.deliver(channel, orjson.loads(item["data"]))
             except (RedisError, OSError) as error:
+                self.listening.clear()
                 log.warning("Redis subscription lost (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1)
+            finally:
+                with suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py's stubs

@@ -1,0 +1,311 @@
+"""Live views: events as they are committed, and stats questions that follow them.
+
+Both are async generators over the broker. ``LiveStats`` (one per worker) shares the work of a
+``liveStats`` subscription among all that ask the same question: one broker subscription and at
+most one stats computation per refresh, whatever the number of watchers. A watcher that does not
+take what it is offered is dropped, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.auth.principal import Principal
+from app.broker.base import Message, SlowSubscriber
+from app.domain.events import EventKind
+from app.domain.stats import StatsQuery
+from app.errors import BadParams
+from app.services.record import engine_channel
+from app.services.runtime import Runtime
+from app.services.stats import StatsReport, compute_stats
+
+log = logging.getLogger(__name__)
+
+MIN_INTERVAL_MS, MAX_INTERVAL_MS, DEFAULT_INTERVAL_MS = 100, 60_000, 1000
+# Reports a watcher may leave untaken while it is not pacing itself before it is dropped.
+REPORT_BACKLOG = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """What subscribers learn about one newly stored event."""
+
+    id: str
+    engine: str
+    kind: EventKind
+    occurred_at: datetime
+    query_id: str | None
+    query: str | None
+    document_id: str | None
+    device: str
+    is_bot: bool
+
+    @classmethod
+    def of(cls, message: Message) -> RecordedEvent:
+        return cls(
+            id=message["id"],
+            engine=message["engine"],
+            kind=EventKind(message["type"]),
+            occurred_at=datetime.fromisoformat(message["occurredAt"]),
+            query_id=message.get("queryId"),
+            query=message.get("query"),
+            document_id=message.get("documentId"),
+            device=message.get("device") or "unknown",
+            is_bot=bool(message.get("isBot")),
+        )
+
+
+async def recorded_events(
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    engines: Sequence[str],
+    kinds: Collection[EventKind],
+) -> AsyncGenerator[RecordedEvent, None]:
+    """Events of the caller's engines (all of them when none is named), as they are committed."""
+    records = await runtime.engines.engines_for(principal, engines or None)
+    wanted = {kind.value for kind in kinds}
+    channels = [engine_channel(record.hashid) for record in records]
+    async with runtime.broker.subscribe(channels) as messages:
+        async for message in messages:
+            if not wanted or message["type"] in wanted:
+                yield RecordedEvent.of(message)
+
+
+def interval_seconds(interval_ms: int) -> float:
+    if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
+        raise BadParams(f"intervalMs must be between {MIN_INTERVAL_MS} and {MAX_INTERVAL_MS}")
+    return interval_ms / 1000
+
+
+class LiveStats:
+    """The hub: one feed per distinct question (account and StatsQuery) on this worker."""
+
+    def __init__(self, runtime: Runtime, *, backlog: int = REPORT_BACKLOG) -> None:
+        self._runtime = runtime
+        self._backlog = backlog
+        self._feeds: dict[tuple[int, StatsQuery], _Feed] = {}
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    @property
+    def watchers(self) -> int:
+        return sum(feed.size for feed in self._feeds.values())
+
+    async def watch(
+        self, *, principal: Principal, query: StatsQuery, interval_ms: int
+    ) -> AsyncGenerator[StatsReport, None]:
+        """The answer now, then again after changes, at most once per ``interval_ms``."""
+        watcher = _Watcher(interval_seconds(interval_ms), self._backlog)
+        # Access is checked here, before anything is shared.
+        engines = await self._runtime.engines.engines_for(principal, query.engines or None)
+        key = (principal.account_id, query)
+        feed = self._feeds.get(key)
+        if feed is None:
+            channels = [engine_channel(engine.hashid) for engine in engines]
+            feed = _Feed(self._runtime, principal, query, channels, self._forget)
+            self._feeds[key] = feed
+        feed.join(watcher)
+        try:
+            async for report in watcher.reports():
+                yield report
+        finally:
+            await feed.leave(watcher)
+
+    def _forget(self, feed: _Feed) -> None:
+        key = (feed.principal.account_id, feed.query)
+        if self._feeds.get(key) is feed:
+            del self._feeds[key]
+
+
+class _Watcher:
+    """One subscription: the latest report offered, taken at its own pace."""
+
+    def __init__(self, interval: float, backlog: int) -> None:
+        self.interval = interval
+        self._backlog = backlog
+        self._latest: StatsReport | None = None
+        self._error: Exception | None = None
+        self._ready = asyncio.Event()
+        self._pacing = False
+        self._untaken = 0
+
+    def offer(self, report: StatsReport) -> bool:
+        """Replace what is pending; False (and the watcher fails) once it is too far behind."""
+        if self._latest is not None and not self._pacing:
+            # Ready to send but not taking: its client is not reading.
+            self._untaken += 1
+            if self._untaken > self._backlog:
+                self.fail(SlowSubscriber())
+                return False
+        self._latest = report
+        self._ready.set()
+        return True
+
+    def fail(self, error: Exception) -> None:
+        self._error, self._latest = error, None
+        self._ready.set()
+
+    async def reports(self) -> AsyncIterator[StatsReport]:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            if self._error is not None:
+                raise self._error
+            if self._latest is None:
+                continue
+            report, self._latest, self._untaken = self._latest, None, 0
+            sent = loop.time()
+            yield report
+            # Reports offered meanwhile replace each other: one message per interval at most.
+            self._pacing = True
+            try:
+                await asyncio.sleep(max(0.0, sent + self.interval - loop.time()))
+            finally:
+                self._pacing = False
+
+
+class _Feed:
+    """One question followed for its watchers: a broker subscription and a refresh loop."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        principal: Principal,
+        query: StatsQuery,
+        channels: list[str],
+        on_idle: Callable[[_Feed], None],
+    ) -> None:
+        self._runtime = runtime
+        self.principal = principal
+        self.query = query
+        self._channels = channels
+        self._on_idle = on_idle
+        self._watchers: set[_Watcher] = set()
+        self._newcomers: set[_Watcher] = set()
+        self._current: StatsReport | None = None
+        self._dirty = True  # events may have been committed since _current was computed
+        self._urgent = False  # a newcomer waits for its first report: refresh without pacing
+        self._wake = asyncio.Event()
+        self._following = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def size(self) -> int:
+        return len(self._watchers)
+
+    def join(self, watcher: _Watcher) -> None:
+        self._watchers.add(watcher)
+        if self._current is not None and not self._dirty:
+            watcher.offer(self._current)  # nothing happened since it was computed
+        else:
+            self._newcomers.add(watcher)
+            self._urgent = True
+            self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="live-stats-feed")
+            self._task.add_done_callback(_log_failure)
+
+    async def leave(self, watcher: _Watcher) -> None:
+        task = self._remove(watcher)
+        if task is not None:
+            await asyncio.wait([task])
+
+    def _remove(self, watcher: _Watcher) -> asyncio.Task[None] | None:
+        """Forget the watcher; the last one out stops the feed (returned, to be awaited)."""
+        self._watchers.discard(watcher)
+        self._newcomers.discard(watcher)
+        return None if self._watchers else self._stop()
+
+    def _stop(self) -> asyncio.Task[None] | None:
+        """Leave the hub and end the feed's task: the caller awaits it unless it is that task."""
+        if self._stopped:
+            return None
+        self._stopped = True
+        self._on_idle(self)
+        task, self._task = self._task, None
+        if task is None or task is asyncio.current_task():
+            return None  # the refresh loop sees _stopped and returns
+        task.cancel()
+        return task
+
+    def _fail(self, error: Exception) -> None:
+        """Every watcher ends with the error; nobody waits on a dead feed."""
+        for watcher in self._watchers:
+            watcher.fail(error)
+        self._watchers.clear()
+        self._newcomers.clear()
+        self._stop()
+
+    async def _run(self) -> None:
+        follower = asyncio.create_task(self._follow(), name="live-stats-follow")
+        try:
+            await self._refresh()
+        except Exception as error:
+            self._fail(error)
+        finally:
+            follower.cancel()
+            await asyncio.wait([follower])
+
+    async def _follow(self) -> None:
+        """Note that something changed; what exactly is read back from the database."""
+        while True:
+            try:
+                async with self._runtime.broker.subscribe(self._channels) as messages:
+                    self._following.set()
+                    async for _ in messages:
+                        self._changed()
+            except SlowSubscriber:
+                self._changed()  # some messages were missed: the database has them all
+
+    def _changed(self) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    async def _refresh(self) -> None:
+        await self._following.wait()  # no event may slip between a computation and the follow
+        loop = asyncio.get_running_loop()
+        last = float("-inf")
+        while not self._stopped:
+            await self._wake.wait()
+            if not self._urgent:
+                # Coalesce: whatever arrives while waiting is covered by one computation.
+                await asyncio.sleep(max(0.0, last + self._pace() - loop.time()))
+            self._wake.clear()
+            self._urgent = self._dirty = False
+            newcomers, self._newcomers = self._newcomers, set()
+            last = loop.time()
+            report = await compute_stats(
+                runtime=self._runtime, principal=self.principal, query=self.query
+            )
+            self._publish(report, newcomers)
+
+    def _pace(self) -> float:
+        return min((w.interval for w in self._watchers), default=MAX_INTERVAL_MS / 1000)
+
+    def _publish(self, report: StatsReport, newcomers: set[_Watcher]) -> None:
+        changed = report != self._current
+        self._current = report
+        for watcher in tuple(self._watchers):
+            if changed or watcher in newcomers:
+                # Joined during the computation: this answer is its first, any event since
+                # then made the feed dirty and brings another.
+                self._newcomers.discard(watcher)
+                if not watcher.offer(report):
+                    self._remove(watcher)
+        if not self._newcomers:
+            self._urgent = False
+            if not self._dirty:
+                self._wake.clear()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("live stats feed failed", exc_info=task.exception())

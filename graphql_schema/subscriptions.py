@@ -1,0 +1,111 @@
+"""Subscriptions: recorded events as they are committed, and stats that follow them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from app.domain.events import EventKind
+from app.services import live
+from graphql_schema.context import Info
+from graphql_schema.stats_args import StatsFilterInput, stats_query
+from graphql_schema.stats_types import DeviceEnum, Granularity, Stats
+
+
+@strawberry.enum(description="What happened.")
+class EventType(Enum):
+    VIEW = "view"
+    SEARCH = "search"
+    VISIT = "visit"
+    CLICK = "click"
+    FEEDBACK = "feedback"
+
+
+@strawberry.type(description="An event, once its transaction committed.")
+class RecordedEvent:
+    id: strawberry.ID
+    engine: strawberry.ID = strawberry.field(description="The engine's hashid.")
+    type: EventType
+    occurred_at: datetime
+    query_id: str | None
+    query: str | None = strawberry.field(description="A search's query.")
+    document_id: str | None
+    device: DeviceEnum | None = strawberry.field(description="Null when unknown.")
+    is_bot: bool
+
+    @classmethod
+    def of(cls, event: live.RecordedEvent) -> RecordedEvent:
+        device = event.device if event.device in DeviceEnum._value2member_map_ else None
+        return cls(
+            id=strawberry.ID(event.id),
+            engine=strawberry.ID(event.engine),
+            type=EventType(event.kind.value),
+            occurred_at=event.occurred_at,
+            query_id=event.query_id,
+            query=event.query,
+            document_id=event.document_id,
+            device=DeviceEnum(device) if device else None,
+            is_bot=event.is_bot,
+        )
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Events of the caller's engines (all, or those named), as they are committed."
+    )
+    async def event_recorded(
+        self,
+        info: Info,
+        engines: list[strawberry.ID] | None = None,
+        types: list[EventType] | None = None,
+    ) -> AsyncGenerator[RecordedEvent, None]:
+        context = info.context
+        events = live.recorded_events(
+            runtime=context.runtime,
+            principal=await context.principal(),
+            engines=[str(e) for e in engines or ()],
+            kinds=[EventKind(t.value) for t in types or ()],
+        )
+        async with aclosing(events):
+            async for event in events:
+                yield RecordedEvent.of(event)
+
+    @strawberry.subscription(
+        description=(
+            "The stats query's answer now, then again whenever new events change it, at most "
+            f"once per intervalMs ({live.MIN_INTERVAL_MS} to {live.MAX_INTERVAL_MS})."
+        )
+    )
+    async def live_stats(
+        self,
+        info: Info,
+        from_: Annotated[str, strawberry.argument(name="from")],
+        to: str,
+        timezone: str = "Etc/UTC",
+        granularity: Granularity = Granularity.DAY,
+        engines: list[strawberry.ID] | None = None,
+        filter: StatsFilterInput | None = None,
+        interval_ms: int = live.DEFAULT_INTERVAL_MS,
+    ) -> AsyncGenerator[Stats, None]:
+        query = stats_query(
+            start=from_,
+            end=to,
+            timezone=timezone,
+            granularity=granularity,
+            engines=engines,
+            filter=filter,
+            selections=info.selected_fields[0].selections,
+        )
+        context = info.context
+        reports = context.live.watch(
+            principal=await context.principal(), query=query, interval_ms=interval_ms
+        )
+        async with aclosing(reports):
+            async for report in reports:
+                yield Stats(report=report)

@@ -1,0 +1,402 @@
+"""Subscriptions over real websockets: both subprotocols, credentials, engines, liveStats."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from app.main import create_app
+from app.services import live
+from app.services.runtime import Runtime
+from app.services.stats import compute_stats
+from graphql_schema.app import SearchStatsGraphQL
+from tests.conftest import BROWSER_UA, Tenant
+from tests.e2e.graphql_ws import (
+    LEGACY_WS,
+    PROTOCOLS,
+    TRANSPORT_WS,
+    ConnectionRefused,
+    OperationError,
+    eventually,
+    graphql_socket,
+)
+
+EVENTS = """
+subscription($engines: [ID!], $types: [EventType!]) {
+  eventRecorded(engines: $engines, types: $types) {
+    id engine type occurredAt queryId query documentId device isBot
+  }
+}"""
+STATS_FIELDS = """
+    searches { points { start count } totalCount }
+    clicks { totalCount }
+    clickThroughRate { overall points { value } }
+    topQueries(limit: 3) { query count }
+"""
+LIVE = f"""
+subscription($from: String!, $to: String!, $engines: [ID!], $interval: Int!) {{
+  liveStats(from: $from, to: $to, granularity: HOUR, engines: $engines, intervalMs: $interval) {{
+    {STATS_FIELDS}
+  }}
+}}"""
+STATS = f"""
+query($from: String!, $to: String!, $engines: [ID!]) {{
+  stats(from: $from, to: $to, granularity: HOUR, engines: $engines) {{ {STATS_FIELDS} }}
+}}"""
+RECORD = """
+mutation($input: [EventInput!]!) { recordEvents(input: $input) { id queryId } }"""
+PERIOD = {"from": "2025-06-01T00:00:00Z", "to": "2025-06-01T06:00:00Z"}
+
+
+@dataclass(frozen=True)
+class Served:
+    """The app on a real uvicorn server in this event loop."""
+
+    app: Starlette
+    http: httpx.AsyncClient
+    ws_url: str
+
+    @property
+    def hub(self) -> live.LiveStats:
+        view = next(r.app for r in self.app.routes if isinstance(r, WebSocketRoute))
+        assert isinstance(view, SearchStatsGraphQL)
+        return view.live
+
+
+@asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[int]:
+    """Serve the app on a free loopback port until the block ends; yields the port."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, within=10)
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def served(runtime: Runtime) -> AsyncIterator[Served]:
+    app = create_app(runtime.settings, runtime=runtime)
+    async with serving(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        headers = {"User-Agent": BROWSER_UA}
+        async with httpx.AsyncClient(base_url=base, trust_env=False, headers=headers) as http:
+            yield Served(app=app, http=http, ws_url=f"ws://127.0.0.1:{port}/graphql")
+
+
+def token(tenant: Tenant) -> dict[str, str]:
+    return {"Authorization": f"Token {tenant.api_key}"}
+
+
+async def gql(served: Served, tenant: Tenant, query: str, **variables: Any) -> Any:
+    response = await served.http.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=token(tenant)
+    )
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+async def record(served: Served, tenant: Tenant, *events: dict[str, Any]) -> list[Any]:
+    data = await gql(served, tenant, RECORD, input=list(events))
+    return list(data["recordEvents"])
+
+
+def search(query: str, at: str = "2025-06-01T01:30:00Z", **fields: Any) -> dict[str, Any]:
+    return {"search": {"query": query, "occurredAt": at, **fields}}
+
+
+def click(query_id: str, at: str = "2025-06-01T01:40:00Z") -> dict[str, Any]:
+    return {"click": {"queryId": query_id, "documentId": "doc-1", "rank": 0, "occurredAt": at}}
+
+
+async def stats_now(served: Served, tenant: Tenant) -> Any:
+    return (await gql(served, tenant, STATS, **PERIOD))["stats"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_event_recorded_streams_committed_events(
+    served: Served, tenant: Tenant, protocol: str
+) -> None:
+    async with graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as socket:
+        await socket.subscribe("1", EVENTS, types=["CLICK"])
+        await socket.subscribe("2", EVENTS)
+        await until_listening(served, 2)
+        [searched] = await record(served, tenant, search("shoes"))
+        [clicked] = await record(served, tenant, click(searched["queryId"]))
+        every = [(await socket.next("2"))["eventRecorded"] for _ in range(2)]
+        clicks = (await socket.next("1"))["eventRecorded"]
+    assert [e["id"] for e in every] == [searched["id"], clicked["id"]]
+    assert every[0] == {
+        "id": searched["id"],
+        "engine": tenant.hashid,
+        "type": "SEARCH",
+        "occurredAt": "2025-06-01T01:30:00+00:00",
+        "queryId": searched["queryId"],
+        "query": "shoes",
+        "documentId": None,
+        "device": "DESKTOP",
+        "isBot": False,
+    }
+    # types filters: the search never reached the CLICK-only subscription.
+    assert (clicks["id"], clicks["type"], clicks["queryId"]) == (
+        clicked["id"],
+        "CLICK",
+        searched["queryId"],
+    )
+
+
+async def until_listening(served: Served, count: int) -> None:
+    runtime: Runtime = served.app.state.runtime
+    await eventually(lambda: runtime.broker.subscriber_count >= count)
+
+
+async def test_duplicates_are_not_published(served: Served, tenant: Tenant) -> None:
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("1", EVENTS)
+        await until_listening(served, 1)
+        [first] = await record(served, tenant, search("a", eventId="same"))
+        await record(served, tenant, search("a", eventId="same"))
+        [second] = await record(served, tenant, search("b"))
+        received = [(await socket.next("1"))["eventRecorded"]["id"] for _ in range(2)]
+    assert received == [first["id"], second["id"]]
+
+
+@pytest.mark.parametrize(
+    ("payload", "headers"),
+    [
+        ("Authorization", None),
+        ("authorization", None),
+        (None, "Authorization"),
+    ],
+    ids=["connection_init", "lowercase-key", "upgrade-header"],
+)
+async def test_credentials_from_init_payload_or_upgrade_header(
+    served: Served, tenant: Tenant, payload: str | None, headers: str | None
+) -> None:
+    credential = f"Token {tenant.api_key}"
+    async with graphql_socket(
+        served.ws_url,
+        payload={payload: credential} if payload else None,
+        headers={headers: credential} if headers else None,
+    ) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=1000)
+        first = await socket.next("1")
+    assert first["liveStats"]["searches"]["totalCount"] == 0
+
+
+async def test_init_payload_wins_over_the_upgrade_header(
+    served: Served, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    async with graphql_socket(
+        served.ws_url, payload=token(other_tenant), headers=token(tenant)
+    ) as socket:
+        await socket.subscribe("1", EVENTS, engines=[tenant.hashid])
+        with pytest.raises(OperationError) as denied:
+            await socket.next("1")
+    assert denied.value.code == "access_denied"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [None, {"Authorization": "Token " + "0" * 40}, {"Authorization": "Basic abc"}],
+    ids=["none", "unknown-key", "wrong-scheme"],
+)
+async def test_transport_ws_refuses_a_connection_without_valid_credentials(
+    served: Served, tenant: Tenant, payload: dict[str, str] | None
+) -> None:
+    with pytest.raises(ConnectionClosed) as closed:
+        await subscribe_once(served.ws_url, payload)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4403, "Forbidden")
+
+
+async def subscribe_once(url: str, payload: dict[str, str] | None) -> None:
+    async with graphql_socket(url, payload=payload) as socket:
+        await socket.subscribe("1", EVENTS)
+        await socket.next("1")
+
+
+async def test_legacy_ws_refuses_a_connection_without_valid_credentials(
+    served: Served, tenant: Tenant
+) -> None:
+    with pytest.raises(ConnectionRefused) as refused:
+        async with graphql_socket(served.ws_url, protocol=LEGACY_WS):
+            pass
+    assert refused.value.payload["code"] == "not_authenticated"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_another_accounts_engine_is_denied(
+    served: Served, tenant: Tenant, other_tenant: Tenant, protocol: str
+) -> None:
+    async with graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as socket:
+        await socket.subscribe("1", EVENTS, engines=[other_tenant.hashid])
+        await socket.subscribe("2", LIVE, **PERIOD, engines=[other_tenant.hashid], interval=100)
+        for op_id in ("1", "2"):
+            with pytest.raises(OperationError) as denied:
+                await socket.next(op_id)
+            assert denied.value.code == "access_denied"
+    assert served.hub.watchers == 0
+
+
+async def test_only_the_callers_events_are_streamed(
+    served: Served, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("1", EVENTS)
+        await until_listening(served, 1)
+        await record(served, other_tenant, search("theirs"))
+        [mine] = await record(served, tenant, search("mine"))
+        first = (await socket.next("1"))["eventRecorded"]
+    assert (first["id"], first["query"]) == (mine["id"], "mine")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_live_stats_emits_at_once_then_equals_stats_after_changes(
+    served: Served, tenant: Tenant, protocol: str
+) -> None:
+    [searched] = await record(served, tenant, search("boots"))
+    async with graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=100)
+        first = (await socket.next("1"))["liveStats"]
+        assert first == await stats_now(served, tenant)
+        assert first["searches"]["totalCount"] == 1
+        await record(served, tenant, click(searched["queryId"]), search("boots"), search("hat"))
+        second = (await socket.next("1"))["liveStats"]
+        assert second == await stats_now(served, tenant)
+    assert second["clicks"]["totalCount"] == 1
+    assert second["topQueries"] == [{"query": "boots", "count": 2}, {"query": "hat", "count": 1}]
+    assert second["clickThroughRate"]["overall"] == pytest.approx(1 / 3)
+
+
+async def test_live_stats_is_silent_when_nothing_it_counts_changed(
+    served: Served, tenant: Tenant
+) -> None:
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=100)
+        await socket.next("1")
+        # Outside the period: stored and published, but the answer stays the same.
+        await record(served, tenant, search("later", at="2025-06-02T01:00:00Z"))
+        assert await socket.pending("1", 0.4) == []
+
+
+async def test_live_stats_coalesces_changes_to_one_message_per_interval(
+    served: Served, tenant: Tenant
+) -> None:
+    interval = 0.3
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=int(interval * 1000))
+        await socket.next("1")
+        reader = asyncio.create_task(socket.pending("1", 1.6))
+        for index in range(12):  # a change every 0.1 s for 1.2 s
+            await record(served, tenant, search(f"q{index}"))
+            await asyncio.sleep(0.1)
+        messages = await reader
+        final = messages[-1]["payload"]["data"]["liveStats"]
+    assert 3 <= len(messages) <= 6, len(messages)  # not 12: one per interval at most
+    assert final == await stats_now(served, tenant)
+    assert final["searches"]["totalCount"] == 12
+
+
+async def test_live_stats_messages_are_spaced_by_the_interval(
+    served: Served, tenant: Tenant
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=250)
+        await socket.next("1")
+        times = [loop.time()]
+        for index in range(3):
+            await record(served, tenant, search(f"q{index}"))
+            await socket.next("1")
+            times.append(loop.time())
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.24, gaps
+
+
+@pytest.mark.parametrize("interval", [99, 60_001, -1])
+async def test_interval_is_bounded(served: Served, tenant: Tenant, interval: int) -> None:
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=interval)
+        with pytest.raises(OperationError) as refused:
+            await socket.next("1")
+    assert refused.value.code == "bad_params"
+    assert "intervalMs must be between 100 and 60000" in refused.value.errors[0]["message"]
+
+
+async def test_identical_subscriptions_share_one_computation(
+    served: Served, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computations = 0
+
+    async def counted(**kwargs: Any) -> Any:
+        nonlocal computations
+        computations += 1
+        return await compute_stats(**kwargs)
+
+    monkeypatch.setattr(live, "compute_stats", counted)
+    async with (
+        graphql_socket(served.ws_url, payload=token(tenant)) as one,
+        graphql_socket(served.ws_url, payload=token(tenant)) as two,
+    ):
+        sockets = [(one, str(i)) for i in range(10)] + [(two, str(i)) for i in range(10)]
+        for socket, op_id in sockets:
+            await socket.subscribe(op_id, LIVE, **PERIOD, interval=100)
+        for socket, op_id in sockets:
+            await socket.next(op_id)
+        assert (len(served.hub), served.hub.watchers) == (1, 20)
+        before = computations
+        await record(served, tenant, search("shared"))
+        updates = [(await socket.next(op_id))["liveStats"] for socket, op_id in sockets]
+        assert computations - before == 1
+        assert all(u["searches"]["totalCount"] == 1 for u in updates)
+        # Another selection is another question: another feed.
+        await one.subscribe(
+            "other", LIVE.replace("clicks { totalCount }", ""), **PERIOD, interval=100
+        )
+        await one.next("other")
+        assert (len(served.hub), served.hub.watchers) == (2, 21)
+    await until_idle(served)
+
+
+async def until_idle(served: Served) -> None:
+    runtime: Runtime = served.app.state.runtime
+    await eventually(
+        lambda: (runtime.broker.subscriber_count, len(served.hub), served.hub.watchers) == (0, 0, 0)
+    )
+
+
+async def test_transport_ws_closes_without_connection_init_after_the_timeout(
+    runtime: Runtime,
+) -> None:
+    settings = runtime.settings.model_copy(update={"graphql_connection_init_timeout_seconds": 0.2})
+    async with (
+        serving(create_app(settings, runtime=replace(runtime, settings=settings))) as port,
+        connect(
+            f"ws://127.0.0.1:{port}/graphql",
+            subprotocols=[Subprotocol(TRANSPORT_WS)],
+            proxy=None,
+        ) as ws,
+    ):
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4408
