@@ -1,0 +1,160 @@
+"""Credentials on the GraphQL door: Token, Bearer key, Bearer JWT; hostile tokens are a 401 code."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+import jwt
+import pytest
+
+from tests.api.helpers import data, error_code, gql
+from tests.conftest import Tenant
+
+ENGINES = "{ engines { hashid isDefault } }"
+WEEK = 7 * 24 * 3600
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def craft(payload: str, key: str, header: str = '{"alg":"HS256","typ":"JWT"}') -> str:
+    """A JWT assembled by hand, so that claims no library would emit can be sent."""
+    signing_input = f"{b64(header.encode())}.{b64(payload.encode())}"
+    signature = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def good_claims(tenant: Tenant, lifetime: int = 3600) -> dict[str, object]:
+    now = int(time.time())
+    return {"iat": now, "exp": now + lifetime, "name": tenant.account}
+
+
+async def engines_of(client: httpx.AsyncClient, headers: dict[str, str]) -> list[str]:
+    return [e["hashid"] for e in data(await gql(client, headers, ENGINES), "engines")]
+
+
+async def test_token_and_bearer_api_key(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    assert await engines_of(client, {"Authorization": f"Token {tenant.api_key}"}) == [tenant.hashid]
+    assert await engines_of(client, bearer(tenant.api_key)) == [tenant.hashid]
+    assert await engines_of(client, {"Authorization": f"token   {tenant.api_key}  "}) == [
+        tenant.hashid
+    ]
+
+
+async def test_jwt_signed_with_the_api_key(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    token = jwt.encode(good_claims(tenant), tenant.api_key, algorithm="HS256")
+    assert await engines_of(client, bearer(token)) == [tenant.hashid]
+    by_hand = craft(json.dumps(good_claims(tenant, lifetime=WEEK - 60)), tenant.api_key)
+    assert await engines_of(client, bearer(by_hand)) == [tenant.hashid]
+
+
+async def test_jwt_records_into_the_accounts_engine(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    token = jwt.encode(good_claims(tenant), tenant.api_key, algorithm="HS256")
+    body = await gql(
+        client,
+        bearer(token),
+        'mutation { recordSearch(input: {query: "jwt"}) { status } }',
+    )
+    assert data(body, "recordSearch") == {"status": "registered"}
+
+
+async def test_jwt_signed_with_another_accounts_key_is_refused(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    forged = jwt.encode(good_claims(tenant), other_tenant.api_key, algorithm="HS256")
+    assert error_code(await gql(client, bearer(forged), ENGINES)) == "not_authenticated"
+    # The same key naming its own account works: the refusal is about the pairing.
+    own = jwt.encode(good_claims(other_tenant), other_tenant.api_key, algorithm="HS256")
+    assert await engines_of(client, bearer(own)) == [other_tenant.hashid]
+
+
+NOW = int(time.time())
+HOSTILE_PAYLOADS = {
+    "iat-list": f'{{"iat": [1], "exp": {NOW + 60}, "name": "acme"}}',
+    "exp-huge": f'{{"iat": {NOW}, "exp": 1e400, "name": "acme"}}',
+    "exp-nan": f'{{"iat": {NOW}, "exp": NaN, "name": "acme"}}',
+    "iat-minus-infinity": f'{{"iat": -Infinity, "exp": {NOW + 60}, "name": "acme"}}',
+    "exp-string": f'{{"iat": {NOW}, "exp": "{NOW + 60}", "name": "acme"}}',
+    "iat-bool": f'{{"iat": true, "exp": {NOW + 60}, "name": "acme"}}',
+    "exp-object": f'{{"iat": {NOW}, "exp": {{"$gt": 0}}, "name": "acme"}}',
+    "over-a-week": f'{{"iat": {NOW}, "exp": {NOW + WEEK + 1}, "name": "acme"}}',
+    "exactly-a-week": f'{{"iat": {NOW}, "exp": {NOW + WEEK}, "name": "acme"}}',
+    "expired": f'{{"iat": {NOW - 7200}, "exp": {NOW - 3600}, "name": "acme"}}',
+    "issued-in-the-future": f'{{"iat": {NOW + 3600}, "exp": {NOW + 7200}, "name": "acme"}}',
+    "exp-before-iat": f'{{"iat": {NOW}, "exp": {NOW - 1}, "name": "acme"}}',
+    "no-iat": f'{{"exp": {NOW + 60}, "name": "acme"}}',
+    "no-exp": f'{{"iat": {NOW}, "name": "acme"}}',
+    "no-name": f'{{"iat": {NOW}, "exp": {NOW + 60}}}',
+    "empty-name": f'{{"iat": {NOW}, "exp": {NOW + 60}, "name": ""}}',
+    "name-list": f'{{"iat": {NOW}, "exp": {NOW + 60}, "name": ["acme"]}}',
+    "unknown-account": f'{{"iat": {NOW}, "exp": {NOW + 60}, "name": "nobody"}}',
+    "payload-array": "[1, 2]",
+    "payload-number": "1e400",
+    "payload-not-json": "{not json",
+}
+
+
+@pytest.mark.parametrize("payload", HOSTILE_PAYLOADS.values(), ids=HOSTILE_PAYLOADS.keys())
+async def test_hostile_jwt_claims_are_not_authenticated(
+    client: httpx.AsyncClient, tenant: Tenant, payload: str
+) -> None:
+    assert tenant.account == "acme"
+    body = await gql(client, bearer(craft(payload, tenant.api_key)), ENGINES)
+    assert error_code(body) == "not_authenticated"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        '{"alg":"none","typ":"JWT"}',
+        '{"alg":"HS512","typ":"JWT"}',
+        '{"alg":"RS256","typ":"JWT"}',
+        '{"typ":"JWT"}',
+        "[]",
+        "not json",
+    ],
+)
+async def test_hostile_jwt_headers_are_not_authenticated(
+    client: httpx.AsyncClient, tenant: Tenant, header: str
+) -> None:
+    token = craft(json.dumps(good_claims(tenant)), tenant.api_key, header=header)
+    assert error_code(await gql(client, bearer(token), ENGINES)) == "not_authenticated"
+
+
+async def test_unsigned_jwt_is_not_authenticated(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    header = b64(b'{"alg":"none","typ":"JWT"}')
+    token = f"{header}.{b64(json.dumps(good_claims(tenant)).encode())}."
+    assert error_code(await gql(client, bearer(token), ENGINES)) == "not_authenticated"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "",
+        "Token",
+        "Token ",
+        "Token 0000000000000000000000000000000000000000",
+        "Basic YWNtZTpzZWNyZXQ=",
+        "Bearer a.b.c",
+        "Bearer ...",
+        "Bearer " + "a" * 5000,
+        "Token \x00",
+    ],
+)
+async def test_bad_credentials_are_not_authenticated(
+    client: httpx.AsyncClient, tenant: Tenant, authorization: str
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    assert error_code(await gql(client, headers, ENGINES)) == "not_authenticated"
