@@ -67,9 +67,17 @@ class Server:
 
 @contextmanager
 def searchstats_server(
-    database_url: str, *, workers: int = 1, env: dict[str, str] | None = None
+    database_url: str,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    api_key: str | None = None,
 ) -> Iterator[Server]:
-    """``searchstats serve`` as a real process; stopped (SIGTERM, then SIGKILL) on exit."""
+    """``searchstats serve`` as a real process; stopped (SIGTERM, then SIGKILL) on exit.
+
+    On an empty database it creates the ``default`` account and prints its key, which is read
+    here; for a database that has accounts already, pass the ``api_key`` to use.
+    """
     port = free_port()
     environment = {
         **os.environ,
@@ -88,7 +96,7 @@ def searchstats_server(
         text=True,
     )
     try:
-        key, hashid = _read_bootstrap(process)
+        key, hashid = (api_key, "") if api_key else _read_bootstrap(process)
         # Keep reading the server's output: a full pipe would block its logging, and so it.
         threading.Thread(target=_drain, args=(process,), daemon=True).start()
         url = f"http://127.0.0.1:{port}"

@@ -89,9 +89,13 @@ class Rollup(SQLModel, table=True):
     hours, days, weeks and months. Kept in the same transaction as the raw events.
     """
 
+    # On SQLite the table is its own primary-key index, so a range scan reads the counts directly.
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    # Key order (engine, metric, bucket): a question reads one contiguous range per counter.
     engine_id: int = Field(foreign_key="engine.id", primary_key=True, ondelete="CASCADE")
-    bucket: datetime = Field(sa_column=Column(EpochMicros(), primary_key=True))
     metric: str = Field(sa_column=Column(String(24), primary_key=True))
+    bucket: datetime = Field(sa_column=Column(EpochMicros(), primary_key=True))
     device: str = Field(sa_column=Column(String(16), primary_key=True))
     is_bot: bool = Field(primary_key=True)
     count: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -20,13 +21,12 @@ from sqlalchemy import (
     Table,
     and_,
     case,
-    column,
     false,
     func,
     literal,
     or_,
     select,
-    values,
+    text,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import CTE
@@ -78,12 +78,26 @@ def _linked_click() -> ColumnElement[bool]:
     return and_(c.kind == EventKind.CLICK.value, c.search_id.is_not(None), c.rank.is_not(None))
 
 
-def buckets_cte(boundaries: Sequence[tuple[datetime, datetime]]) -> CTE:
-    rows = [(i, to_micros(lo), to_micros(hi)) for i, (lo, hi) in enumerate(boundaries)]
-    table = values(
-        column("idx", Integer), column("lo", BigInteger), column("hi", BigInteger), name="b"
-    ).data(rows)
-    return table.cte("b")
+def buckets_cte(dialect: str, boundaries: Sequence[tuple[datetime, datetime]]) -> CTE:
+    """The local buckets as a table (idx, lo, hi), passed as one or two array parameters.
+
+    The statement's text is the same whatever the period, so SQLAlchemy compiles it once and
+    PostgreSQL can reuse its prepared statement.
+    """
+    lows = [to_micros(lo) for lo, _ in boundaries]
+    highs = [to_micros(hi) for _, hi in boundaries]
+    if dialect == "postgresql":
+        table = text(
+            "SELECT CAST(t.n - 1 AS INTEGER) AS idx, t.lo, t.hi FROM unnest("
+            "CAST(:bucket_lows AS BIGINT[]), CAST(:bucket_highs AS BIGINT[])"
+            ") WITH ORDINALITY AS t(lo, hi, n)"
+        ).bindparams(bucket_lows=lows, bucket_highs=highs)
+    else:
+        table = text(
+            "SELECT CAST(key AS INTEGER) AS idx, CAST(json_extract(value, '$[0]') AS INTEGER) "
+            "AS lo, CAST(json_extract(value, '$[1]') AS INTEGER) AS hi FROM json_each(:buckets)"
+        ).bindparams(buckets=orjson.dumps(list(zip(lows, highs, strict=True))).decode())
+    return table.columns(idx=Integer(), lo=BigInteger(), hi=BigInteger()).cte("b")
 
 
 async def counters_from_rollups(
@@ -93,7 +107,7 @@ async def counters_from_rollups(
     counters: Sequence[str],
 ) -> list[tuple[int, int, str, int]]:
     """Rows of (engine id, bucket index, counter, sum) read from the 15-minute rollups."""
-    b = buckets_cte(boundaries)
+    b = buckets_cte(conn.dialect.name, boundaries)
     r = ROLLUP.c
     conditions = [
         r.engine_id.in_(scope.engine_ids),
@@ -121,7 +135,7 @@ async def counters_from_events(
     counters: Sequence[str],
 ) -> list[tuple[int, int, str, int]]:
     """The same rows as counters_from_rollups, counted from raw events under any filter."""
-    b = buckets_cte(boundaries)
+    b = buckets_cte(conn.dialect.name, boundaries)
     c = EVENT.c
     sums = [
         func.coalesce(func.sum(case((predicate, amount), else_=0)), 0).label(f"n{i}")
@@ -146,7 +160,7 @@ async def distinct_counts(
     column_name: str,
 ) -> list[tuple[int, int, int]]:
     """Rows of (engine id, bucket index, distinct non-null values of the column)."""
-    b = buckets_cte(boundaries)
+    b = buckets_cte(conn.dialect.name, boundaries)
     c = EVENT.c
     target = c[column_name]
     joined = and_(

@@ -106,13 +106,14 @@ def upgrade() -> None:
     op.create_table(
         "rollup",
         sa.Column("engine_id", sa.Integer(), nullable=False),
-        sa.Column("bucket", sa.BigInteger(), nullable=False),
         sa.Column("metric", sa.String(length=24), nullable=False),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
         sa.Column("device", sa.String(length=16), nullable=False),
         sa.Column("is_bot", sa.Boolean(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["engine_id"], ["engine.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("engine_id", "bucket", "metric", "device", "is_bot"),
+        sa.PrimaryKeyConstraint("engine_id", "metric", "bucket", "device", "is_bot"),
+        sqlite_with_rowid=False,
     )
 
 
