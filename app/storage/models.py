@@ -49,8 +49,9 @@ class Event(SQLModel, table=True):
         Index("ux_event_engine_event_id", "engine_id", "event_id", unique=True),
         Index("ix_event_engine_kind_time", "engine_id", "kind", "occurred_at"),
         Index("ix_event_engine_query_id", "engine_id", "query_id"),
-        Index("ix_event_engine_query", "engine_id", "kind", "query"),
-        Index("ix_event_engine_document", "engine_id", "kind", "document_id"),
+        # Filtered stats walk one (engine, kind, value) range per bucket, in time order.
+        Index("ix_event_engine_query", "engine_id", "kind", "query", "occurred_at"),
+        Index("ix_event_engine_document", "engine_id", "kind", "document_id", "occurred_at"),
         Index("ix_event_engine_user", "engine_id", "user_id"),
     )
 

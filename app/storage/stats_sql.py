@@ -73,6 +73,21 @@ def _raw_counter(name: str) -> tuple[ColumnElement[bool], ColumnElement[Any]]:
     return table[name]
 
 
+_KIND_OF_COUNTER = {
+    "view": "view",
+    "search": "search",
+    "visit": "visit",
+    "click": "click",
+    "feedback": "feedback",
+    "feedback_positive": "feedback",
+    "feedback_negative": "feedback",
+    "search_no_result": "search",
+    "search_clicked": "search",
+    "linked_click": "click",
+    "linked_click_position": "click",
+}
+
+
 def _linked_click() -> ColumnElement[bool]:
     c = EVENT.c
     return and_(c.kind == EventKind.CLICK.value, c.search_id.is_not(None), c.rank.is_not(None))
@@ -141,7 +156,13 @@ async def counters_from_events(
         func.coalesce(func.sum(case((predicate, amount), else_=0)), 0).label(f"n{i}")
         for i, (predicate, amount) in enumerate(_raw_counter(name) for name in counters)
     ]
-    joined = and_(c.occurred_at >= b.c.lo, c.occurred_at < b.c.hi, *_event_conditions(scope))
+    kinds = sorted({_KIND_OF_COUNTER[name] for name in counters})
+    joined = and_(
+        c.kind.in_(kinds),
+        c.occurred_at >= b.c.lo,
+        c.occurred_at < b.c.hi,
+        *_event_conditions(scope),
+    )
     statement = (
         select(c.engine_id, b.c.idx, *sums)
         .select_from(b.join(EVENT, joined))
@@ -164,6 +185,8 @@ async def distinct_counts(
     c = EVENT.c
     target = c[column_name]
     joined = and_(
+        # Every kind, spelled out: it lets the (engine, kind, time) index serve the scan.
+        c.kind.in_([kind.value for kind in EventKind]),
         c.occurred_at >= b.c.lo,
         c.occurred_at < b.c.hi,
         target.is_not(None),

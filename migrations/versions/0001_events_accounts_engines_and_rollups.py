@@ -93,12 +93,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("event", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_event_engine_document", ["engine_id", "kind", "document_id"], unique=False
+            "ix_event_engine_document",
+            ["engine_id", "kind", "document_id", "occurred_at"],
+            unique=False,
         )
         batch_op.create_index(
             "ix_event_engine_kind_time", ["engine_id", "kind", "occurred_at"], unique=False
         )
-        batch_op.create_index("ix_event_engine_query", ["engine_id", "kind", "query"], unique=False)
+        batch_op.create_index(
+            "ix_event_engine_query", ["engine_id", "kind", "query", "occurred_at"], unique=False
+        )
         batch_op.create_index("ix_event_engine_query_id", ["engine_id", "query_id"], unique=False)
         batch_op.create_index("ix_event_engine_user", ["engine_id", "user_id"], unique=False)
         batch_op.create_index("ux_event_engine_event_id", ["engine_id", "event_id"], unique=True)
