@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import strawberry
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -31,10 +32,15 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         settings.graphql_max_aliases,
         settings.graphql_max_tokens,
     )
+    # Each limiter instance makes a new rule class, which would make every request miss the
+    # validation cache (keyed by the rules): make the rules once, add them per request.
+    rules = [
+        *QueryDepthLimiter(max_depth=depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=aliases).validation_rules,
+    ]
     extensions: list[Callable[[], SchemaExtension]] = [
         ErrorCodes,
-        lambda: QueryDepthLimiter(max_depth=depth),
-        lambda: MaxAliasesLimiter(max_alias_count=aliases),
+        lambda: AddValidationRules(rules),
         lambda: MaxTokensLimiter(max_token_count=tokens),
         # Parse and validate each distinct document once, not on every request (the LRU
         # caches are module-level in Strawberry, shared by the per-request instances).

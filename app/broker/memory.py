@@ -37,7 +37,7 @@ class Subscription:
     async def messages(self) -> AsyncIterator[Message]:
         while True:
             message = await self.queue.get()
-            if message is None:
+            if message is None or self.dropped:
                 raise SlowSubscriber()
             yield message
 

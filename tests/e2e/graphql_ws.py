@@ -51,8 +51,10 @@ class GraphQLSocket:
         """The operation's next result's data; OperationError when it ended with errors."""
         message = await self.message(op_id, within)
         payload: Any = message.get("payload")
-        if message["type"] == "error" or (isinstance(payload, dict) and payload.get("errors")):
-            raise OperationError(payload.get("errors", payload))
+        if message["type"] == "error":  # graphql-transport-ws: a list; graphql-ws: an object
+            raise OperationError(payload)
+        if isinstance(payload, dict) and payload.get("errors"):
+            raise OperationError(payload["errors"])
         if message["type"] == "complete":
             raise OperationError([{"message": "completed"}])
         data: dict[str, Any] = payload["data"]

@@ -1,0 +1,183 @@
+"""Slow subscribers are dropped, never waited for; disconnects free everything."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pytest
+
+from app.auth.principal import Principal
+from app.broker.base import SlowSubscriber
+from app.broker.memory import MemoryBroker
+from app.domain.events import EventDraft, EventKind
+from app.domain.periods import Granularity, Period
+from app.domain.stats import Metric, StatsQuery
+from app.main import create_app
+from app.services import live
+from app.services.record import Client, record_events
+from app.services.runtime import Runtime
+from tests.conftest import Tenant
+from tests.e2e.graphql_ws import OperationError, eventually, graphql_socket
+from tests.e2e.live_support import (
+    EVENTS,
+    LIVE,
+    PERIOD,
+    Served,
+    served_app,
+    serving,
+    token,
+    until_idle,
+)
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+async def served(runtime: Runtime) -> AsyncIterator[Served]:
+    async with served_app(runtime) as app:
+        yield app
+
+
+QUERY = StatsQuery(
+    period=Period(
+        start=datetime(2025, 6, 1, tzinfo=UTC),
+        end=datetime(2025, 6, 2, tzinfo=UTC),
+        zone=UTC,  # type: ignore[arg-type]
+    ),
+    granularity=Granularity.HOUR,
+    metrics=frozenset({Metric.SEARCHES}),
+)
+
+
+async def principal_of(runtime: Runtime, tenant: Tenant) -> Principal:
+    return await runtime.authenticator.authenticate(f"Token {tenant.api_key}")
+
+
+async def searches(runtime: Runtime, principal: Principal, count: int = 1) -> None:
+    drafts = [
+        EventDraft(
+            kind=EventKind.SEARCH, query="q", occurred_at=datetime(2025, 6, 1, 3, tzinfo=UTC)
+        )
+        for _ in range(count)
+    ]
+    await record_events(runtime=runtime, principal=principal, drafts=drafts, client=Client("test"))
+
+
+async def collect(stream: AsyncGenerator[T, None], into: list[T]) -> None:
+    async for item in stream:
+        into.append(item)
+
+
+async def test_a_stuck_event_subscriber_is_dropped_and_the_others_get_everything(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    broker = MemoryBroker(queue_limit=5)
+    runtime = replace(runtime, broker=broker)
+    principal = await principal_of(runtime, tenant)
+    stuck = live.recorded_events(runtime=runtime, principal=principal, engines=[], kinds=[])
+    healthy = live.recorded_events(runtime=runtime, principal=principal, engines=[], kinds=[])
+    received: list[live.RecordedEvent] = []
+    consumer = asyncio.create_task(collect(healthy, received))
+    first = asyncio.create_task(anext(stuck))  # reads one event, then never again
+    await eventually(lambda: broker.subscriber_count == 2)
+    for _ in range(20):
+        await searches(runtime, principal)
+    assert (await first).kind is EventKind.SEARCH
+    # Dropped at the sixth event it did not read: no longer offered anything, its backlog freed.
+    assert broker.subscriber_count == 1
+    await eventually(lambda: len(received) == 20)
+    with pytest.raises(SlowSubscriber) as dropped:
+        await anext(stuck)
+    assert dropped.value.code == "too_many_requests"
+    consumer.cancel()
+    await asyncio.wait([consumer])
+    await healthy.aclose()
+    assert broker.subscriber_count == 0
+
+
+async def test_a_dropped_subscription_ends_with_an_error_on_the_wire(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    runtime = replace(runtime, broker=MemoryBroker(queue_limit=5))
+    async with serving(create_app(runtime.settings, runtime=runtime)) as port:
+        url = f"ws://127.0.0.1:{port}/graphql"
+        async with graphql_socket(url, payload=token(tenant)) as socket:
+            await socket.subscribe("1", EVENTS)
+            await eventually(lambda: runtime.broker.subscriber_count == 1)
+            # One batch of ten events is delivered at once: five more than the queue holds.
+            principal = await principal_of(runtime, tenant)
+            await searches(runtime, principal, count=10)
+            # Its backlog was freed at once: it ends with the error, not with stale events.
+            with pytest.raises(OperationError) as dropped:
+                await socket.next("1")
+    assert dropped.value.code == "too_many_requests"
+    assert runtime.broker.subscriber_count == 0
+
+
+async def test_a_live_stats_watcher_that_stops_reading_is_dropped(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    hub = live.LiveStats(runtime, backlog=2)
+    principal = await principal_of(runtime, tenant)
+    stuck = hub.watch(principal=principal, query=QUERY, interval_ms=100)
+    healthy = hub.watch(principal=principal, query=QUERY, interval_ms=100)
+    reports: list[Any] = []
+    consumer = asyncio.create_task(collect(healthy, reports))
+    assert (await anext(stuck)).series[Metric.SEARCHES].total_count == 0
+    await eventually(lambda: len(reports) == 1 and hub.watchers == 2)
+    for expected in range(1, 6):
+        await searches(runtime, principal)
+        await eventually(lambda: reports[-1].series[Metric.SEARCHES].total_count == expected)  # noqa: B023
+    # The stuck one left three reports untaken (more than its backlog of 2): it was dropped.
+    assert (len(hub), hub.watchers) == (1, 1)
+    with pytest.raises(SlowSubscriber):
+        await anext(stuck)
+    consumer.cancel()
+    await asyncio.wait([consumer])
+    await healthy.aclose()
+    assert (len(hub), hub.watchers, runtime.broker.subscriber_count) == (0, 0, 0)
+
+
+async def test_a_failing_computation_ends_every_watcher_with_its_code(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.errors import Timeout
+
+    hub = live.LiveStats(runtime)
+    principal = await principal_of(runtime, tenant)
+    watcher = hub.watch(principal=principal, query=QUERY, interval_ms=100)
+    await anext(watcher)
+
+    async def too_slow(**_: Any) -> Any:
+        raise Timeout("the stats query ran past its deadline")
+
+    monkeypatch.setattr(live, "compute_stats", too_slow)
+    await searches(runtime, principal)
+    with pytest.raises(Timeout):
+        await anext(watcher)
+    await eventually(lambda: (len(hub), runtime.broker.subscriber_count) == (0, 0))
+
+
+async def test_subscriptions_end_with_the_connection(served: Served, tenant: Tenant) -> None:
+    runtime: Runtime = served.app.state.runtime
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=100)
+        await socket.next("1")
+        await socket.subscribe("2", EVENTS)
+        await eventually(lambda: runtime.broker.subscriber_count == 2)
+    await until_idle(served)
+
+
+async def test_subscriptions_per_connection_are_limited(served: Served, tenant: Tenant) -> None:
+    limit = served.app.state.runtime.settings.graphql_max_subscriptions
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        for index in range(limit):
+            await socket.subscribe(str(index), EVENTS)
+        await socket.subscribe("one too many", EVENTS)
+        with pytest.raises(OperationError) as refused:
+            await socket.next("one too many")
+    assert "Subscription limit reached" in refused.value.errors[0]["message"]
