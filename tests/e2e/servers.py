@@ -1,0 +1,101 @@
+"""Real ``searchstats serve`` processes on loopback ports, always terminated."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY_LINE = re.compile(r"api key: ([0-9a-f]{40})")
+HASHID_LINE = re.compile(r"hashid:\s+([0-9a-f]{32})")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def bootstrap(self) -> tuple[str, str] | None:
+        """The key and hashid printed on a first start, if it printed them."""
+        text = self.output()
+        key, hashid = KEY_LINE.search(text), HASHID_LINE.search(text)
+        return (key[1], hashid[1]) if key and hashid else None
+
+
+@contextmanager
+def searchstats_serve(
+    env: Mapping[str, str], workdir: Path, *, name: str = "serve", ready_within: float = 60
+) -> Iterator[ServeProcess]:
+    """``searchstats serve`` on a free port, ready (``/readyz``) before the block runs."""
+    port = free_port()
+    log = workdir / f"{name}-{port}.log"
+    environment = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir,
+            env={**environment, "PYTHONPATH": str(ROOT)},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    served = ServeProcess(process, port, log)
+    try:
+        _wait_ready(served, ready_within)
+        yield served
+    finally:
+        _terminate(process)
+
+
+def _wait_ready(served: ServeProcess, within: float) -> None:
+    deadline = time.monotonic() + within
+    with httpx.Client(base_url=served.base_url, trust_env=False, timeout=2) as http:
+        while time.monotonic() < deadline:
+            if served.process.poll() is not None:
+                raise RuntimeError(f"searchstats serve exited:\n{served.output()}")
+            try:
+                if http.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"searchstats serve not ready after {within} s:\n{served.output()}")
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
