@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from app.http.health import health_routes
 from app.rest import rest_routes
@@ -18,6 +20,7 @@ from app.settings import Settings
 from graphql_schema.app import graphql_app
 
 log = logging.getLogger(__name__)
+DASHBOARD = Path(__file__).resolve().parent.parent / "frontend_examples" / "dashboard" / "static"
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Starlette:
@@ -39,6 +42,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),  # subscriptions (a Mount never matches the bare path)
         Mount("/graphql", graphql),
+        *_dashboard(),
     ]
     middleware = [
         Middleware(
@@ -54,6 +58,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.runtime = runtime
     return app
+
+
+def _dashboard() -> list[BaseRoute]:
+    """The live dashboard example at /dashboard, when this checkout has its built files."""
+    if not DASHBOARD.is_dir():
+        return []
+    return [Mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")]
 
 
 def app_from_environment() -> Starlette:
