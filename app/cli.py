@@ -6,16 +6,22 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
 from app.auth.keys import KeyVault, resolve_secret
-from app.errors import SearchStatsError
+from app.errors import BadParams, SearchStatsError
 from app.services import accounts
 from app.settings import Settings
 from app.storage.database import Database, open_database
 from app.storage.migrate import upgrade_to_head
 
 T = TypeVar("T")
+DRIVERS = frozenset({"sqlite+aiosqlite", "postgresql+asyncpg"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,14 +32,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings()
-        handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    except ValidationError as error:
+        return _fail(_settings_problem(error))
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        _check_database_url(settings.database_url)
         return handler(args, settings)
     except SearchStatsError as error:
-        print(f"searchstats: error: {error.message}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"searchstats: error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error.message)
+    except (SQLAlchemyError, OSError, TimeoutError) as error:
+        # One clear line, not a traceback: the usual cause is a wrong URL or a server that is down.
+        return _fail(
+            f"cannot use the database at {_shown(settings.database_url)}: {_reason(error)}"
+        )
+
+
+def _fail(message: str) -> int:
+    print(f"searchstats: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _settings_problem(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    name = "SEARCHSTATS_" + "_".join(str(part) for part in problem["loc"]).upper()
+    return f"invalid setting {name}: {problem['msg']}"
+
+
+def _check_database_url(url: str) -> None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    if parsed is None or parsed.drivername not in DRIVERS:
+        raise BadParams(
+            "SEARCHSTATS_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    path = parsed.database
+    if parsed.drivername.startswith("sqlite") and path and not path.startswith(("file:", ":")):
+        # Said here, because aiosqlite failing to open a file can also print a thread's traceback.
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise BadParams(f"cannot use the database at {url}: folder {folder} does not exist")
+        if Path(path).is_dir():
+            raise BadParams(f"cannot use the database at {url}: {path} is a folder")
+
+
+def _shown(url: str) -> str:
+    """The URL without its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _reason(error: BaseException) -> str:
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -34,16 +34,20 @@ async def create_account(*, database: Database, vault: KeyVault, name: str) -> N
     """Create an account and its first API key; the key is shown now and never again."""
     check_account_name(name)
     api_key = new_api_key()
-    async with database.sessions() as session, session.begin():
-        if await directory.account_by_name(session, name) is not None:
-            raise BadParams(f"account {name!r} already exists")
-        account = await directory.insert_account(session, name=name)
-        await directory.insert_api_key(
-            session,
-            account_id=account.id,
-            digest=key_digest(api_key),
-            ciphertext=vault.seal(api_key),
-        )
+    try:
+        async with database.sessions() as session, session.begin():
+            if await directory.account_by_name(session, name) is not None:
+                raise BadParams(f"account {name!r} already exists")
+            account = await directory.insert_account(session, name=name)
+            await directory.insert_api_key(
+                session,
+                account_id=account.id,
+                digest=key_digest(api_key),
+                ciphertext=vault.seal(api_key),
+            )
+    except IntegrityError:
+        # The same name created concurrently, between the check and the insert.
+        raise BadParams(f"account {name!r} already exists") from None
     return NewAccount(name=name, api_key=api_key)
 
 

@@ -1,0 +1,43 @@
+"""Accounts and engines: names are unique even when created at the same moment."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.errors import BadParams
+from app.services import accounts
+from app.services.runtime import Runtime
+
+
+async def test_concurrent_creation_of_one_account_makes_one(runtime: Runtime) -> None:
+    results = await asyncio.gather(
+        *(
+            accounts.create_account(database=runtime.database, vault=runtime.vault, name="race")
+            for _ in range(5)
+        ),
+        return_exceptions=True,
+    )
+    created = [r for r in results if isinstance(r, accounts.NewAccount)]
+    refused = [r for r in results if isinstance(r, BadParams)]
+    assert (len(created), len(refused)) == (1, 4), results
+    assert all(r.message == "account 'race' already exists" for r in refused)
+
+
+async def test_concurrent_creation_of_one_engine_makes_one(runtime: Runtime) -> None:
+    await accounts.create_account(database=runtime.database, vault=runtime.vault, name="acme")
+    hashid = "0123456789abcdef0123456789abcdef"
+    results = await asyncio.gather(
+        *(
+            accounts.create_engine(database=runtime.database, account="acme", hashid=hashid)
+            for _ in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, BadParams) for r in results) == 4, results
+
+
+async def test_bootstrap_happens_once(runtime: Runtime) -> None:
+    first = await accounts.bootstrap(database=runtime.database, vault=runtime.vault)
+    assert first is not None
+    assert first.account.name == "default"
+    assert await accounts.bootstrap(database=runtime.database, vault=runtime.vault) is None

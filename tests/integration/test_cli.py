@@ -1,0 +1,264 @@
+"""The ``searchstats`` command in-process: what it prints, what it stores, how it fails."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, select, text
+from sqlmodel import col
+
+from app.auth.keys import KeyVault
+from app.cli import main
+from app.settings import Settings
+from app.storage.database import open_database
+from app.storage.models import Account, ApiKey, Engine
+
+SECRET = "cli-test-secret"
+KEY = re.compile(r"\A[0-9a-f]{40}\n\Z")
+HASHID = re.compile(r"\A[0-9a-f]{32}\n\Z")
+SHOP = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def cli_url(empty_database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", empty_database_url)
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
+    return empty_database_url
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def ok(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    return out
+
+
+def assert_one_line_error(code: int, out: str, err: str, expected: str) -> None:
+    assert code != 0
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.count("\n") == 1, err
+    assert err.startswith("searchstats: error: "), err
+    assert expected in err
+
+
+def query(url: str, statement: Any) -> list[Any]:
+    async def fetch() -> list[Any]:
+        database = open_database(Settings(database_url=url, secret_key=SECRET), pooled=False)
+        try:
+            async with database.sessions() as session:
+                return list((await session.execute(statement)).all())
+        finally:
+            await database.dispose()
+
+    return asyncio.run(fetch())
+
+
+def dump_every_table(url: str) -> str:
+    """Every value of every row of every table, as text."""
+
+    async def dump() -> str:
+        database = open_database(Settings(database_url=url, secret_key=SECRET), pooled=False)
+        try:
+            async with database.engine.connect() as conn:
+                names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+                assert {"account", "api_key", "engine", "event", "rollup"} <= set(names)
+                rows = [
+                    repr(tuple(row))
+                    for name in names
+                    for row in await conn.execute(text(f'SELECT * FROM "{name}"'))
+                ]
+        finally:
+            await database.dispose()
+        return "\n".join(rows)
+
+    return asyncio.run(dump())
+
+
+def test_migrate(cli_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(2):  # a second run has nothing to do
+        code, out, err = run(capsys, "migrate")
+        assert (code, out) == (0, "")
+        assert "up to date" in err
+    assert query(cli_url, select(Account)) == []
+
+
+def test_account_create_prints_only_the_key(
+    cli_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "account", "create", "acme")
+    assert (code, err) == (0, "")
+    assert KEY.match(out), repr(out)
+    key = out.strip()
+
+    [(digest, ciphertext)] = query(cli_url, select(col(ApiKey.digest), col(ApiKey.ciphertext)))
+    assert digest == hashlib.sha256(key.encode()).hexdigest()
+    assert KeyVault(SECRET).open(ciphertext) == key
+    assert KeyVault("another secret").open(ciphertext) is None
+
+
+def test_engine_create_prints_only_the_hashid(
+    cli_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ok(capsys, "account", "create", "acme")
+    first = ok(capsys, "engine", "create", "acme")
+    assert HASHID.match(first), repr(first)
+    code, out, err = run(capsys, "engine", "create", "acme", "--hashid", SHOP, "--name", "Shop")
+    assert (code, out, err) == (0, SHOP + "\n", "")
+
+    engines = query(cli_url, select(col(Engine.hashid), col(Engine.name)).order_by(col(Engine.id)))
+    assert [tuple(row) for row in engines] == [(first.strip(), ""), (SHOP, "Shop")]
+
+
+@pytest.mark.parametrize(
+    ("setup", "command", "expected"),
+    [
+        ([], ["engine", "create", "nobody"], "account 'nobody' does not exist"),
+        (
+            [["account", "create", "acme"], ["engine", "create", "acme", "--hashid", SHOP]],
+            ["engine", "create", "acme", "--hashid", SHOP],
+            f"engine {SHOP} already exists",
+        ),
+        (
+            [
+                ["account", "create", "acme"],
+                ["account", "create", "globex"],
+                ["engine", "create", "acme", "--hashid", SHOP],
+            ],
+            ["engine", "create", "globex", "--hashid", SHOP],
+            f"engine {SHOP} already exists",
+        ),
+        (
+            [["account", "create", "acme"]],
+            ["engine", "create", "acme", "--hashid", "abc"],
+            "invalid hashid 'abc'",
+        ),
+        (
+            [["account", "create", "acme"]],
+            ["engine", "create", "acme", "--hashid", SHOP.upper()],
+            "expected 32 lowercase hex characters",
+        ),
+        (
+            [["account", "create", "acme"]],
+            ["engine", "create", "acme", "--name", "n" * 256],
+            "engine name must be at most 255 characters",
+        ),
+        ([["account", "create", "acme"]], ["account", "create", "acme"], "already exists"),
+        ([], ["account", "create", "two words"], "account name must be"),
+        ([], ["account", "create", "--", "-x"], "account name must be"),
+        ([], ["account", "create", "a" * 65], "account name must be"),
+        ([], ["account", "create", ""], "account name must be"),
+        ([], ["account", "create", "caf\u00e9"], "account name must be"),
+    ],
+    ids=[
+        "unknown-account",
+        "duplicate-hashid",
+        "hashid-of-another-account",
+        "malformed-hashid",
+        "uppercase-hashid",
+        "long-engine-name",
+        "duplicate-account",
+        "space-in-name",
+        "leading-dash",
+        "long-name",
+        "empty-name",
+        "non-ascii-name",
+    ],
+)
+def test_errors_are_one_clear_line(
+    cli_url: str,
+    capsys: pytest.CaptureFixture[str],
+    setup: list[list[str]],
+    command: list[str],
+    expected: str,
+) -> None:
+    for step in setup:
+        ok(capsys, *step)
+    assert_one_line_error(*run(capsys, *command), expected)
+
+
+def test_stored_keys_are_never_plain_text(
+    cli_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    keys = [ok(capsys, "account", "create", name).strip() for name in ("acme", "globex")]
+    ok(capsys, "engine", "create", "acme")
+
+    dump = dump_every_table(cli_url)
+    assert "acme" in dump  # the dump does hold the rows
+    for key in keys:
+        assert key not in dump
+        assert key.upper() not in dump.upper()
+    if cli_url.startswith("sqlite"):
+        raw = b"".join(path.read_bytes() for path in tmp_path.glob("empty.db*"))
+        assert raw
+        assert not any(key.encode() in raw for key in keys)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["account", "create", "acme"]])
+@pytest.mark.parametrize("where", ["postgresql", "sqlite-no-folder", "sqlite-folder"])
+def test_unreachable_database_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: list[str],
+    where: str,
+) -> None:
+    if where == "postgresql":
+        url = f"postgresql+asyncpg://searchstats:hunter2@127.0.0.1:{_closed_port()}/searchstats"
+    elif where == "sqlite-no-folder":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path}"
+    monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", url)
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
+    monkeypatch.setenv("SEARCHSTATS_DB_CONNECT_TIMEOUT_SECONDS", "2")
+
+    code, out, err = run(capsys, *command)
+
+    assert_one_line_error(code, out, err, "cannot use the database at")
+    assert "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("SEARCHSTATS_DATABASE_URL", "not a url", "SEARCHSTATS_DATABASE_URL must start with"),
+        ("SEARCHSTATS_DATABASE_URL", "mysql://u@h/db", "SEARCHSTATS_DATABASE_URL must start with"),
+        ("SEARCHSTATS_DB_POOL_SIZE", "0", "invalid setting SEARCHSTATS_DB_POOL_SIZE"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    expected: str,
+) -> None:
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
+    monkeypatch.setenv(variable, value)
+    assert_one_line_error(*run(capsys, "migrate"), expected)
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys)
+    assert code == 2
+    assert "serve" in out
+    assert "migrate" in out
