@@ -76,4 +76,3 @@ async def test_an_event_published_by_one_worker_reaches_the_others(
         for broker in workers:
             await broker.stop()
     assert (event.query, event.engine) == ("across", tenant.hashid)
-
