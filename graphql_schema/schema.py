@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -16,13 +17,23 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 
 from app.settings import Settings
 from graphql_schema.extensions import ErrorCodes
 from graphql_schema.mutations import Mutation
 from graphql_schema.queries import Query
+from graphql_schema.rate_limits import RateLimited
 from graphql_schema.scalars import SCALARS
-from graphql_schema.subscriptions import Subscription
+from graphql_schema.subscriptions import SharedLiveResults, Subscription
+
+
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Strawberry logs every error, a client's mistakes and refused requests too: a flood
+        of them would flood the log. ErrorCodes logs the unexpected ones, once each."""
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
@@ -40,6 +51,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     extensions: list[Callable[[], SchemaExtension]] = [
         ErrorCodes,
+        RateLimited,
         lambda: AddValidationRules(rules),
         lambda: MaxTokensLimiter(max_token_count=tokens),
         # Parse and validate each distinct document once, not on every request (the LRU
@@ -49,11 +61,12 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if not settings.graphql_introspection:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
+        execution_context_class=SharedLiveResults,
         config=StrawberryConfig(scalar_map=SCALARS),
     )
 

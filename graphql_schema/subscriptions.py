@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from inspect import isawaitable
+from typing import Annotated, Any
 
 import strawberry
+from graphql import ExecutionResult
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from app.domain.events import EventKind
 from app.services import live
@@ -109,3 +113,57 @@ class Subscription:
         async with aclosing(reports):
             async for report in reports:
                 yield Stats(report=report)
+
+
+class SharedLiveResults(StrawberryGraphQLCoreExecutionContext):
+    """Executes a liveStats selection once per report for all identical subscriptions.
+
+    Every watcher of a feed receives the same report: subscribers that sent the same document
+    (the parser cache makes it the same node) with the same variables get the same data, so it
+    is computed for the first of them and reused by the others. Fan-out then costs a lookup per
+    subscriber instead of a GraphQL execution.
+    """
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        if not isinstance(self.root_value, Stats):
+            return super().execute_operation(serially)
+        answers = _ANSWERS.for_report(self.root_value.report)
+        key = (id(self.operation), repr(sorted(self.variable_values.coerced.items())))
+        if key in answers:
+            return ExecutionResult(data=answers[key][1])
+        result = super().execute_operation(serially)
+        if isawaitable(result):
+            return self._remember(answers, key, result)
+        return _stored(answers, key, self.operation, result)
+
+    async def _remember(
+        self, answers: dict[tuple[int, str], Any], key: tuple[int, str], pending: Awaitable[Any]
+    ) -> Any:
+        return _stored(answers, key, self.operation, await pending)
+
+
+def _stored(
+    answers: dict[tuple[int, str], Any], key: tuple[int, str], node: Any, result: Any
+) -> Any:
+    if isinstance(result, ExecutionResult) and not result.errors:
+        answers[key] = (node, result.data)  # the node is kept so that its id is not reused
+    return result
+
+
+class _Answers:
+    """The data computed for the most recent reports (a report is immutable once published)."""
+
+    def __init__(self, reports: int) -> None:
+        self._reports = reports
+        self._by_report: OrderedDict[int, tuple[object, dict[tuple[int, str], Any]]] = OrderedDict()
+
+    def for_report(self, report: object) -> dict[tuple[int, str], Any]:
+        entry = self._by_report.get(id(report))
+        if entry is None or entry[0] is not report:
+            entry = self._by_report[id(report)] = (report, {})
+            while len(self._by_report) > self._reports:
+                self._by_report.popitem(last=False)
+        return entry[1]
+
+
+_ANSWERS = _Answers(reports=256)

@@ -153,22 +153,24 @@ class _Watcher:
 
     async def reports(self) -> AsyncIterator[StatsReport]:
         loop = asyncio.get_running_loop()
+        allowed = loop.time()  # when the next message may go
         while True:
             await self._ready.wait()
+            if (wait := allowed - loop.time()) > 0:
+                # One message per interval at most: reports offered meanwhile replace each other.
+                self._pacing = True
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    self._pacing = False
             self._ready.clear()
             if self._error is not None:
                 raise self._error
             if self._latest is None:
                 continue
             report, self._latest, self._untaken = self._latest, None, 0
-            sent = loop.time()
+            allowed = loop.time() + self.interval
             yield report
-            # Reports offered meanwhile replace each other: one message per interval at most.
-            self._pacing = True
-            try:
-                await asyncio.sleep(max(0.0, sent + self.interval - loop.time()))
-            finally:
-                self._pacing = False
 
 
 class _Feed:
