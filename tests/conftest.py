@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import hypothesis
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -37,6 +38,13 @@ BROWSER_UA = (
     "Chrome/131.0.0.0 Safari/537.36"
 )
 _skipped_backends: list[str] = []
+
+# Property tests and fuzzing draw the same examples on every CI run (CI, or .ci/run's
+# SEARCHSTATS_TEST_REQUIRE_POSTGRES), so a failure there is reproducible and a green run stays
+# green; locally they explore new examples each time.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+if REQUIRE_POSTGRES:
+    hypothesis.settings.load_profile("ci")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
