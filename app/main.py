@@ -13,6 +13,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from app.http.access_log import AccessLog
+from app.http.bodies import BodyLimits
 from app.http.health import health_routes
 from app.rest import rest_routes
 from app.services.runtime import Runtime, build_runtime
@@ -39,12 +41,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     routes: list[BaseRoute] = [
         *health_routes(runtime),
         *rest_routes(runtime),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/graphql", graphql),  # any method: the door answers 405 in GraphQL's shape
         WebSocketRoute("/graphql", graphql),  # subscriptions (a Mount never matches the bare path)
         Mount("/graphql", graphql),
         *_dashboard(),
     ]
     middleware = [
+        Middleware(AccessLog, addresses=runtime.addresses),
         Middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
@@ -53,6 +56,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             allow_headers=["Authorization", "Content-Type", "X-XSRF-TOKEN"],
             expose_headers=["DSPACE-XSRF-TOKEN", "Retry-After"],
             max_age=600,
+        ),
+        Middleware(
+            BodyLimits,
+            max_bytes=settings.max_body_bytes,
+            timeout_seconds=settings.body_timeout_seconds,
         ),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

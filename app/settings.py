@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
+import limits
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -24,6 +26,8 @@ class Settings(BaseSettings):
 
     anonymous_engine: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    # Addresses or networks of the reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     db_pool_size: int = Field(default=10, ge=1)
@@ -34,6 +38,7 @@ class Settings(BaseSettings):
     credential_cache_seconds: float = Field(default=5.0, ge=0)
 
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
     graphql_max_depth: int = Field(default=12, ge=2)
     graphql_max_aliases: int = Field(default=30, ge=1)
     graphql_max_tokens: int = Field(default=10_000, ge=100)
@@ -41,11 +46,24 @@ class Settings(BaseSettings):
     graphql_max_subscriptions: int = Field(default=20, ge=1)
     graphql_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # a ValueError names the bad entry
+        return value
+
+    @field_validator("read_rate_limit", "write_rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        limits.parse(value)  # "20/second", "100 per minute", ...: a ValueError otherwise
         return value
 
     @property

@@ -8,7 +8,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
@@ -17,13 +16,14 @@ from app.errors import SearchStatsError
 from app.services.live import LiveStats
 from app.services.runtime import Runtime
 from graphql_schema.context import Context
+from graphql_schema.http import GraphQLDoor
 from graphql_schema.schema import build_schema
 
 # The legacy graphql-ws protocol has no ping of its own: keep idle connections from timing out.
 LEGACY_KEEP_ALIVE_SECONDS = 15
 
 
-class SearchStatsGraphQL(GraphQL[Context, None]):
+class SearchStatsGraphQL(GraphQLDoor):
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
         super().__init__(
@@ -41,6 +41,7 @@ class SearchStatsGraphQL(GraphQL[Context, None]):
         )
         self.runtime = runtime
         self.live = LiveStats(runtime)
+        self.max_message_bytes = settings.max_body_bytes
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -50,6 +51,7 @@ class SearchStatsGraphQL(GraphQL[Context, None]):
             live=self.live,
             authorization=request.headers.get("authorization"),
             user_agent=request.headers.get("user-agent"),
+            client_address=self.runtime.addresses.of_scope(request.scope),
         )
 
     async def get_root_value(self, request: Any) -> None:

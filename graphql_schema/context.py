@@ -8,6 +8,8 @@ from typing import Any
 import strawberry
 
 from app.auth.principal import Principal
+from app.errors import NotAuthenticated
+from app.services.limits import Access
 from app.services.live import LiveStats
 from app.services.record import Client
 from app.services.runtime import Runtime
@@ -21,13 +23,33 @@ class Context:
     user_agent: str | None
     # A websocket's connection_init payload, set by Strawberry before on_ws_connect.
     connection_params: dict[str, Any] | None = None
+    # The pseudonym of the client's address (app.auth.addresses), for rate limits.
+    client_address: str = "unknown"
     _principal: Principal | None = field(default=None, repr=False)
 
     async def principal(self) -> Principal:
-        """The caller's account; authenticated on first use, refused with a 401 code."""
+        """The caller's account; authenticated on first use, refused with a 401 code.
+
+        A websocket keeps its caller for its whole life: once a JWT's ``exp`` passes, it is
+        refused like any expired credential.
+        """
         if self._principal is None:
             self._principal = await self.runtime.authenticator.authenticate(self.authorization)
+        if self._principal.expired:
+            raise NotAuthenticated("The credential has expired")
         return self._principal
+
+    async def admit(self, access: Access) -> None:
+        """Count one operation against the caller's rate limit (429 past it).
+
+        Without a valid credential it counts against the client's address; the fields that need
+        a credential then answer 401 themselves.
+        """
+        try:
+            principal: Principal | None = await self.principal()
+        except NotAuthenticated:
+            principal = None
+        await self.runtime.limits.admit_caller(principal, self.client_address, access)
 
     async def connect(self) -> Principal:
         """A websocket's caller: the connection_init credential, else the upgrade header's."""

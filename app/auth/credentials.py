@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jwt
@@ -72,8 +72,9 @@ class Authenticator:
             raise NotAuthenticated("The token must carry a name claim")
         principal, keys = await self._account_keys(name)
         for key in keys:
-            if _verify(token, key, name):
-                return principal
+            expires = _verify(token, key, name)
+            if expires is not None:
+                return replace(principal, expires_at=expires)
         raise NotAuthenticated("Invalid or expired token")
 
     async def _account_keys(self, name: str) -> tuple[Principal, list[str]]:
@@ -106,8 +107,11 @@ class Authenticator:
         self._cache[key] = _Cached(value, time.monotonic() + self._ttl)
 
 
-def _verify(token: str, key: str, name: str) -> bool:
-    """HS256 with the key; ``iat``, ``exp``, ``name`` required; ``exp - iat`` under a week."""
+def _verify(token: str, key: str, name: str) -> float | None:
+    """HS256 with the key; ``iat``, ``exp``, ``name`` required; ``exp - iat`` under a week.
+
+    The token's expiry when it is valid, else None.
+    """
     try:
         claims = jwt.decode(
             token, key, algorithms=["HS256"], options={"require": ["iat", "exp", "name"]}
@@ -116,8 +120,10 @@ def _verify(token: str, key: str, name: str) -> bool:
         if not all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in (issued, expires)
         ):
-            return False
+            return None
         lifetime = float(expires) - float(issued)
-        return claims["name"] == name and 0 < lifetime < MAX_JWT_LIFETIME
+        if claims["name"] == name and 0 < lifetime < MAX_JWT_LIFETIME:
+            return float(expires)
+        return None
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
-        return False
+        return None

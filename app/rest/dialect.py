@@ -7,12 +7,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.auth.principal import Principal
+from app.domain.strict_json import parse_json
 from app.errors import BadParams, PayloadTooLarge, SearchStatsError, retry_after
+from app.services.limits import Access, admitted_caller, client_subject
 from app.services.record import Client
 from app.services.runtime import Runtime
 
@@ -57,10 +58,7 @@ async def read_json_object(request: Request, *, limit: int) -> dict[str, Any]:
     body = await _read_at_most(request, limit)
     if not body.strip():
         raise BadParams("the request body is empty: expected a JSON object")
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadParams("the request body is not valid JSON") from None
+    value = parse_json(body)
     if not isinstance(value, dict):
         raise BadParams("the request body must be a JSON object")
     return value
@@ -75,21 +73,35 @@ def _is_json(content_type: str | None) -> bool:
 
 async def _read_at_most(request: Request, limit: int) -> bytes:
     # Counted while streaming, so a body without (or lying about) Content-Length is capped too,
-    # and the 413 is answered in the dialect's own format.
+    # and the 413 is answered in the dialect's own format. Chunks are joined once at the end: a
+    # growing buffer would be copied as it grows, holding the body twice at times.
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is over {limit} bytes")
-    body = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        size += len(chunk)
+        if size > limit:
             raise PayloadTooLarge(f"the request body is over {limit} bytes")
-    return bytes(body)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-async def caller(runtime: Runtime, request: Request) -> Principal:
-    """The account the request's ``Authorization`` header proves, or a 401."""
-    return await runtime.authenticator.authenticate(request.headers.get("authorization"))
+async def caller(runtime: Runtime, request: Request, access: Access) -> Principal:
+    """The account the ``Authorization`` header proves (or 401), within its rate limit (or 429)."""
+    return await admitted_caller(
+        authenticator=runtime.authenticator,
+        limits=runtime.limits,
+        authorization=request.headers.get("authorization"),
+        client=runtime.addresses.of_scope(request.scope),
+        access=access,
+    )
+
+
+async def admit_anonymous(runtime: Runtime, request: Request, access: Access) -> None:
+    """Count a request without credentials against its client's address (or refuse it, 429)."""
+    await runtime.limits.admit(client_subject(runtime.addresses.of_scope(request.scope)), access)
 
 
 def client_of(request: Request, door: str) -> Client:

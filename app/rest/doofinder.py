@@ -12,6 +12,7 @@ from app.domain.events import EventDraft, EventKind
 from app.rest.dialect import caller, client_of, guarded, read_json_object
 from app.rest.doofinder_errors import doofinder_error
 from app.rest.fields import Fields
+from app.services.limits import Access
 from app.services.record import record_events
 from app.services.runtime import Runtime
 
@@ -53,7 +54,7 @@ def visit_draft(body: dict[str, Any]) -> EventDraft:
 def doofinder_routes(runtime: Runtime) -> list[BaseRoute]:
     @guarded(doofinder_error)
     async def visit(request: Request) -> Response:
-        principal = await caller(runtime, request)
+        principal = await caller(runtime, request, Access.WRITE)
         body = await read_json_object(request, limit=runtime.settings.max_body_bytes)
         await record_events(
             runtime=runtime,

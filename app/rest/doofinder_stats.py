@@ -24,6 +24,7 @@ from app.domain.stats import IndexRef, Metric, StatsFilter, StatsQuery
 from app.errors import BadParams
 from app.rest.dialect import caller, guarded
 from app.rest.doofinder_errors import doofinder_error
+from app.services.limits import Access
 from app.services.runtime import Runtime
 from app.services.stats import CountSeries, StatsReport, compute_stats
 
@@ -150,7 +151,7 @@ def render_csv(report: StatsReport, per_engine: bool) -> Response:
 def doofinder_stats_routes(runtime: Runtime) -> list[BaseRoute]:
     @guarded(doofinder_error)
     async def clicks(request: Request) -> Response:
-        principal = await caller(runtime, request)
+        principal = await caller(runtime, request, Access.READ)
         query, as_csv = clicks_query(request.query_params)
         report = await compute_stats(runtime=runtime, principal=principal, query=query)
         render = render_csv if as_csv else render_json

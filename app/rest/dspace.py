@@ -17,8 +17,9 @@ from starlette.routing import BaseRoute, Route
 
 from app.domain.events import AppliedFilter, EventDraft, EventKind, PageInfo, SortInfo
 from app.errors import BadParams, SearchStatsError
-from app.rest.dialect import client_of, guarded, read_json_object
+from app.rest.dialect import admit_anonymous, client_of, guarded, read_json_object
 from app.rest.fields import Fields
+from app.services.limits import Access
 from app.services.record import record_events
 from app.services.runtime import Runtime
 
@@ -146,22 +147,27 @@ def dspace_routes(runtime: Runtime) -> list[BaseRoute]:
         await record_events(runtime=runtime, principal=None, drafts=[draft], client=client)
         return Response(status_code=201)
 
+    async def body_of(request: Request) -> dict[str, Any]:
+        await admit_anonymous(runtime, request, Access.WRITE)
+        return await read_json_object(request, limit=limit)
+
     @guarded(dspace_error)
     async def collect(request: Request) -> Response:
-        return await record(request, collect_draft(await read_json_object(request, limit=limit)))
+        return await record(request, collect_draft(await body_of(request)))
 
     @guarded(dspace_error)
     async def view_event(request: Request) -> Response:
-        return await record(request, view_draft(await read_json_object(request, limit=limit)))
+        return await record(request, view_draft(await body_of(request)))
 
     @guarded(dspace_error)
     async def search_event(request: Request) -> Response:
-        body = await read_json_object(request, limit=limit)
+        body = await body_of(request)
         return await record(request, search_draft(body, required=SEARCHEVENTS_REQUIRED))
 
     @guarded(dspace_error)
     async def statistics_root(request: Request) -> Response:
         """The HAL links the DSpace UI follows to find where to send its events."""
+        await admit_anonymous(runtime, request, Access.READ)
         root = str(request.base_url).rstrip("/") + "/api/statistics"
         links = {name: {"href": f"{root}/{name}"} for name in ("viewevents", "searchevents")}
         links["self"] = {"href": root}

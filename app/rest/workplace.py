@@ -12,6 +12,7 @@ from app.domain.events import EventDraft, EventKind
 from app.errors import BadParams, SearchStatsError
 from app.rest.dialect import caller, client_of, guarded, read_json_object
 from app.rest.fields import Fields
+from app.services.limits import Access
 from app.services.record import record_events
 from app.services.runtime import Runtime
 
@@ -69,7 +70,7 @@ def _kind(value: object, fields: Fields) -> EventKind:
 def workplace_routes(runtime: Runtime) -> list[BaseRoute]:
     @guarded(workplace_error)
     async def analytics_event(request: Request) -> Response:
-        principal = await caller(runtime, request)
+        principal = await caller(runtime, request, Access.WRITE)
         body = await read_json_object(request, limit=runtime.settings.max_body_bytes)
         await record_events(
             runtime=runtime,

@@ -1,0 +1,126 @@
+"""The GraphQL door's transport: its errors in GraphQL's shape, its JSON read strictly.
+
+Strawberry answers a request it cannot run (a body that is not JSON, a batch, a wrong method)
+with plain text; here every such answer is ``{"errors": [{"message", "extensions": {"code"}}]}``
+with the contract's code and status, as are the body limits' 413 and 408. Bodies and ``variables``
+go through the strict reader every door shares. An operation refused by the rate limit is a 429
+with ``Retry-After``. Websocket messages are read by the same reader, and one over the body cap
+closes the connection (1009; uvicorn's ``ws_max_size`` refuses it before it is even read).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.types.execution import ExecutionResult
+
+from app.domain.strict_json import parse_json
+from app.errors import BadParams, NotFound, SearchStatsError, TooManyRequests, retry_after
+from graphql_schema.context import Context
+
+log = logging.getLogger("searchstats.graphql")
+
+MESSAGE_TOO_BIG = 1009
+
+
+def error_response(error: SearchStatsError) -> Response:
+    """One error as a GraphQL response, with the contract's status and code."""
+    seconds = retry_after(error)
+    return JSONResponse(
+        {"errors": [{"message": error.message, "extensions": {"code": error.code}}]},
+        status_code=error.status,
+        headers={"Retry-After": str(seconds)} if seconds is not None else None,
+    )
+
+
+def _from_http(exception: HTTPException) -> SearchStatsError:
+    """Strawberry's own refusals (unparsable request, batch, method) in the contract's words."""
+    error: SearchStatsError = (
+        NotFound(exception.reason) if exception.status_code == 404 else BadParams(exception.reason)
+    )
+    error.status = exception.status_code
+    return error
+
+
+class CappedWebSocketAdapter(ASGIWebSocketAdapter):
+    """Reads each message strictly; one larger than the body cap closes the connection."""
+
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
+        assert isinstance(self.view, GraphQLDoor)
+        limit = self.view.max_message_bytes
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                if len(text) > limit:
+                    await self.ws.close(MESSAGE_TOO_BIG, f"messages are limited to {limit} bytes")
+                    return
+                try:
+                    yield parse_json(text, source="the message")
+                except BadParams as error:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from error
+        except KeyError as error:
+            raise NonTextMessageReceived from error
+        except WebSocketDisconnect:
+            pass
+
+
+class GraphQLDoor(GraphQL[Context, None]):
+    websocket_adapter_class = CappedWebSocketAdapter
+    max_message_bytes: int = 8 * 1024 * 1024
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope, receive))
+        except SearchStatsError as error:
+            response = error_response(error)
+        except HTTPException as exception:
+            response = error_response(_from_http(exception))
+        except Exception:
+            log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            response = error_response(SearchStatsError())
+        await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """Request bodies and ``variables``/``extensions`` of GET requests, read strictly."""
+        return parse_json(data)
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: Any,
+    ) -> ExecutionResult:
+        result = await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+        refusal = _refusal(result)
+        if refusal is not None:
+            # Refused as a whole before it ran: HTTP clients and proxies back off on the status.
+            sub_response.status_code = refusal.status
+            sub_response.headers["Retry-After"] = str(refusal.retry_after)
+        return result
+
+
+def _refusal(result: ExecutionResult) -> TooManyRequests | None:
+    if result.data is not None or not result.errors:
+        return None
+    original = result.errors[0].original_error
+    return original if isinstance(original, TooManyRequests) else None

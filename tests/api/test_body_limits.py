@@ -1,0 +1,186 @@
+"""Request bodies on every door: 413 past the cap before the body is in memory (chunked too), 408
+for a body that trickles in past the deadline; each in the door's own error format."""
+
+from __future__ import annotations
+
+import asyncio
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.services.runtime import Runtime, build_runtime
+from app.settings import Settings
+from tests.api.helpers import stored_events
+from tests.conftest import Tenant, make_tenant
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+
+MB = 1024 * 1024
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Door:
+    path: str
+    authenticated: bool
+    # The error's code and message, read from the door's own error body.
+    read: Callable[[Any], tuple[str | int, str]]
+
+
+DOORS = {
+    "dspace": Door(
+        "/api/statistics/viewevents", False, lambda body: (body["status"], body["message"])
+    ),
+    "doofinder": Door(
+        "/api/v2/stats/visit",
+        True,
+        lambda body: (body["error"]["code"], body["error"]["message"]),
+    ),
+    "workplace": Door("/api/ws/v1/analytics/event", True, lambda body: ("", body["errors"][0])),
+    "graphql": Door(
+        "/graphql",
+        True,
+        lambda body: (body["errors"][0]["extensions"]["code"], body["errors"][0]["message"]),
+    ),
+}
+CODES: dict[str, dict[int, str | int]] = {
+    "dspace": {413: 413, 408: 408},
+    "doofinder": {413: "payload_too_large", 408: "timeout"},
+    "workplace": {413: "", 408: ""},
+    "graphql": {413: "payload_too_large", 408: "timeout"},
+}
+
+
+class Sent:
+    """A chunked body of about ``total`` bytes of JSON; counts the bytes the server pulled."""
+
+    def __init__(self, total: int, *, pause: float = 0.0) -> None:
+        self.total = total
+        self.pause = pause
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._count(b'{"query": "')
+        while self.pulled < self.total:
+            if self.pause:
+                await asyncio.sleep(self.pause)
+            yield self._count(b"x" * min(CHUNK, self.total - self.pulled))
+        yield self._count(b'"}')
+
+    def _count(self, chunk: bytes) -> bytes:
+        self.pulled += len(chunk)
+        return chunk
+
+
+@asynccontextmanager
+async def serving(
+    settings: Settings, **overrides: Any
+) -> AsyncIterator[tuple[Runtime, Tenant, httpx.AsyncClient]]:
+    runtime = build_runtime(settings.model_copy(update=overrides))
+    await runtime.start()
+    try:
+        tenant = await make_tenant(runtime, "acme")
+        transport = httpx.ASGITransport(app=create_app(runtime.settings, runtime=runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield runtime, tenant, client
+    finally:
+        await runtime.stop()
+
+
+def headers(door: Door, tenant: Tenant, **extra: str) -> dict[str, str]:
+    sent = {"Content-Type": "application/json", **extra}
+    return sent | (tenant.token if door.authenticated else {})
+
+
+@pytest.mark.parametrize("name", DOORS)
+async def test_a_9_mb_chunked_body_is_refused_with_413_without_reading_it_all(
+    settings: Settings, name: str
+) -> None:
+    door = DOORS[name]
+    async with serving(settings) as (runtime, tenant, client):
+        limit = runtime.settings.max_body_bytes
+        assert limit == 8 * MB  # the documented default
+        body = Sent(9 * MB)
+        response = await client.post(door.path, content=body, headers=headers(door, tenant))
+        assert response.status_code == 413, response.text
+        code, message = door.read(response.json())
+        assert code == CODES[name][413]
+        assert message == f"the request body is over {limit} bytes"
+        # Reading stopped at the cap: the last megabyte was never pulled from the client.
+        assert limit < body.pulled <= limit + CHUNK
+        assert await stored_events(runtime) == []
+
+
+@pytest.mark.parametrize("name", ["dspace", "graphql"])
+async def test_memory_stays_bounded_by_the_cap_not_by_the_body(
+    settings: Settings, name: str
+) -> None:
+    door = DOORS[name]
+    async with serving(settings, max_body_bytes=MB) as (_runtime, tenant, client):
+        tracemalloc.start()
+        try:
+            response = await client.post(
+                door.path, content=Sent(9 * MB), headers=headers(door, tenant)
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert response.status_code == 413
+        assert peak < 3 * MB, f"peak {peak / MB:.1f} MB for a 1 MB cap"
+
+
+@pytest.mark.parametrize("name", DOORS)
+async def test_a_declared_length_over_the_cap_is_refused_before_reading(
+    settings: Settings, name: str
+) -> None:
+    door = DOORS[name]
+    async with serving(settings) as (_runtime, tenant, client):
+        body = Sent(9 * MB)
+        declared = str(9 * MB + 13)
+        response = await client.post(
+            door.path, content=body, headers=headers(door, tenant, **{"Content-Length": declared})
+        )
+        assert response.status_code == 413
+        assert body.pulled == 0
+        assert door.read(response.json())[0] == CODES[name][413]
+
+
+@pytest.mark.parametrize("name", DOORS)
+async def test_a_body_trickling_past_the_deadline_is_refused_with_408(
+    settings: Settings, name: str
+) -> None:
+    door = DOORS[name]
+    async with serving(settings, body_timeout_seconds=0.3) as (runtime, tenant, client):
+        body = Sent(40 * CHUNK, pause=0.05)  # 40 pauses: two seconds for the whole body
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await client.post(door.path, content=body, headers=headers(door, tenant))
+        assert response.status_code == 408, response.text
+        assert loop.time() - started < 1
+        code, message = door.read(response.json())
+        assert code == CODES[name][408]
+        assert message == "the request body did not arrive within 0.3 seconds"
+        assert await stored_events(runtime) == []
+
+
+async def test_a_body_arriving_in_time_is_read(settings: Settings) -> None:
+    async with serving(settings, body_timeout_seconds=2) as (runtime, tenant, client):
+        query = 'mutation { recordSearch(input: {query: "slow but steady"}) { id } }'
+        encoded = httpx.Request("POST", "/", json={"query": query}).content
+
+        async def slowly() -> AsyncIterator[bytes]:
+            for index in range(0, len(encoded), 16):
+                await asyncio.sleep(0.01)
+                yield encoded[index : index + 16]
+
+        response = await client.post(
+            "/graphql", content=slowly(), headers=headers(DOORS["graphql"], tenant)
+        )
+        assert "errors" not in response.json(), response.text
+        assert [e.query for e in await stored_events(runtime)] == ["slow but steady"]
