@@ -20,13 +20,16 @@ from graphql_schema.inputs import (
 from graphql_schema.types import RecordResult
 
 
-async def _record(info: Info, drafts: Sequence[EventDraft]) -> list[RecordResult]:
+async def _record(
+    info: Info, drafts: Sequence[EventDraft], *, batch: bool = False
+) -> list[RecordResult]:
     context = info.context
     outcomes = await record_events(
         runtime=context.runtime,
         principal=await context.principal(),
         drafts=drafts,
         client=context.client,
+        batch=batch,
     )
     return [RecordResult.of(outcome) for outcome in outcomes]
 
@@ -57,4 +60,4 @@ class Mutation:
         description="Record up to 1,000 events all together: one invalid event rejects them all."
     )
     async def record_events(self, info: Info, input: list[EventInput]) -> list[RecordResult]:
-        return await _record(info, [event.to_draft() for event in input])
+        return await _record(info, [event.to_draft() for event in input], batch=True)

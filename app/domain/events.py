@@ -237,11 +237,11 @@ def event_problems(draft: EventDraft, *, now: datetime) -> list[str]:
     return problems
 
 
-def validate_events(drafts: list[EventDraft], *, now: datetime) -> None:
-    """Reject the whole batch if any event is invalid, naming the index of each bad one."""
+def validate_events(drafts: list[EventDraft], *, now: datetime, batch: bool = False) -> None:
+    """Reject them all if any event is invalid; in a batch, name the index of each bad one."""
     if len(drafts) > MAX_BATCH:
         raise BadParams(f"at most {MAX_BATCH} events per batch")
-    if len(drafts) == 1:
+    if not batch and len(drafts) == 1:
         problems = event_problems(drafts[0], now=now)
         if problems:
             raise BadParams.of(problems)

@@ -13,6 +13,7 @@ from app.auth.principal import Principal
 from app.broker.base import Message
 from app.domain.events import EventDraft, EventKind, validate_events
 from app.domain.user_agents import ClientTraits, client_traits
+from app.errors import AccessDenied, BadParams, NotFound
 from app.services.runtime import Runtime
 from app.storage.directory import EngineRecord
 from app.storage.writes import NewEvent, Written
@@ -40,11 +41,18 @@ async def record_events(
     principal: Principal | None,
     drafts: Sequence[EventDraft],
     client: Client,
+    batch: bool = False,
 ) -> list[RecordResult]:
-    """Store the events all together or not at all; return once they are committed."""
+    """Store the events all together or not at all; return once they are committed.
+
+    In a ``batch`` every problem names the index of the event it concerns, even in a batch of one.
+    """
     now = datetime.now(UTC)
-    validate_events(list(drafts), now=now)
-    engines = [await _engine_for(runtime, principal, draft) for draft in drafts]
+    validate_events(list(drafts), now=now, batch=batch)
+    engines = [
+        await _engine_for(runtime, principal, draft, index if batch else None)
+        for index, draft in enumerate(drafts)
+    ]
     traits = client_traits(client.user_agent)
     events = [
         _new_event(draft, engine, traits, now, client.door)
@@ -56,6 +64,17 @@ async def record_events(
 
 
 async def _engine_for(
+    runtime: Runtime, principal: Principal | None, draft: EventDraft, index: int | None
+) -> EngineRecord:
+    try:
+        return await _engine_of(runtime, principal, draft)
+    except (AccessDenied, NotFound, BadParams) as error:
+        if index is None:
+            raise
+        raise type(error)(f"events[{index}]: {error.message}") from None
+
+
+async def _engine_of(
     runtime: Runtime, principal: Principal | None, draft: EventDraft
 ) -> EngineRecord:
     if principal is None:

@@ -252,3 +252,23 @@ async def test_record_events_refuses_more_than_a_thousand(
     assert error_code(body) == "bad_params"
     assert "1000" in error_message(body)
     assert await stored_events(runtime) == []
+
+
+async def test_a_batch_of_one_still_names_the_index(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    bad = await gql(
+        client, tenant, RECORD_EVENTS, input=[{"click": {"documentId": "d", "rank": -1}}]
+    )
+    assert bad["errors"][0]["message"].startswith("events[0]: rank")
+    foreign = await gql(
+        client,
+        tenant,
+        RECORD_EVENTS,
+        input=[
+            {"search": {"query": "q"}},
+            {"search": {"query": "q", "engine": other_tenant.hashid}},
+        ],
+    )
+    assert foreign["errors"][0]["extensions"]["code"] == "access_denied"
+    assert foreign["errors"][0]["message"].startswith("events[1]: ")
