@@ -1,4 +1,4 @@
-"""The ``searchstats`` command: serve, migrate, and manage accounts and engines."""
+"""The ``searchstats`` command: serve, migrate, manage accounts and engines, forget and prune."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from app.auth.keys import KeyVault, resolve_secret
 from app.errors import BadParams, SearchStatsError
-from app.services import accounts
+from app.http.access_log import log_config
+from app.services import accounts, privacy
 from app.settings import Settings
 from app.storage.database import Database, open_database
 from app.storage.migrate import upgrade_to_head
@@ -112,6 +113,19 @@ def _parser() -> argparse.ArgumentParser:
     create_engine.add_argument("--hashid", help="32 lowercase hex characters (default: random)")
     create_engine.add_argument("--name", default="")
     create_engine.set_defaults(handler=_create_engine)
+
+    forget = commands.add_parser(
+        "forget-user", help="delete every event of a user (its userId); prints how many"
+    )
+    forget.add_argument("user_id", metavar="USER_ID")
+    forget.add_argument("--account", help="only in this account's engines (default: every account)")
+    forget.set_defaults(handler=_forget_user)
+
+    prune = commands.add_parser(
+        "prune", help="delete raw events older than DAYS days (rollups are kept); prints how many"
+    )
+    prune.add_argument("--older-than", type=_positive, required=True, metavar="DAYS")
+    prune.set_defaults(handler=_prune)
     return parser
 
 
@@ -163,6 +177,26 @@ def _create_engine(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _forget_user(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(database: Database) -> int:
+        await upgrade_to_head(database)
+        return await privacy.forget_user_everywhere(
+            database=database, user_id=args.user_id, account=args.account
+        )
+
+    print(_with_database(settings, work))
+    return 0
+
+
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(database: Database) -> int:
+        await upgrade_to_head(database)
+        return await privacy.prune(database=database, older_than_days=args.older_than)
+
+    print(_with_database(settings, work))
+    return 0
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -186,9 +220,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        proxy_headers=False,
+        proxy_headers=False,  # the app believes X-Forwarded-For from trusted proxies only
         server_header=False,
         log_level="info",
+        # Our access log names no client address (app.http.access_log); uvicorn's would.
+        access_log=False,
+        log_config=log_config(),
+        ws_max_size=settings.max_body_bytes,
     )
     return 0
 

@@ -1,4 +1,5 @@
-"""Mutations: one per event kind, and a batch of up to 1,000 events of any kinds."""
+"""Mutations: one per event kind, a batch of up to 1,000 events of any kinds, and forgetting a
+user."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 import strawberry
 
 from app.domain.events import EventDraft
+from app.services.privacy import forget_user
 from app.services.record import record_events
 from graphql_schema.context import Info
 from graphql_schema.inputs import (
@@ -17,7 +19,7 @@ from graphql_schema.inputs import (
     ViewInput,
     VisitInput,
 )
-from graphql_schema.types import RecordResult
+from graphql_schema.types import ForgetUserResult, RecordResult
 
 
 async def _record(
@@ -61,3 +63,22 @@ class Mutation:
     )
     async def record_events(self, info: Info, input: list[EventInput]) -> list[RecordResult]:
         return await _record(info, [event.to_draft() for event in input], batch=True)
+
+    @strawberry.mutation(
+        description=(
+            "Delete every event of a user (its userId) in the caller's engines, or in those "
+            "named; stats stay consistent, as if the events had never been recorded."
+        )
+    )
+    async def forget_user(
+        self, info: Info, user_id: str, engines: list[strawberry.ID] | None = None
+    ) -> ForgetUserResult:
+        context = info.context
+        deleted = await forget_user(
+            database=context.runtime.database,
+            policy=context.runtime.engines,
+            principal=await context.principal(),
+            user_id=user_id,
+            engines=[str(engine) for engine in engines or ()],
+        )
+        return ForgetUserResult(user_id=user_id, deleted_events=deleted)

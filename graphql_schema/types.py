@@ -33,3 +33,9 @@ class Engine:
     hashid: strawberry.ID
     name: str
     is_default: bool
+
+
+@strawberry.type(description="What forgetUser deleted.")
+class ForgetUserResult:
+    user_id: str
+    deleted_events: int = strawberry.field(description="How many events were deleted.")

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Table, and_, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -157,7 +157,7 @@ async def _insert(
     for index, row_id in inserted:
         event = events[index]
         outcomes[index] = Written(row_id, False, event.query_id)
-        for metric, amount in _metrics(event):
+        for metric, amount in rollup_counters(event):
             rollups[_rollup_key(event, event.occurred_at, metric)] += amount
     return [index for index, _ in inserted]
 
@@ -301,8 +301,23 @@ async def _upsert_rollups(conn: AsyncConnection, rollups: dict[RollupKey, int]) 
         await conn.execute(statement.values(chunk))
 
 
-def _metrics(event: NewEvent) -> list[tuple[str, int]]:
-    """The rollup counters one stored event adds to."""
+class Counted(Protocol):
+    """What decides the rollup counters of an event: a new one, or a stored one being erased."""
+
+    @property
+    def kind(self) -> EventKind: ...
+    @property
+    def result_count(self) -> int | None: ...
+    @property
+    def score(self) -> int | None: ...
+    @property
+    def search_id(self) -> int | None: ...
+    @property
+    def rank(self) -> int | None: ...
+
+
+def rollup_counters(event: Counted) -> list[tuple[str, int]]:
+    """The rollup counters one stored event adds to (and its erasure takes away)."""
     metrics = [(event.kind.value, 1)]
     if event.kind is EventKind.SEARCH and event.result_count == 0:
         metrics.append(("search_no_result", 1))
@@ -323,4 +338,4 @@ def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence
         yield items[start : start + size]
 
 
-__all__ = ["NewEvent", "Written", "to_micros", "write_batch"]
+__all__ = ["Counted", "NewEvent", "Written", "rollup_counters", "to_micros", "write_batch"]

@@ -1,0 +1,89 @@
+"""Forgetting a user, and keeping raw events no longer than the retention period.
+
+Rules: an account forgets users in its own engines only (all of them, or those it names); the
+operator's command line may forget a user in every account. Each forgetting is one transaction,
+so stats never see half of it. Pruning deletes raw events older than the cut-off, engine by
+engine in short transactions, and keeps the rollups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from app.auth.policies import EnginePolicy
+from app.auth.principal import Principal
+from app.domain.events import BOUNDED_TEXT
+from app.errors import BadParams, NotFound
+from app.storage import directory, erasure
+from app.storage.database import Database
+from app.storage.models import Engine
+from app.storage.outages import unavailable_when_down
+
+MAX_USER_ID = dict(BOUNDED_TEXT)["user_id"]
+MAX_RETENTION_DAYS = 100 * 366
+
+
+async def forget_user(
+    *,
+    database: Database,
+    policy: EnginePolicy,
+    principal: Principal,
+    user_id: str,
+    engines: Sequence[str] = (),
+) -> int:
+    """Delete the user's events in the caller's engines (or those named); how many."""
+    _check_user_id(user_id)
+    records = await policy.engines_for(principal, list(engines) or None)
+    return await _erase(database, [record.id for record in records], user_id)
+
+
+async def forget_user_everywhere(
+    *, database: Database, user_id: str, account: str | None = None
+) -> int:
+    """The operator's forgetting: in one account's engines, or in every account's."""
+    _check_user_id(user_id)
+    if account is None:
+        engine_ids = await _all_engines(database)
+    else:
+        async with unavailable_when_down(), database.sessions() as session:
+            owner = await directory.account_by_name(session, account)
+            if owner is None:
+                raise NotFound(f"account {account!r} does not exist")
+            engine_ids = [e.id for e in await directory.engines_of_account(session, owner.id)]
+    return await _erase(database, engine_ids, user_id)
+
+
+async def prune(*, database: Database, older_than_days: int, now: datetime | None = None) -> int:
+    """Delete raw events that occurred more than ``older_than_days`` ago; rollups stay."""
+    if not 1 <= older_than_days <= MAX_RETENTION_DAYS:
+        raise BadParams(f"the retention must be 1 to {MAX_RETENTION_DAYS} days")
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
+    deleted = 0
+    for engine_id in await _all_engines(database):
+        while True:
+            async with unavailable_when_down(), database.engine.begin() as conn:
+                count = await erasure.prune_before(conn, engine_id=engine_id, cutoff=cutoff)
+            deleted += count
+            if count < erasure.PRUNE_CHUNK:
+                break
+    return deleted
+
+
+async def _all_engines(database: Database) -> list[int]:
+    async with unavailable_when_down(), database.sessions() as session:
+        ids = (await session.execute(select(col(Engine.id)).order_by(col(Engine.id)))).scalars()
+        return [engine_id for engine_id in ids if engine_id is not None]
+
+
+async def _erase(database: Database, engine_ids: list[int], user_id: str) -> int:
+    async with unavailable_when_down(), database.engine.begin() as conn:
+        return await erasure.erase_user(conn, engine_ids=engine_ids, user_id=user_id)
+
+
+def _check_user_id(user_id: str) -> None:
+    if not user_id or len(user_id) > MAX_USER_ID or "\x00" in user_id:
+        raise BadParams(f"userId must be 1 to {MAX_USER_ID} characters")

@@ -1,0 +1,177 @@
+"""The SQL that erases events: one user's (the rollups follow), or those past retention.
+
+Erasing a user's events keeps every counter true, in the transaction that deletes them: each
+deleted event is taken out of the rollups it was counted in; a search left without any click is
+no longer counted as clicked; and events of other users that were linked to a deleted search are
+unlinked (their copy of its query text goes with it, and a click stops counting as linked).
+
+Pruning deletes raw events by age and leaves the rollups alone: totals stay, what needs raw
+events (filters, sessions, users, top queries) covers the retention period only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain.buckets import rollup_bucket
+from app.domain.events import EventKind
+from app.storage.models import Event, Rollup
+from app.storage.writes import rollup_counters
+
+EVENT: Table = Event.__table__  # type: ignore[attr-defined]
+ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
+CHUNK = 500
+PRUNE_CHUNK = 5000
+
+# (engine id, bucket, metric, device, is_bot), as writes.py orders them: no deadlock between the two
+RollupKey = tuple[int, int, str, str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    id: int
+    engine_id: int
+    kind: EventKind
+    occurred_at: datetime
+    device: str
+    is_bot: bool
+    result_count: int | None
+    score: int | None
+    search_id: int | None
+    rank: int | None
+    clicked: bool
+
+    def key(self, metric: str) -> RollupKey:
+        return (self.engine_id, rollup_bucket(self.occurred_at), metric, self.device, self.is_bot)
+
+
+_COLUMNS = [EVENT.c[name] for name in _Stored.__slots__]
+
+
+def _stored(row: Any) -> _Stored:
+    values = dict(row._mapping)
+    values["kind"] = EventKind(values["kind"])
+    return _Stored(**values)
+
+
+async def erase_user(conn: AsyncConnection, *, engine_ids: Sequence[int], user_id: str) -> int:
+    """Delete the user's events in these engines, rollups adjusted; how many were deleted."""
+    if not engine_ids:
+        return 0
+    selected = select(*_COLUMNS).where(
+        EVENT.c.engine_id.in_(engine_ids), EVENT.c.user_id == user_id
+    )
+    if conn.dialect.name == "postgresql":
+        selected = selected.with_for_update()
+    erased = [_stored(row) for row in await conn.execute(selected.order_by(EVENT.c.id))]
+    if not erased:
+        return 0
+    gone = {event.id for event in erased}
+    minus: defaultdict[RollupKey, int] = defaultdict(int)
+    for event in erased:
+        for metric, amount in rollup_counters(event):
+            minus[event.key(metric)] += amount
+        if event.kind is EventKind.SEARCH and event.clicked:
+            minus[event.key("search_clicked")] += 1
+    searches = sorted(e.id for e in erased if e.kind is EventKind.SEARCH)
+    await _unlink_from(conn, searches, gone, minus)
+    clicked = sorted({e.search_id for e in erased if e.kind is EventKind.CLICK and e.search_id})
+    await _unmark_unclicked(conn, [s for s in clicked if s not in gone], gone, minus)
+    for chunk in _chunks(sorted(gone)):
+        await conn.execute(delete(EVENT).where(EVENT.c.id.in_(chunk)))
+    await _subtract(conn, minus)
+    return len(gone)
+
+
+async def _unlink_from(
+    conn: AsyncConnection, searches: list[int], gone: set[int], minus: dict[RollupKey, int]
+) -> None:
+    """Events of others that a deleted search linked: unlinked, and their copy of it cleared."""
+    for chunk in _chunks(searches):
+        rows = await conn.execute(select(*_COLUMNS).where(EVENT.c.search_id.in_(chunk)))
+        linked = [event for event in map(_stored, rows) if event.id not in gone]
+        for event in linked:
+            if event.kind is EventKind.CLICK and event.rank is not None:
+                minus[event.key("linked_click")] += 1
+                minus[event.key("linked_click_position")] += event.rank + 1
+        for ids in _chunks([event.id for event in linked]):
+            await conn.execute(
+                update(EVENT)
+                .where(EVENT.c.id.in_(ids))
+                .values(search_id=None, query=None, result_count=None)
+            )
+
+
+async def _unmark_unclicked(
+    conn: AsyncConnection, searches: list[int], gone: set[int], minus: dict[RollupKey, int]
+) -> None:
+    """Searches whose every click is deleted no longer count as clicked."""
+    for chunk in _chunks(searches):
+        clicks = await conn.execute(
+            select(EVENT.c.id, EVENT.c.search_id).where(
+                EVENT.c.search_id.in_(chunk), EVENT.c.kind == EventKind.CLICK.value
+            )
+        )
+        still_clicked = {search for click, search in clicks if click not in gone}
+        rows = await conn.execute(
+            update(EVENT)
+            .where(
+                EVENT.c.id.in_([search for search in chunk if search not in still_clicked]),
+                EVENT.c.clicked.is_(True),
+            )
+            .values(clicked=False)
+            .returning(*_COLUMNS)
+        )
+        for search in map(_stored, rows):
+            minus[search.key("search_clicked")] += 1
+
+
+async def _subtract(conn: AsyncConnection, minus: dict[RollupKey, int]) -> None:
+    r = ROLLUP.c
+    for (engine_id, bucket, metric, device, is_bot), amount in sorted(minus.items()):
+        where = and_(
+            r.engine_id == engine_id,
+            r.bucket == bucket,
+            r.metric == metric,
+            r.device == device,
+            r.is_bot.is_(is_bot),
+        )
+        await conn.execute(update(ROLLUP).where(where).values(count=r.count - amount))
+        await conn.execute(delete(ROLLUP).where(where, r.count <= 0))
+
+
+async def prune_before(conn: AsyncConnection, *, engine_id: int, cutoff: datetime) -> int:
+    """Delete up to PRUNE_CHUNK of an engine's events that occurred before the cutoff.
+
+    One kind at a time, each a range of the (engine, kind, time) index; the caller repeats it,
+    a short transaction each, until nothing is left.
+    """
+    deleted = 0
+    for kind in EventKind:
+        doomed = (
+            select(EVENT.c.id)
+            .where(
+                EVENT.c.engine_id == engine_id,
+                EVENT.c.kind == kind.value,
+                EVENT.c.occurred_at < cutoff,
+            )
+            .limit(PRUNE_CHUNK - deleted)
+            .scalar_subquery()
+        )
+        result = await conn.execute(delete(EVENT).where(EVENT.c.id.in_(doomed)))
+        deleted += int(result.rowcount or 0)
+        if deleted >= PRUNE_CHUNK:
+            break
+    return deleted
+
+
+def _chunks(items: Sequence[int], size: int = CHUNK) -> Iterable[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

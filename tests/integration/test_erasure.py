@@ -1,0 +1,277 @@
+"""Forgetting a user (GraphQL forgetUser, searchstats forget-user) and retention (prune).
+
+After a user is forgotten the rollups must equal what the remaining raw events add up to, links
+from other users' events included; pruning deletes raw events and leaves the rollups alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlmodel import col
+
+from app.cli import main
+from app.domain.buckets import rollup_bucket
+from app.domain.events import EventDraft, EventKind
+from app.services import accounts
+from app.services.runtime import Runtime
+from app.storage import erasure
+from app.storage.models import Event, Rollup
+from app.storage.types import to_micros
+from app.storage.writes import rollup_counters
+from tests.api.helpers import data, error_code, gql
+from tests.conftest import Tenant
+from tests.integration.stats_seed import seed
+
+T = datetime(2025, 3, 2, 12, tzinfo=UTC)
+FORGET = """
+mutation($user: String!, $engines: [ID!]) {
+  forgetUser(userId: $user, engines: $engines) { userId deletedEvents }
+}"""
+STATS = """
+query($engines: [ID!]) {
+  stats(from: "2025-03-02", to: "2025-03-02", engines: $engines) {
+    searches { totalCount } clicks { totalCount } views { totalCount } users { totalCount }
+    clickThroughRate { overall } averageClickPosition { overall }
+  }
+}"""
+
+Key = tuple[int, int, str, str, bool]
+
+
+def event(kind: EventKind, user: str | None, minutes: int = 0, **fields: Any) -> EventDraft:
+    return EventDraft(kind=kind, user_id=user, occurred_at=T + timedelta(minutes=minutes), **fields)
+
+
+async def rollups(runtime: Runtime) -> dict[Key, int]:
+    async with runtime.database.sessions() as session:
+        rows = (await session.execute(select(Rollup))).scalars()
+        return {
+            (r.engine_id, to_micros(r.bucket), r.metric, r.device, r.is_bot): r.count
+            for r in rows
+            if r.count
+        }
+
+
+async def recomputed(runtime: Runtime) -> dict[Key, int]:
+    """The rollups as the stored raw events add up, by the rules of the write path."""
+    totals: defaultdict[Key, int] = defaultdict(int)
+    async with runtime.database.sessions() as session:
+        for e in (await session.execute(select(Event))).scalars():
+            stored = _Row(e)
+            for metric, amount in rollup_counters(stored):
+                totals[stored.key(metric)] += amount
+            if stored.kind is EventKind.SEARCH and e.clicked:
+                totals[stored.key("search_clicked")] += 1
+    return dict(totals)
+
+
+class _Row:
+    def __init__(self, e: Event) -> None:
+        self.kind = EventKind(e.kind)
+        self.result_count, self.score, self.search_id, self.rank = (
+            e.result_count,
+            e.score,
+            e.search_id,
+            e.rank,
+        )
+        self._event = e
+
+    def key(self, metric: str) -> Key:
+        e = self._event
+        assert e.engine_id is not None
+        return (e.engine_id, rollup_bucket(e.occurred_at), metric, e.device, e.is_bot)
+
+
+async def events_of(runtime: Runtime) -> list[Event]:
+    async with runtime.database.sessions() as session:
+        return list((await session.execute(select(Event).order_by(col(Event.id)))).scalars())
+
+
+@pytest.fixture
+async def story(runtime: Runtime, tenant: Tenant, other_tenant: Tenant) -> dict[str, Any]:
+    """Users u and v of acme (two engines) searching and clicking on each other's searches,
+    an anonymous search, and a user called u in another account."""
+    second = await accounts.create_engine(database=runtime.database, account=tenant.account)
+    s1, s2 = await seed(
+        runtime,
+        tenant,
+        [
+            event(EventKind.SEARCH, "u", query="u's secret query", result_count=3),
+            event(EventKind.SEARCH, "v", 60, query="v's query", result_count=3),
+        ],
+    )
+    await seed(
+        runtime,
+        tenant,
+        [
+            event(EventKind.CLICK, "u", 1, query_id=s1.query_id, document_id="d1", rank=0),
+            event(EventKind.CLICK, "v", 2, query_id=s1.query_id, document_id="d2", rank=2),
+            event(EventKind.CLICK, "u", 61, query_id=s2.query_id, document_id="d3", rank=1),
+            event(EventKind.FEEDBACK, "u", 62, query_id=s2.query_id, document_id="d3", score=-1),
+            event(EventKind.VIEW, "u", 5, target_id=VIEWED, target_type="item"),
+            event(EventKind.VIEW, "v", 5, target_id=VIEWED, target_type="item"),
+            event(EventKind.SEARCH, None, 7, query="anonymous", result_count=0),
+        ],
+    )
+    await seed(
+        runtime,
+        tenant,
+        [
+            event(EventKind.SEARCH, "u", 3, engine=second.hashid, query="nothing", result_count=0),
+            event(EventKind.VISIT, "u", 4, engine=second.hashid, store="main"),
+        ],
+    )
+    await seed(runtime, other_tenant, [event(EventKind.SEARCH, "u", query="globex u")])
+    return {"second": second.hashid, "s1": s1, "s2": s2}
+
+
+VIEWED = "43f9bb3e-f90d-458f-9858-7e4589481d18"
+
+
+async def test_forget_user_deletes_the_users_events_and_keeps_every_count_true(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    story: dict[str, Any],
+) -> None:
+    before = await gql(client, tenant, STATS)
+    assert await rollups(runtime) == await recomputed(runtime)
+
+    result = data(await gql(client, tenant, FORGET, user="u"), "forgetUser")
+
+    assert result == {"userId": "u", "deletedEvents": 7}
+    left = await events_of(runtime)
+    assert all(e.user_id != "u" for e in left if e.engine_id != _engine(left, "globex u"))
+    assert [e.query for e in left if e.user_id == "u"] == ["globex u"]  # another account's u
+    # v's click on u's search stays, but no longer carries u's query nor its link.
+    [v_click] = [e for e in left if e.kind == "click"]
+    assert (v_click.user_id, v_click.query, v_click.search_id) == ("v", None, None)
+    # v's search was clicked by u alone: it is no longer a clicked search.
+    [v_search] = [e for e in left if e.query == "v's query"]
+    assert v_search.clicked is False
+    assert await rollups(runtime) == await recomputed(runtime)
+
+    after = data(await gql(client, tenant, STATS), "stats")
+    assert data(before, "stats")["searches"]["totalCount"] == 4
+    assert after["searches"]["totalCount"] == 2
+    assert after["clicks"]["totalCount"] == 1
+    assert after["views"]["totalCount"] == 1
+    assert after["users"]["totalCount"] == 1
+    assert after["clickThroughRate"]["overall"] == 0
+    assert after["averageClickPosition"]["overall"] is None  # the one click left is unlinked
+    # Forgetting again finds nothing.
+    assert data(await gql(client, tenant, FORGET, user="u"), "forgetUser")["deletedEvents"] == 0
+
+
+def _engine(events: list[Event], query: str) -> int:
+    return next(e.engine_id for e in events if e.query == query)
+
+
+async def test_forget_user_in_named_engines_only(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, story: dict[str, Any]
+) -> None:
+    result = await gql(client, tenant, FORGET, user="u", engines=[story["second"]])
+    assert data(result, "forgetUser")["deletedEvents"] == 2
+    assert len([e for e in await events_of(runtime) if e.user_id == "u"]) == 6
+    assert await rollups(runtime) == await recomputed(runtime)
+
+
+@pytest.mark.parametrize(
+    ("variables", "code"),
+    [
+        ({"user": "u", "engines": ["f" * 32]}, "not_found"),
+        ({"user": "u", "engines": ["nope"]}, "bad_params"),
+        ({"user": ""}, "bad_params"),
+        ({"user": "x" * 65}, "bad_params"),
+    ],
+)
+async def test_forget_user_refused(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    story: dict[str, Any],
+    variables: dict[str, Any],
+    code: str,
+) -> None:
+    count = len(await events_of(runtime))
+    assert error_code(await gql(client, tenant, FORGET, **variables)) == code
+    assert len(await events_of(runtime)) == count
+
+
+async def test_forget_user_never_reaches_another_accounts_engine(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    story: dict[str, Any],
+) -> None:
+    body = await gql(client, tenant, FORGET, user="u", engines=[other_tenant.hashid])
+    assert error_code(body) == "access_denied"
+    assert error_code(await gql(client, None, FORGET, user="u")) == "not_authenticated"
+    assert len([e for e in await events_of(runtime) if e.user_id == "u"]) == 8
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_forget_user_command(
+    runtime: Runtime,
+    story: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", runtime.settings.database_url)
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", "test-secret-key")
+    assert await asyncio.to_thread(cli, capsys, "forget-user", "u", "--account", "globex") == (
+        0,
+        "1\n",
+        "",
+    )
+    code, out, err = await asyncio.to_thread(cli, capsys, "forget-user", "u", "--account", "nope")
+    assert (code, out) == (1, "")
+    assert err == "searchstats: error: account 'nope' does not exist\n"
+    assert await asyncio.to_thread(cli, capsys, "forget-user", "u") == (0, "7\n", "")
+    assert [e.user_id for e in await events_of(runtime) if e.user_id] == ["v", "v", "v"]
+    assert await rollups(runtime) == await recomputed(runtime)
+
+
+async def test_prune_deletes_old_raw_events_and_keeps_rollups(
+    runtime: Runtime,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    now = datetime.now(UTC)
+    ages = [400, 40, 31, 29, 0]
+    await seed(
+        runtime,
+        tenant,
+        [
+            EventDraft(
+                kind=EventKind.SEARCH, query=f"{days} days", occurred_at=now - timedelta(days=days)
+            )
+            for days in ages
+        ],
+    )
+    kept = await rollups(runtime)
+    monkeypatch.setattr(erasure, "PRUNE_CHUNK", 2)  # several rounds, each its own transaction
+    monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", runtime.settings.database_url)
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", "test-secret-key")
+    assert await asyncio.to_thread(cli, capsys, "prune", "--older-than", "30") == (0, "3\n", "")
+    assert [e.query for e in await events_of(runtime)] == ["29 days", "0 days"]
+    assert await rollups(runtime) == kept
+    with pytest.raises(SystemExit) as refused:
+        await asyncio.to_thread(cli, capsys, "prune", "--older-than", "0")
+    assert refused.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
