@@ -15,6 +15,7 @@ from app.domain.events import (
     ProductType,
     SortInfo,
 )
+from graphql_schema.input_builders import build_quickly
 
 
 @strawberry.enum(description="What kind of result was clicked (Doofinder's product types).")
@@ -206,3 +207,18 @@ class EventInput:
             if event:
                 return event.to_draft()
         raise AssertionError("a one-of input holds exactly one field")
+
+
+# Built straight from the validated values: a 1,000-event batch must not pay Strawberry's
+# per-field conversion a thousand times.
+build_quickly(
+    EventInput,
+    ViewInput,
+    SearchInput,
+    VisitInput,
+    ClickInput,
+    FeedbackInput,
+    AppliedFilterInput,
+    SortInput,
+    PageInput,
+)
