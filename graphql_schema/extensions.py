@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import ParserCache, SchemaExtension
 from strawberry.types import StreamExecutionResult
 from strawberry.types.execution import ExecutionResult
 
@@ -30,6 +31,23 @@ class ErrorCodes(SchemaExtension):
         """The same for each message of a subscription."""
         if isinstance(result, ExecutionResult) and result.errors:
             result.errors = [coded(error) for error in result.errors]
+        yield
+
+
+class CodedParserCache(ParserCache):
+    """Strawberry's ParserCache, whose syntax errors keep their code.
+
+    The cache's parse runs where Strawberry does not catch a syntax error, which then leaves
+    the operation before ErrorCodes sees it. On a syntax error the document is left unparsed:
+    Strawberry parses it again where it reports the error with the others.
+    """
+
+    def on_parse(self) -> Iterator[None]:
+        execution = self.execution_context
+        with contextlib.suppress(GraphQLError):
+            execution.graphql_document = self.cached_parse_document(
+                execution.query, **execution.parse_options
+            )
         yield
 
 

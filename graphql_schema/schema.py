@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import strawberry
 from graphql import GraphQLError
+from graphql.validation import MaxIntrospectionDepthRule
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
@@ -20,7 +20,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.settings import Settings
-from graphql_schema.extensions import ErrorCodes
+from graphql_schema.extensions import CodedParserCache, ErrorCodes
 from graphql_schema.mutations import Mutation
 from graphql_schema.queries import Query
 from graphql_schema.rate_limits import RateLimited
@@ -48,6 +48,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     rules = [
         *QueryDepthLimiter(max_depth=depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=aliases).validation_rules,
+        # The depth limit skips introspection fields, whose lists nest into each other without
+        # end: this bounds their nesting (a standard introspection query passes).
+        MaxIntrospectionDepthRule,
     ]
     extensions: list[Callable[[], SchemaExtension]] = [
         ErrorCodes,
@@ -56,7 +59,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: MaxTokensLimiter(max_token_count=tokens),
         # Parse and validate each distinct document once, not on every request (the LRU
         # caches are module-level in Strawberry, shared by the per-request instances).
-        lambda: ParserCache(maxsize=1024),
+        lambda: CodedParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
     ]
     if not settings.graphql_introspection:

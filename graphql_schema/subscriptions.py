@@ -16,6 +16,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from app.domain.events import EventKind
 from app.services import live
+from app.services.expiry import until_expired
 from graphql_schema.context import Info
 from graphql_schema.stats_args import StatsFilterInput, stats_query
 from graphql_schema.stats_types import DeviceEnum, Granularity, Stats
@@ -70,14 +71,15 @@ class Subscription:
         types: list[EventType] | None = None,
     ) -> AsyncGenerator[RecordedEvent, None]:
         context = info.context
+        principal = await context.principal()
         events = live.recorded_events(
             runtime=context.runtime,
-            principal=await context.principal(),
+            principal=principal,
             engines=[str(e) for e in engines or ()],
             kinds=[EventKind(t.value) for t in types or ()],
         )
-        async with aclosing(events):
-            async for event in events:
+        async with aclosing(until_expired(events, principal)) as stream:
+            async for event in stream:
                 yield RecordedEvent.of(event)
 
     @strawberry.subscription(
@@ -107,11 +109,10 @@ class Subscription:
             selections=info.selected_fields[0].selections,
         )
         context = info.context
-        reports = context.live.watch(
-            principal=await context.principal(), query=query, interval_ms=interval_ms
-        )
-        async with aclosing(reports):
-            async for report in reports:
+        principal = await context.principal()
+        reports = context.live.watch(principal=principal, query=query, interval_ms=interval_ms)
+        async with aclosing(until_expired(reports, principal)) as stream:
+            async for report in stream:
                 yield Stats(report=report)
 
 
