@@ -294,8 +294,14 @@ def _search_rules(draft: EventDraft) -> list[str]:
         problems.append(f"{name('dso_type')} must be one of all, item, community, collection")
     if draft.sort is not None and draft.sort.order.lower() not in SORT_ORDERS:
         problems.append(f"{name('sort')}.order must be asc or desc")
+    if draft.sort is not None:
+        problems += _text_problems(f"{name('sort')}.by", draft.sort.by, MAX_ID)
     if len(draft.applied_filters) > MAX_JSON_ITEMS:
         problems.append(f"{name('applied_filters')} must hold at most {MAX_JSON_ITEMS} filters")
+    for index, applied in enumerate(draft.applied_filters[:MAX_JSON_ITEMS]):
+        for part in ("filter", "operator", "value", "label"):
+            label = f"{name('applied_filters')}[{index}].{part}"
+            problems += _text_problems(label, getattr(applied, part), MAX_TEXT)
     problems += _int_range(name("result_count"), draft.result_count, 0)
     if draft.page_info is not None:
         page, prefix = draft.page_info, name("page_info")
@@ -304,6 +310,17 @@ def _search_rules(draft: EventDraft) -> list[str]:
         problems += _int_range(f"{prefix}.totalPages", page.total_pages, 0)
         problems += _int_range(f"{prefix}.number", page.number, 0)
     return problems
+
+
+def _text_problems(label: str, value: str | None, limit: int) -> list[str]:
+    """The bounds of a free-text part of an event (its own fields are in BOUNDED_TEXT)."""
+    if value is None:
+        return []
+    if len(value) > limit:
+        return [f"{label} must be at most {limit} characters"]
+    if "\x00" in value:
+        return [f"{label} must not contain NUL characters"]
+    return []
 
 
 def _visit_rules(draft: EventDraft) -> list[str]:

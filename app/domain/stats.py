@@ -91,6 +91,9 @@ class StatsFilter:
             found.append(f"at most {MAX_FILTER_VALUES} values per filter")
         if any(not ref.name or len(ref.name) > 255 for ref in self.indices):
             found.append("index names must be 1 to 255 characters")
+        texts = [self.query, self.document_id, *(ref.name for ref in self.indices)]
+        if any(text and "\x00" in text for text in texts):
+            found.append("filters must not contain NUL characters")  # no stored value has one
         return found
 
 
