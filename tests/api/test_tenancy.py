@@ -1,0 +1,178 @@
+"""Tenancy on every door: an account reads and writes its own engines only (403 for another
+account's, 404 for none), and a JWT naming another account than the key that signed it is a 401.
+The table of who may do what is docs/authorization.md."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from app.auth.policies import EnginePolicy
+from app.main import create_app
+from app.services.runtime import Runtime
+from tests.api.helpers import engine_id, stored_events
+from tests.conftest import Tenant
+
+UNKNOWN = "0123456789abcdef0123456789abcdef"
+VIEW = {"type": "view", "targetId": "43f9bb3e-f90d-458f-9858-7e4589481d18", "targetType": "item"}
+STATS = """query($e: [ID!]) { stats(from: "2025-01-01", to: "2025-01-02", engines: $e) {
+  searches { totalCount } } }"""
+RECORD = 'mutation($e: ID) { recordVisit(input: {store: "main", engine: $e}) { id } }'
+BATCH = """mutation($e: ID) { recordEvents(input: [{visit: {store: "a"}},
+  {visit: {store: "b", engine: $e}}]) { id } }"""
+FORGET = 'mutation($e: ID!) { forgetUser(userId: "u", engines: [$e]) { deletedEvents } }'
+
+Call = Callable[[httpx.AsyncClient, dict[str, str], str], Awaitable[tuple[int, str]]]
+
+
+def doofinder(response: httpx.Response) -> tuple[int, str]:
+    code: str = response.json()["error"]["code"] if response.status_code != 200 else "ok"
+    return response.status_code, code
+
+
+def graphql(response: httpx.Response) -> tuple[int, str]:
+    body = response.json()
+    if "errors" not in body:
+        return response.status_code, "ok"
+    codes = {error["extensions"]["code"] for error in body["errors"]}
+    assert len(codes) == 1, body
+    return response.status_code, codes.pop()
+
+
+async def visit(client: httpx.AsyncClient, headers: dict[str, str], hashid: str) -> tuple[int, str]:
+    body = {"hashid": hashid, "store": "main"}
+    return doofinder(await client.post("/api/v2/stats/visit", json=body, headers=headers))
+
+
+async def clicks(
+    client: httpx.AsyncClient, headers: dict[str, str], hashid: str
+) -> tuple[int, str]:
+    params = {"from": "20250101", "to": "20250102", "hashids[]": hashid}
+    return doofinder(await client.get("/api/v2/stats/clicks", params=params, headers=headers))
+
+
+async def clicks_index(
+    client: httpx.AsyncClient, headers: dict[str, str], hashid: str
+) -> tuple[int, str]:
+    params = {"from": "20250101", "to": "20250102", "indices[0][name]": "p"}
+    params["indices[0][hashid]"] = hashid
+    return doofinder(await client.get("/api/v2/stats/clicks", params=params, headers=headers))
+
+
+def graphql_call(document: str, *, listed: bool = False) -> Call:
+    async def call(
+        client: httpx.AsyncClient, headers: dict[str, str], hashid: str
+    ) -> tuple[int, str]:
+        variables = {"e": [hashid] if listed else hashid}
+        response = await client.post(
+            "/graphql", json={"query": document, "variables": variables}, headers=headers
+        )
+        return graphql(response)
+
+    return call
+
+
+CALLS: dict[str, Call] = {
+    "doofinder-visit": visit,
+    "doofinder-clicks": clicks,
+    "doofinder-clicks-index": clicks_index,
+    "graphql-record": graphql_call(RECORD),
+    "graphql-batch": graphql_call(BATCH),
+    "graphql-stats": graphql_call(STATS, listed=True),
+    "graphql-forget-user": graphql_call(FORGET),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+async def test_own_engine_other_accounts_engine_and_no_engine(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    call: str,
+) -> None:
+    act = CALLS[call]
+    assert await act(client, tenant.token, tenant.hashid) == (200, "ok")
+    written = len(await stored_events(runtime))
+    assert await act(client, tenant.token, other_tenant.hashid) == (
+        403 if call.startswith("doofinder") else 200,
+        "access_denied",
+    )
+    assert await act(client, tenant.token, UNKNOWN) == (
+        404 if call.startswith("doofinder") else 200,
+        "not_found",
+    )
+    # Refused writes store nothing, in the caller's engines as in the other account's.
+    assert len(await stored_events(runtime)) == written
+
+
+def forged(signer: Tenant, name: str) -> dict[str, str]:
+    """A well-formed JWT signed with ``signer``'s key, naming account ``name``."""
+    now = int(time.time())
+    claims = {"iat": now, "exp": now + 600, "name": name}
+    return {"Authorization": "Bearer " + jwt.encode(claims, signer.api_key, algorithm="HS256")}
+
+
+WORKPLACE_EVENT: dict[str, Any] = {
+    "type": "click",
+    "query_id": "q",
+    "document_id": "d",
+    "content_source_id": "c",
+    "page": 1,
+    "rank": 0,
+    "event": "api",
+}
+
+
+async def test_a_jwt_naming_another_account_is_not_authenticated_on_every_door(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    headers = forged(signer=tenant, name=other_tenant.account)
+    assert await visit(client, headers, other_tenant.hashid) == (401, "not_authenticated")
+    assert await clicks(client, headers, other_tenant.hashid) == (401, "not_authenticated")
+    workplace = await client.post(
+        "/api/ws/v1/analytics/event", json=WORKPLACE_EVENT, headers=headers
+    )
+    assert workplace.status_code == 401
+    for call in ("graphql-record", "graphql-stats", "graphql-forget-user"):
+        assert await CALLS[call](client, headers, other_tenant.hashid) == (
+            200,
+            "not_authenticated",
+        )
+    # Signed by the account it names, the same token shape is accepted.
+    assert await visit(client, forged(tenant, tenant.account), tenant.hashid) == (200, "ok")
+    assert len(await stored_events(runtime)) == 1
+
+
+async def test_the_engines_query_lists_the_callers_engines_only(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    response = await client.post(
+        "/graphql", json={"query": "{ engines { hashid } }"}, headers=other_tenant.token
+    )
+    assert response.json() == {"data": {"engines": [{"hashid": other_tenant.hashid}]}}
+
+
+async def test_anonymous_events_go_to_the_configured_engine_only(
+    runtime: Runtime, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    async def post(anonymous_engine: str) -> httpx.Response:
+        settings = runtime.settings.model_copy(update={"anonymous_engine": anonymous_engine})
+        policy = EnginePolicy(runtime.database, anonymous_engine=anonymous_engine)
+        app = create_app(settings, runtime=replace(runtime, settings=settings, engines=policy))
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as anonymous:
+            return await anonymous.post("/api/statistics/viewevents", json=VIEW)
+
+    missing = await post(UNKNOWN)
+    assert (missing.status_code, missing.json()["error"]) == (404, "Not Found")
+    assert (await post(other_tenant.hashid)).status_code == 201
+    [event] = await stored_events(runtime)
+    assert event.engine_id == await engine_id(runtime, other_tenant.hashid)
