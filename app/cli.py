@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,6 +21,7 @@ from app.auth.keys import KeyVault, resolve_secret
 from app.errors import BadParams, SearchStatsError
 from app.http.access_log import log_config
 from app.services import accounts, privacy
+from app.services.metrics import MULTIPROCESS_ENV
 from app.settings import Settings
 from app.storage.database import Database, open_database
 from app.storage.migrate import upgrade_to_head
@@ -198,8 +203,6 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     vault = KeyVault(resolve_secret(settings))
 
     async def prepare(database: Database) -> accounts.Bootstrap | None:
@@ -214,6 +217,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             f"  hashid:  {created.engine.hashid}",
             flush=True,
         )
+    with _shared_metrics(args.workers):
+        _run_uvicorn(args, settings)
+    return 0
+
+
+def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
     uvicorn.run(
         "app.main:app_from_environment",
         factory=True,
@@ -225,10 +236,34 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level="info",
         # Our access log names no client address (app.http.access_log); uvicorn's would.
         access_log=False,
-        log_config=log_config(),
+        log_config=log_config(json=settings.log_format == "json"),
         ws_max_size=settings.max_body_bytes,
     )
-    return 0
+
+
+@contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """Several workers add their metrics up in one folder (prometheus_client's multiprocess mode).
+
+    A folder the operator names in PROMETHEUS_MULTIPROC_DIR is used, emptied of a previous run's
+    values first; otherwise a fresh one is made, and removed when serving ends.
+    """
+    named = os.environ.get(MULTIPROCESS_ENV)
+    if workers == 1 and not named:
+        yield
+        return
+    if named:
+        for stale in Path(named).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="searchstats-metrics-")
+    os.environ[MULTIPROCESS_ENV] = folder
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

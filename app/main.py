@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from app.http.access_log import AccessLog
 from app.http.bodies import BodyLimits
 from app.http.health import health_routes
+from app.http.metrics import metrics_routes
 from app.rest import rest_routes
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     graphql = graphql_app(runtime)
     routes: list[BaseRoute] = [
         *health_routes(runtime),
+        *metrics_routes(runtime.metrics),
         *rest_routes(runtime),
         Route("/graphql", graphql),  # any method: the door answers 405 in GraphQL's shape
         WebSocketRoute("/graphql", graphql),  # subscriptions (a Mount never matches the bare path)
@@ -47,14 +49,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         *_dashboard(),
     ]
     middleware = [
-        Middleware(AccessLog, addresses=runtime.addresses),
+        Middleware(AccessLog, addresses=runtime.addresses, metrics=runtime.metrics),
         Middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_credentials=True,
-            allow_headers=["Authorization", "Content-Type", "X-XSRF-TOKEN"],
-            expose_headers=["DSPACE-XSRF-TOKEN", "Retry-After"],
+            allow_headers=["Authorization", "Content-Type", "X-XSRF-TOKEN", "X-Request-ID"],
+            expose_headers=["DSPACE-XSRF-TOKEN", "Retry-After", "X-Request-ID"],
             max_age=600,
         ),
         Middleware(

@@ -24,7 +24,8 @@ from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageRec
 from strawberry.types.execution import ExecutionResult
 
 from app.domain.strict_json import parse_json
-from app.errors import BadParams, NotFound, SearchStatsError, TooManyRequests, retry_after
+from app.errors import BadParams, NotFound, SearchStatsError, retry_after
+from app.services.metrics import note_error_code
 from graphql_schema.context import Context
 
 log = logging.getLogger("searchstats.graphql")
@@ -111,16 +112,22 @@ class GraphQLDoor(GraphQL[Context, None]):
         result = await super().execute_single(
             request, request_adapter, sub_response, context, root_value, request_data
         )
+        for error in result.errors or ():
+            note_error_code(request.scope, (error.extensions or {}).get("code", "internal_error"))
         refusal = _refusal(result)
         if refusal is not None:
-            # Refused as a whole before it ran: HTTP clients and proxies back off on the status.
+            # Refused as a whole (over the rate limit, storage down): HTTP clients and proxies
+            # back off on the status.
             sub_response.status_code = refusal.status
-            sub_response.headers["Retry-After"] = str(refusal.retry_after)
+            sub_response.headers["Retry-After"] = str(retry_after(refusal))
         return result
 
 
-def _refusal(result: ExecutionResult) -> TooManyRequests | None:
+def _refusal(result: ExecutionResult) -> SearchStatsError | None:
+    """The error that left no data at all, when it tells the client to retry later."""
     if result.data is not None or not result.errors:
         return None
     original = result.errors[0].original_error
-    return original if isinstance(original, TooManyRequests) else None
+    if isinstance(original, SearchStatsError) and retry_after(original) is not None:
+        return original
+    return None

@@ -2,7 +2,10 @@
 
 It replaces uvicorn's, which logs each client's address: here a client is its pseudonym (a keyed
 hash that changes daily, see ``app.auth.addresses``), and the path is logged without its query
-string, which may carry what users searched for.
+string, which may carry what users searched for. Each request gets an id (the client's
+``X-Request-ID`` when well-formed), returned in the response's ``X-Request-ID`` and carried by every
+line logged while it is served. The same place times each request for the metrics, by route
+template (never the raw path), and counts the errors answered, by code.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import LOGGING_CONFIG
 
 from app.auth.addresses import ClientAddresses
+from app.http.json_logs import accepted_request_id, request_id
+from app.services.metrics import Metrics, error_codes
 
 log = logging.getLogger("searchstats.access")
+REQUEST_ID_HEADER = b"x-request-id"
 
 
 class AccessLog:
-    def __init__(self, app: ASGIApp, *, addresses: ClientAddresses) -> None:
+    def __init__(self, app: ASGIApp, *, addresses: ClientAddresses, metrics: Metrics) -> None:
         self.app = app
         self.addresses = addresses
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -31,28 +38,62 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = 0
+        rid = accepted_request_id(_header(scope, REQUEST_ID_HEADER))
+        token = request_id.set(rid)
+        rid_header = (REQUEST_ID_HEADER, rid.encode())
 
         async def recording_send(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "websocket.accept":
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            elif kind == "websocket.accept":
                 status = 101
-            elif message["type"] == "websocket.close" and not status:
+                self.metrics.websockets.inc()
+            elif kind == "websocket.close" and not status:
                 status = 403  # closed before the handshake: the upgrade is refused
             await send(message)
 
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            log.info(
-                "%s %s %d %.1fms client=%s",
-                scope.get("method", "WEBSOCKET"),
-                scope["path"][:200],
-                status or 500,
-                (time.perf_counter() - started) * 1000,
-                self.addresses.of_scope(scope),
-            )
+            self._finished(scope, status or 500, time.perf_counter() - started)
+            request_id.reset(token)
+
+    def _finished(self, scope: Scope, status: int, seconds: float) -> None:
+        method = scope.get("method", "WEBSOCKET")
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        if scope["type"] == "http":
+            self.metrics.observe_request(route, method, seconds)
+            self.metrics.count_errors(error_codes(scope, status))
+        elif status == 101:
+            self.metrics.websockets.dec()
+        path = scope["path"][:200]
+        duration_ms = round(seconds * 1000, 1)
+        log.info(
+            "%s %s %d %.1fms",
+            method,
+            path,
+            status,
+            duration_ms,
+            extra={
+                "request_id": request_id.get(),
+                "method": method,
+                "path": path,
+                "route": route,
+                "status": status,
+                "duration_ms": duration_ms,
+                "client": self.addresses.of_scope(scope),
+            },
+        )
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
 
 
 class WithoutClientAddresses(logging.Filter):
@@ -62,9 +103,14 @@ class WithoutClientAddresses(logging.Filter):
         return not (isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket'))
 
 
-def log_config() -> dict[str, Any]:
-    """uvicorn's logging, with our loggers shown and nothing that names a client's address."""
+def log_config(*, json: bool = True) -> dict[str, Any]:
+    """uvicorn's logging, with our loggers shown and nothing that names a client's address.
+
+    ``json``: every line one JSON object (``app.http.json_logs``), uvicorn's own lines included.
+    """
     config = copy.deepcopy(LOGGING_CONFIG)
+    if json:
+        config["formatters"]["default"] = {"()": "app.http.json_logs.JsonLines"}
     config["filters"] = {"no_client_addresses": {"()": WithoutClientAddresses}}
     config["loggers"]["uvicorn.error"]["filters"] = ["no_client_addresses"]
     config["loggers"]["uvicorn.access"]["level"] = "WARNING"  # unused: access_log=False

@@ -59,6 +59,11 @@ async def record_events(
         for draft, engine in zip(drafts, engines, strict=True)
     ]
     written = await runtime.recorder.record(events)
+    runtime.metrics.count_events(
+        (event.kind.value, event.door)
+        for event, outcome in zip(events, written, strict=True)
+        if not outcome.duplicate
+    )
     await _publish(runtime, events, engines, written)
     return [RecordResult(str(w.id), w.duplicate, w.query_id) for w in written]
 

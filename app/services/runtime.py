@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.auth.addresses import ClientAddresses
 from app.auth.credentials import Authenticator
@@ -12,6 +12,7 @@ from app.broker.base import Broker
 from app.broker.memory import MemoryBroker
 from app.domain.user_agents import client_traits
 from app.services.limits import RateLimits
+from app.services.metrics import Metrics
 from app.settings import Settings
 from app.storage.database import Database, open_database
 from app.storage.recorder import Recorder
@@ -28,14 +29,17 @@ class Runtime:
     broker: Broker
     limits: RateLimits
     addresses: ClientAddresses
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def start(self) -> None:
         client_traits("Mozilla/5.0 (warm-up)")  # load the User-Agent rules before traffic
         await self.broker.start()
         await self.recorder.start()
+        self.metrics.start(subscribers=lambda: self.broker.subscriber_count)
 
     async def stop(self) -> None:
-        await self.recorder.stop()
+        await self.recorder.stop()  # commits what was submitted: nothing acknowledged is lost
+        await self.metrics.stop()
         await self.broker.stop()
         await self.limits.stop()
         await self.database.dispose()
@@ -48,10 +52,16 @@ def build_runtime(settings: Settings) -> Runtime:
     # One flusher per worker: SQLite has a single writer, and on PostgreSQL concurrent batches
     # would only queue on the same hot rollup rows (measured: no gain from four).
     flushers = 1
+    metrics = Metrics()
     return Runtime(
         settings=settings,
         database=database,
-        recorder=Recorder(database, max_batch=settings.batch_max_events, flushers=flushers),
+        recorder=Recorder(
+            database,
+            max_batch=settings.batch_max_events,
+            flushers=flushers,
+            on_commit=metrics.observe_batch,
+        ),
         authenticator=Authenticator(
             database, vault, cache_seconds=settings.credential_cache_seconds
         ),
@@ -60,6 +70,7 @@ def build_runtime(settings: Settings) -> Runtime:
         broker=_broker(settings),
         limits=RateLimits(settings),
         addresses=ClientAddresses(trusted_proxies=settings.trusted_proxies, secret=secret),
+        metrics=metrics,
     )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -36,10 +37,19 @@ class _Submission:
 class Recorder:
     """Drains submitted events into batched transactions, ``flushers`` of them at a time."""
 
-    def __init__(self, database: Database, *, max_batch: int, flushers: int) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        max_batch: int,
+        flushers: int,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
         self._database = database
         self._max_batch = max_batch
         self._flushers = flushers
+        # Told each committed batch's size and the seconds it took to write and commit (metrics).
+        self._on_commit = on_commit
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
@@ -101,6 +111,7 @@ class Recorder:
 
     async def _commit(self, groups: list[Sequence[NewEvent]]) -> list[list[Written]]:
         flat = [event for group in groups for event in group]
+        started = time.perf_counter()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 async with self._database.engine.begin() as conn:
@@ -112,6 +123,8 @@ class Recorder:
                 if attempt == COMMIT_ATTEMPTS or not _is_transient(error):
                     raise
         self.batches += 1
+        if self._on_commit is not None:
+            self._on_commit(len(flat), time.perf_counter() - started)
         results: list[list[Written]] = []
         start = 0
         for group in groups:

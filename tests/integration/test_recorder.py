@@ -196,7 +196,9 @@ async def test_storage_down_is_unavailable_through_graphql(down_runtime: Runtime
             json={"query": 'mutation { recordVisit(input: {store: "s"}) { id } }'},
             headers={"Authorization": f"Token {'0' * 40}"},
         )
-    assert response.status_code == 200
+    # Nothing ran: the whole request is refused, with the status clients and proxies back off on.
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) >= 1
     [error] = response.json()["errors"]
     assert error["extensions"]["code"] == "unavailable"
 

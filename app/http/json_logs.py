@@ -1,0 +1,48 @@
+"""Logs as JSON lines: one object per record, carrying the id of the request it belongs to."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+import orjson
+
+# Set by the access log for the request being served; records logged meanwhile carry it.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+# What a client may send as X-Request-ID and have it kept: a short token, nothing that could
+# carry a message (or personal data) into the logs.
+WELL_FORMED_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# Fields a record may carry (``extra=``) that the line shows as they are.
+FIELDS = ("method", "path", "status", "duration_ms", "client", "route")
+
+
+def accepted_request_id(sent: bytes | None) -> str:
+    """The client's X-Request-ID when well-formed, else a new one."""
+    if sent:
+        text = sent.decode("latin-1")
+        if WELL_FORMED_ID.fullmatch(text):
+            return text
+    return uuid.uuid4().hex
+
+
+class JsonLines(logging.Formatter):
+    """``{"time", "level", "logger", "message", "request_id", ...}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": record.__dict__.get("request_id") or request_id.get(),
+        }
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
