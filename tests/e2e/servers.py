@@ -54,7 +54,12 @@ class ServeProcess:
 
 @contextmanager
 def searchstats_serve(
-    env: Mapping[str, str], workdir: Path, *, name: str = "serve", ready_within: float = 60
+    env: Mapping[str, str],
+    workdir: Path,
+    *,
+    name: str = "serve",
+    ready_within: float = 60,
+    workers: int = 1,
 ) -> Iterator[ServeProcess]:
     """``searchstats serve`` on a free port, ready (``/readyz``) before the block runs."""
     port = free_port()
@@ -62,7 +67,10 @@ def searchstats_serve(
     environment = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"),
+                *("--port", str(port), "--workers", str(workers)),
+            ],
             cwd=workdir,
             env={**environment, "PYTHONPATH": str(ROOT)},
             stdout=sink,
