@@ -14,11 +14,25 @@ from app.errors import Unavailable
 log = logging.getLogger(__name__)
 
 
+# PostgreSQL's SQLSTATEs for a server that cannot serve now: connection exceptions (class 08),
+# too many connections, and shutting down or starting up (57P01-57P03), which asyncpg reports
+# as plain errors, not as operational ones.
+DOWN_SQLSTATE_CLASSES = ("08",)
+DOWN_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+
+
 def is_storage_down(error: BaseException) -> bool:
     """True for failures of the database itself (gone, locked, full), not of the data."""
     if isinstance(error, OperationalError | InterfaceError | PoolTimeout | OSError | TimeoutError):
         return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    if not isinstance(error, DBAPIError):
+        return False
+    sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+    return (
+        error.connection_invalidated
+        or sqlstate in DOWN_SQLSTATES
+        or sqlstate.startswith(DOWN_SQLSTATE_CLASSES)
+    )
 
 
 @asynccontextmanager

@@ -1,0 +1,247 @@
+"""Storage that cannot serve answers 503 ``unavailable`` with ``Retry-After``, within a bound, and
+keeps nothing half-written: a PostgreSQL that accepts connections and never answers, and a
+SQLite database that is locked, full or read-only. Once the cause goes, the same runtime serves."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
+
+from app.main import create_app
+from app.services.runtime import Runtime, build_runtime
+from app.settings import Settings
+from app.storage.outages import is_storage_down
+from tests.conftest import Tenant
+
+VISIT = {"store": "b0b0a7a5-5b3c-4d7e-8f9a-bb5a7e0f1c2d", "session_id": "s1"}
+RECORD = 'mutation { recordVisit(input: {store: "s"}) { id } }'
+
+
+@pytest.fixture
+def tarpit() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word (a hung database host)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(128)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        server.close()
+
+
+@pytest.fixture
+async def hung_runtime(tarpit: int) -> AsyncIterator[Runtime]:
+    settings = Settings(
+        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{tarpit}/searchstats",
+        secret_key="test",
+        db_connect_timeout_seconds=1,
+        db_pool_size=2,
+    )
+    runtime = build_runtime(settings)
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+async def test_a_hung_postgres_is_unavailable_within_the_connect_and_pool_timeouts(
+    hung_runtime: Runtime,
+) -> None:
+    """Twelve requests and a pool of 2 (+2 overflow): four wait on connecting, eight on the
+    pool; both waits are bounded by the 1 s setting, none hangs."""
+    app = create_app(hung_runtime.settings, runtime=hung_runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as http:
+
+        async def one(n: int) -> tuple[int, str | None, float]:
+            started = time.monotonic()
+            if n % 2:
+                response = await http.post("/graphql", json={"query": RECORD}, headers=_token())
+            else:
+                response = await http.post("/api/v2/stats/visit", json=VISIT, headers=_token())
+            return (
+                response.status_code,
+                response.headers.get("Retry-After"),
+                time.monotonic() - started,
+            )
+
+        outcomes = await asyncio.gather(*(one(n) for n in range(12)))
+        ready = await http.get("/readyz")
+    assert {(status, retry) for status, retry, _ in outcomes} == {(503, "1")}
+    slowest = max(seconds for _, _, seconds in outcomes)
+    assert slowest < 3, f"slowest answer took {slowest:.2f} s"
+    assert ready.status_code == 503
+
+
+def _token() -> dict[str, str]:
+    return {"Authorization": f"Token {'0' * 40}"}
+
+
+# ---- SQLite ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"db_connect_timeout_seconds": 0.5})
+
+
+@pytest.fixture
+async def sqlite_runtime(sqlite_settings: Settings) -> AsyncIterator[Runtime]:
+    runtime = build_runtime(sqlite_settings)
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+@pytest.fixture
+async def http(sqlite_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(sqlite_runtime.settings, runtime=sqlite_runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as client:
+        yield client
+
+
+def sqlite_path(settings: Settings) -> str:
+    return settings.database_url.removeprefix("sqlite+aiosqlite:///")
+
+
+def event_count(path: str) -> int:
+    with sqlite3.connect(path) as connection:
+        count: int = connection.execute("SELECT count(*) FROM event").fetchone()[0]
+    return count
+
+
+async def record_through_every_door(http: httpx.AsyncClient, tenant: Tenant) -> list[Any]:
+    token = {"Authorization": f"Token {tenant.api_key}"}
+    graphql = await http.post("/graphql", json={"query": RECORD}, headers=token)
+    rest = await http.post("/api/v2/stats/visit", json=VISIT, headers=token)
+    return [
+        (graphql.status_code, graphql.headers.get("Retry-After")),
+        (rest.status_code, rest.headers.get("Retry-After")),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqlite_locked_past_busy_timeout_then_free_again(
+    http: httpx.AsyncClient, tenant: Tenant, sqlite_settings: Settings
+) -> None:
+    path = sqlite_path(sqlite_settings)
+    before = event_count(path)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+    try:
+        started = time.monotonic()
+        refused = await record_through_every_door(http, tenant)
+        elapsed = time.monotonic() - started
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert refused == [(503, "1"), (503, "1")]
+    assert elapsed < 4  # two requests, each bounded by the 0.5 s busy timeout (and a retry)
+    assert event_count(path) == before
+    assert await record_through_every_door(http, tenant) == [(200, None), (200, None)]
+    assert event_count(path) == before + 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqlite_full_disk_then_room_again(
+    http: httpx.AsyncClient, tenant: Tenant, sqlite_runtime: Runtime, sqlite_settings: Settings
+) -> None:
+    path = sqlite_path(sqlite_settings)
+    await record_through_every_door(http, tenant)  # warm: credentials and engine cached
+    before = event_count(path)
+    engine = sqlite_runtime.database.engine.sync_engine
+
+    def no_room(dbapi_connection: Any, _record: Any) -> None:
+        # SQLITE_FULL, as on a full disk: the file may not grow by a single page.
+        pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    event.listen(engine, "connect", no_room)
+    await sqlite_runtime.database.engine.dispose()  # new connections, each with no room
+    try:
+        payload = {"store": "x" * 36, "url": "/" + "y" * 4000}
+        responses = [
+            await http.post(
+                "/api/v2/stats/visit",
+                json=payload | {"session_id": f"s{n}"},
+                headers={"Authorization": f"Token {tenant.api_key}"},
+            )
+            for n in range(30)
+        ]
+    finally:
+        event.remove(engine, "connect", no_room)
+        await sqlite_runtime.database.engine.dispose()
+    statuses = {response.status_code for response in responses}
+    assert 503 in statuses, statuses
+    assert statuses <= {200, 503}  # the first few may still fit in free pages
+    assert all(r.headers["Retry-After"] == "1" for r in responses if r.status_code == 503)
+    stored = event_count(path) - before
+    assert stored == sum(1 for r in responses if r.status_code == 200)  # nothing half-written
+    assert await record_through_every_door(http, tenant) == [(200, None), (200, None)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_read_only_sqlite_answers_503_on_every_door(
+    settings: Settings, tenant: Tenant, runtime: Runtime
+) -> None:
+    path = sqlite_path(settings)
+    read_only = settings.model_copy(
+        update={"database_url": f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"}
+    )
+    reader = build_runtime(read_only)
+    await reader.start()
+    try:
+        app = create_app(read_only, runtime=reader)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            refused = await record_through_every_door(client, tenant)
+    finally:
+        await reader.stop()
+    assert refused == [(503, "1"), (503, "1")]
+    assert event_count(path) == 0
+
+
+class _Orig(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "down"),
+    [("57P03", True), ("57P01", True), ("08006", True), ("53300", True), ("23505", False)],
+)
+def test_postgres_states_that_mean_retry_later(sqlstate: str, down: bool) -> None:
+    error = DBAPIError("SELECT 1", {}, _Orig(sqlstate))
+    assert is_storage_down(error) is down
