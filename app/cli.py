@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from types import FrameType
+from typing import NoReturn, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
@@ -225,6 +227,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish, then the lifespan
+    # flushes the write batch), then raises the signal again, to end "killed by SIGTERM". That
+    # shutdown was clean: end with status 0, as service managers and scripts expect.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "app.main:app_from_environment",
         factory=True,
@@ -239,6 +245,10 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         log_config=log_config(json=settings.log_format == "json"),
         ws_max_size=settings.max_body_bytes,
     )
+
+
+def _exit_cleanly(_signal: int, _frame: FrameType | None) -> NoReturn:
+    raise SystemExit(0)
 
 
 @contextmanager
