@@ -1,4 +1,5 @@
-"""The ``searchstats`` command: serve, migrate, manage accounts and engines, forget and prune."""
+"""The ``searchstats`` command: serve, migrate, manage accounts and engines, forget and prune,
+import and export."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from app.auth.keys import KeyVault, resolve_secret
+from app.cli_bulk import add_commands as add_bulk_commands
 from app.errors import BadParams, SearchStatsError
 from app.http.access_log import log_config
 from app.services import accounts, privacy
@@ -133,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--older-than", type=_positive, required=True, metavar="DAYS")
     prune.set_defaults(handler=_prune)
+
+    add_bulk_commands(commands)  # import, export
     return parser
 
 

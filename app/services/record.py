@@ -25,6 +25,8 @@ class Client:
 
     door: str
     user_agent: str | None = None
+    # Traits already known (an import of exported events): the User-Agent is not read then.
+    traits: ClientTraits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,7 @@ async def record_events(
         await _engine_for(runtime, principal, draft, index if batch else None)
         for index, draft in enumerate(drafts)
     ]
-    traits = client_traits(client.user_agent)
+    traits = client.traits or client_traits(client.user_agent)
     events = [
         _new_event(draft, engine, traits, now, client.door)
         for draft, engine in zip(drafts, engines, strict=True)
@@ -103,8 +105,9 @@ def _new_event(
         session_id=draft.session_id,
         user_id=draft.user_id,
         query=draft.query if kind is EventKind.SEARCH else None,
-        # A search gets the id that later clicks and feedback carry to link themselves to it.
-        query_id=uuid.uuid4().hex if kind is EventKind.SEARCH else draft.query_id,
+        # A search gets the id that later clicks and feedback carry to link themselves to it
+        # (an imported search keeps the one it had, so that its clicks still link to it).
+        query_id=_query_id(draft),
         result_count=draft.effective_result_count if kind is EventKind.SEARCH else None,
         document_id=draft.target_id or draft.document_id or draft.dfid,
         content_source_id=draft.content_source_id,
@@ -114,6 +117,12 @@ def _new_event(
         score=draft.score,
         payload=_payload(draft),
     )
+
+
+def _query_id(draft: EventDraft) -> str | None:
+    if draft.kind is not EventKind.SEARCH:
+        return draft.query_id
+    return draft.query_id or uuid.uuid4().hex
 
 
 def _product_type(draft: EventDraft) -> str | None:

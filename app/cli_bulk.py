@@ -1,0 +1,228 @@
+"""``searchstats import`` and ``searchstats export``: files in and out, a progress bar, a summary.
+
+The work itself is ``app.services.bulk``'s; here are the files (NDJSON or CSV), the progress bar
+(on a terminal only), and the lines a person or a script reads at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import sys
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, contextmanager, nullcontext
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from app.domain.event_documents import CSV_COLUMNS, csv_document, csv_row
+from app.domain.strict_json import parse_json
+from app.errors import BadParams
+from app.services import bulk
+from app.services.runtime import Runtime, build_runtime
+from app.settings import Settings
+from app.storage.migrate import upgrade_to_head
+
+Advance = Callable[[int], None]
+
+
+def add_commands(commands: Any) -> None:
+    """The two subcommands, on the ``searchstats`` parser's subparsers."""
+    importing = commands.add_parser(
+        "import", help="record the events of an NDJSON or CSV file (idempotent by eventId)"
+    )
+    importing.add_argument("file", metavar="FILE", help="the file, or - for standard input")
+    importing.add_argument("--account", help="the account whose engines get the events")
+    importing.add_argument("--format", choices=("ndjson", "csv"), help="default: by extension")
+    importing.add_argument(
+        "--on-error",
+        choices=("stop", "skip"),
+        default="stop",
+        help="at a malformed line: stop there (default), or report it and go on",
+    )
+    importing.set_defaults(handler=run_import)
+
+    exporting = commands.add_parser("export", help="write the events of a period as NDJSON or CSV")
+    exporting.add_argument("--from", dest="start", required=True, help="ISO date or date-time")
+    exporting.add_argument("--to", dest="end", required=True, help="ISO date (included) or time")
+    exporting.add_argument("--account", help="the account whose events are written")
+    exporting.add_argument("--format", choices=("ndjson", "csv"), default="ndjson")
+    exporting.add_argument("--output", help="the file to write (default: standard output)")
+    exporting.set_defaults(handler=run_export)
+
+
+async def _with_runtime(settings: Settings, work: Callable[[Runtime], Any]) -> Any:
+    runtime = build_runtime(settings)
+    await upgrade_to_head(runtime.database)
+    await runtime.start()
+    try:
+        return await work(runtime)
+    finally:
+        await runtime.stop()
+
+
+# ---- import ----------------------------------------------------------------------------------
+
+
+def run_import(args: argparse.Namespace, settings: Settings) -> int:
+    name = args.file
+    fmt = args.format or ("csv" if name.lower().endswith(".csv") else "ndjson")
+    source = sys.stdin.buffer if name == "-" else Path(name).open("rb")  # noqa: SIM115
+
+    def rejected(line: int, message: str) -> None:
+        print(f"searchstats: line {line}: {message}", file=sys.stderr)
+
+    async def work(runtime: Runtime) -> bulk.ImportSummary:
+        principal = await bulk.account_principal(runtime.database, args.account)
+        reader = _csv_documents if fmt == "csv" else _ndjson_documents
+        with source, _progress("importing", _size(source)) as advance:
+            documents = reader(source, advance)
+            with closing(documents):
+                return await bulk.import_events(
+                    runtime=runtime,
+                    principal=principal,
+                    documents=documents,
+                    on_error=args.on_error,
+                    rejected=rejected,
+                )
+
+    summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
+    print(f"searchstats: import: {summary.line()}", file=sys.stderr)
+    return 1 if summary.stopped_at is not None else 0
+
+
+def _ndjson_documents(source: IO[bytes], advance: Advance) -> Generator[tuple[int, Any]]:
+    for number, raw in enumerate(source, start=1):
+        advance(len(raw))
+        if not raw.strip():
+            continue
+        try:
+            yield number, parse_json(raw, source="the line")
+        except BadParams as error:
+            yield number, error
+
+
+def _csv_documents(source: IO[bytes], advance: Advance) -> Generator[tuple[int, Any]]:
+    text = io.TextIOWrapper(source, encoding="utf-8", newline="")
+    reader = csv.DictReader(text)
+    columns = reader.fieldnames or []
+    unknown = [column for column in columns if column not in CSV_COLUMNS]
+    if "type" not in columns or unknown:
+        text.detach()
+        problem = f"unknown columns {', '.join(unknown)}" if unknown else "no type column"
+        raise BadParams(f"line 1: {problem}; known columns: {', '.join(CSV_COLUMNS)}")
+    try:
+        for row in reader:
+            advance(sum(len(cell or "") + 1 for cell in row.values()))
+            try:
+                yield reader.line_num, csv_document(row)
+            except BadParams as error:
+                yield reader.line_num, error
+    finally:
+        text.detach()  # the caller closes the file
+
+
+def _size(source: IO[bytes]) -> int | None:
+    try:
+        return Path(source.name).stat().st_size if isinstance(source.name, str) else None
+    except OSError:
+        return None
+
+
+@contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Advance]:
+    """A progress bar on a terminal's stderr; nothing at all otherwise (pipes, logs, CI)."""
+    if not sys.stderr.isatty():
+        yield lambda _amount: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (BarColumn(), DownloadColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        pending = 0
+        last = time.monotonic()
+
+        def advance(amount: int) -> None:
+            nonlocal pending, last
+            pending += amount
+            if time.monotonic() - last > 0.1:  # not once per line: a line costs microseconds
+                progress.advance(task, pending)
+                pending, last = 0, time.monotonic()
+
+        yield advance
+
+
+# ---- export ----------------------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace, settings: Settings) -> int:
+    start = _bound("--from", args.start)
+    end = _bound("--to", args.end, end=True)
+    if end <= start:
+        raise BadParams("--to must be after --from")
+    started = time.perf_counter()
+
+    async def work(runtime: Runtime) -> int:
+        principal = await bulk.account_principal(runtime.database, args.account)
+        documents = bulk.export_documents(
+            runtime=runtime, principal=principal, start=start, end=end
+        )
+        with _output(args.output) as out:
+            write = _csv_writer(out) if args.format == "csv" else _ndjson_writer(out)
+            count = 0
+            async for document in documents:
+                write(document)
+                count += 1
+        return count
+
+    try:
+        count: int = asyncio.run(_with_runtime(settings, work))
+    except BrokenPipeError:  # `searchstats export … | head`
+        return 0
+    seconds = time.perf_counter() - started
+    print(f"searchstats: export: wrote {count} events in {seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _output(path: str | None) -> Any:
+    return Path(path).open("w", newline="") if path else nullcontext(sys.stdout)
+
+
+def _ndjson_writer(out: IO[str]) -> Callable[[dict[str, Any]], None]:
+    def write(document: dict[str, Any]) -> None:
+        out.write(orjson.dumps(document).decode())
+        out.write("\n")
+
+    return write
+
+
+def _csv_writer(out: IO[str]) -> Callable[[dict[str, Any]], None]:
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    return lambda document: writer.writerow(csv_row(document))
+
+
+def _bound(flag: str, text: str, *, end: bool = False) -> datetime:
+    """An ISO date (a whole UTC day; ``--to`` includes it) or an ISO date-time (UTC if naive)."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return moment + timedelta(days=1) if end else moment
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadParams(f"{flag} must be an ISO date or date-time, not {text[:40]!r}") from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)

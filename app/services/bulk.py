@@ -1,0 +1,249 @@
+"""Bulk import and export of events, through the same recording path as every door.
+
+Import reads documents (``app.domain.event_documents``) a batch at a time, checks each one as the
+doors do, and hands batches to ``record_events``: validation, enrichment and group commit are the
+doors' own, and ``eventId`` makes a second run store nothing new. A few batches are in flight at
+once, so reading the file overlaps committing. Export reads stored events a chunk at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Row
+
+from app.auth.principal import Principal
+from app.domain.event_documents import ImportedEvent, read_document
+from app.domain.events import MAX_BATCH, EventKind, event_problems
+from app.domain.user_agents import UNKNOWN_CLIENT, ClientTraits
+from app.errors import AccessDenied, BadParams, NotFound, SearchStatsError, Unavailable
+from app.services.record import Client, record_events
+from app.services.runtime import Runtime
+from app.storage import directory
+from app.storage.database import Database
+from app.storage.export import stored_events
+from app.storage.outages import unavailable_when_down
+
+OnError = Literal["stop", "skip"]
+DOOR = "import"
+IN_FLIGHT = 4  # batches committing while the next ones are read
+RETRIES = 5  # a database that is briefly unavailable (restart, failover)
+
+
+@dataclass
+class ImportSummary:
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    stopped_at: int | None = None  # the line that stopped an ``--on-error stop`` import
+
+    def line(self) -> str:
+        rate = self.read / self.seconds if self.seconds else 0.0
+        text = (
+            f"read {self.read}, stored {self.stored}, duplicates {self.duplicates}, "
+            f"rejected {self.rejected}, {self.seconds:.1f} s ({rate:,.0f} events/s)"
+        )
+        if self.stopped_at is not None:
+            text += f"; stopped at line {self.stopped_at}, nothing after it was imported"
+        return text
+
+
+@dataclass
+class _Importer:
+    runtime: Runtime
+    principal: Principal
+    summary: ImportSummary = field(default_factory=ImportSummary)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
+
+    async def check(self, document: Any, now: datetime) -> ImportedEvent:
+        if isinstance(document, SearchStatsError):
+            raise document
+        imported = read_document(document)
+        problems = event_problems(imported.draft, now=now)
+        if problems:
+            raise BadParams.of(problems)
+        # The engine exists and is the account's: a batch never fails on one event's engine.
+        await self.runtime.engines.engine_for(self.principal, imported.draft.engine)
+        return imported
+
+    async def submit(self, batch: list[ImportedEvent]) -> None:
+        await self.slots.acquire()
+        task = asyncio.create_task(self._store(batch))
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.slots.release()
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*self.tasks)
+
+    async def _store(self, batch: list[ImportedEvent]) -> None:
+        by_traits: defaultdict[ClientTraits, list[ImportedEvent]] = defaultdict(list)
+        for imported in batch:
+            by_traits[_traits(imported)].append(imported)
+        for traits, events in by_traits.items():
+            results = await self._record(events, Client(door=DOOR, traits=traits))
+            duplicates = sum(1 for result in results if result.duplicate)
+            self.summary.duplicates += duplicates
+            self.summary.stored += len(results) - duplicates
+
+    async def _record(self, events: list[ImportedEvent], client: Client) -> list[Any]:
+        for attempt in range(RETRIES):
+            try:
+                return await record_events(
+                    runtime=self.runtime,
+                    principal=self.principal,
+                    drafts=[e.draft for e in events],
+                    client=client,
+                    batch=True,
+                )
+            except Unavailable as error:
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(error.retry_after * (attempt + 1))
+        raise AssertionError("unreachable")
+
+
+def _traits(imported: ImportedEvent) -> ClientTraits:
+    if imported.device is None and imported.is_bot is None:
+        return UNKNOWN_CLIENT
+    return ClientTraits(
+        device=imported.device or UNKNOWN_CLIENT.device, is_bot=bool(imported.is_bot)
+    )
+
+
+async def import_events(
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    documents: Iterable[tuple[int, Any]],
+    on_error: OnError,
+    rejected: Callable[[int, str], None],
+    batch_size: int = MAX_BATCH,
+) -> ImportSummary:
+    """Record ``(line, document)`` pairs; a document may be the error met reading its line.
+
+    Each rejected line is told to ``rejected`` with its message; ``stop`` ends the import at the
+    first, after committing the lines before it.
+    """
+    importer = _Importer(runtime, principal)
+    summary = importer.summary
+    started = time.perf_counter()
+    batch: list[ImportedEvent] = []
+    now = datetime.now(UTC)
+    try:
+        for line, document in documents:
+            summary.read += 1
+            try:
+                batch.append(await importer.check(document, now))
+            except (BadParams, AccessDenied, NotFound) as error:
+                summary.rejected += 1
+                rejected(line, error.message)
+                if on_error == "stop":
+                    summary.stopped_at = line
+                    break
+                continue
+            if len(batch) >= batch_size:
+                await importer.submit(batch)
+                batch = []
+                now = datetime.now(UTC)
+        if batch:
+            await importer.submit(batch)
+        await importer.drain()
+    finally:
+        for task in importer.tasks:
+            task.cancel()
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+async def account_principal(database: Database, name: str | None) -> Principal:
+    """The account an import or export acts as: the one named, else ``default``."""
+    async with unavailable_when_down(), database.sessions() as session:
+        account = await directory.account_by_name(session, name or "default")
+    if account is None:
+        raise NotFound(f"no account named {name or 'default'!r} (name one with --account)")
+    return Principal(account_id=account.id, account_name=account.name)
+
+
+# ---- export ----------------------------------------------------------------------------------
+
+
+async def export_documents(
+    *, runtime: Runtime, principal: Principal, start: datetime, end: datetime
+) -> AsyncIterator[dict[str, Any]]:
+    """The account's events that occurred in [start, end), as documents, in stored order."""
+    engines = {
+        engine.id: engine.hashid for engine in await runtime.engines.engines_for(principal, None)
+    }
+    if not engines:
+        return
+    async for rows in stored_events(
+        runtime.database, engine_ids=sorted(engines), start=start, end=end
+    ):
+        for row in rows:
+            yield stored_document(row, engines[row.engine_id])
+
+
+def stored_document(row: Row[Any], hashid: str) -> dict[str, Any]:
+    """A stored event as the document that imports it back."""
+    kind = EventKind(row.kind)
+    payload: dict[str, Any] = row.payload or {}
+    fields: dict[str, Any] = {
+        "engine": hashid,
+        "eventId": row.event_id,
+        "occurredAt": row.occurred_at.astimezone(UTC).isoformat(),
+        "sessionId": row.session_id,
+        "userId": row.user_id,
+        **_kind_fields(kind, row, payload),
+        "device": row.device.upper(),
+        "isBot": bool(row.is_bot),
+    }
+    return {kind.value: {key: value for key, value in fields.items() if value is not None}}
+
+
+def _kind_fields(kind: EventKind, row: Row[Any], payload: dict[str, Any]) -> dict[str, Any]:
+    if kind is EventKind.VIEW:
+        return {
+            "targetId": row.document_id,
+            "targetType": payload.get("targetType"),
+            "referrer": payload.get("referrer"),
+        }
+    if kind is EventKind.SEARCH:
+        names = ("scope", "dsoType", "configuration", "appliedFilters", "sort", "page")
+        return {
+            "query": row.query,
+            "resultCount": row.result_count,
+            "queryId": row.query_id,
+            **{name: payload.get(name) for name in (*names, "clickedObject")},
+        }
+    if kind is EventKind.VISIT:
+        return {
+            "store": payload.get("store"),
+            "url": payload.get("url"),
+            "pageType": payload.get("pageType"),
+            "dfid": row.document_id,
+        }
+    position = {
+        "documentId": row.document_id,
+        "rank": row.rank,
+        "queryId": row.query_id,
+        "contentSourceId": row.content_source_id,
+        "page": row.page,
+    }
+    if kind is EventKind.CLICK:
+        product = row.product_type.upper() if row.product_type else None
+        return position | {"event": payload.get("event"), "productType": product}
+    return position | {"score": row.score}
