@@ -230,6 +230,10 @@ def event_problems(draft: EventDraft, *, now: datetime) -> list[str]:
             problems.append(f"{draft.name_of(attribute)} must be at most {limit} characters")
         if "\x00" in value:
             problems.append(f"{draft.name_of(attribute)} must not contain NUL characters")
+    if draft.event_id == "":
+        # An idempotency key must identify something: stored, "" would make every other event
+        # sent with it a conflict.
+        problems.append(f"{draft.name_of('event_id')} must not be empty")
     if draft.engine is not None and not HASHID.match(draft.engine):
         problems.append(f"{draft.name_of('engine')} must be 32 lowercase hexadecimal characters")
     problems += _time_problems(draft.occurred_at, now)

@@ -7,6 +7,7 @@ from starlette.routing import BaseRoute
 from app.rest.doofinder import doofinder_routes
 from app.rest.doofinder_stats import doofinder_stats_routes
 from app.rest.dspace import dspace_routes
+from app.rest.openapi import openapi_routes
 from app.rest.workplace import workplace_routes
 from app.services.runtime import Runtime
 
@@ -17,4 +18,5 @@ def rest_routes(runtime: Runtime) -> list[BaseRoute]:
         *doofinder_routes(runtime),
         *doofinder_stats_routes(runtime),
         *workplace_routes(runtime),
+        *openapi_routes(),
     ]

@@ -263,3 +263,18 @@ async def test_an_oversized_stats_parameter_is_bad_params(
         assert response.status_code == 400, (name, response.text[:200])
         assert response.json()["error"]["code"] == "bad_params"
         assert len(response.text) < 2000
+
+
+async def test_an_empty_event_id_is_bad_params(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    """Found by fuzzing: stored, an empty eventId made the next one a unique-key conflict (500)."""
+    document = 'mutation { recordSearch(input: {query: "q", eventId: ""}) { id } }'
+    for _ in range(2):
+        response = await client.post("/graphql", json={"query": document}, headers=tenant.token)
+        [error] = response.json()["errors"]
+        assert (error["extensions"]["code"], error["message"]) == (
+            "bad_params",
+            "eventId must not be empty",
+        )
+    assert await stored_events(runtime) == []

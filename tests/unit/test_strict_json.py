@@ -69,9 +69,7 @@ def test_valid_bodies_are_read(body: bytes, value: Any) -> None:
 
 
 # JSON values without what the reader refuses: finite floats, 64-bit integers, no NUL, few levels.
-TEXT = st.text(
-    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=20
-)
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=20)
 VALUES = st.recursive(
     st.none()
     | st.booleans()
