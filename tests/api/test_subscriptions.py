@@ -13,10 +13,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from app.domain.stats import Metric
 from app.main import create_app
 from app.services import live
 from app.services.runtime import Runtime
 from app.services.stats import compute_stats
+from graphql_schema.stats_types import Stats
 from tests.conftest import Tenant
 from tests.e2e.graphql_ws import (
     LEGACY_WS,
@@ -279,14 +281,22 @@ async def test_interval_is_bounded(served: Served, tenant: Tenant, interval: int
 async def test_identical_subscriptions_share_one_computation(
     served: Served, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    computations = 0
+    computations = executions = 0
 
     async def counted(**kwargs: Any) -> Any:
         nonlocal computations
         computations += 1
         return await compute_stats(**kwargs)
 
+    count_series = Stats._count
+
+    def count(self: Stats, metric: Metric) -> Any:  # once per execution of the selection
+        nonlocal executions
+        executions += metric is Metric.CLICKS
+        return count_series(self, metric)
+
     monkeypatch.setattr(live, "compute_stats", counted)
+    monkeypatch.setattr(Stats, "_count", count)
     async with (
         graphql_socket(served.ws_url, payload=token(tenant)) as one,
         graphql_socket(served.ws_url, payload=token(tenant)) as two,
@@ -297,10 +307,11 @@ async def test_identical_subscriptions_share_one_computation(
         for socket, op_id in sockets:
             await socket.next(op_id)
         assert (len(served.hub), served.hub.watchers) == (1, 20)
-        before = computations
+        before, executed = computations, executions
         await record(served, tenant, search("shared"))
         updates = [(await socket.next(op_id))["liveStats"] for socket, op_id in sockets]
-        assert computations - before == 1
+        # One database computation, and one GraphQL execution, for the twenty subscribers.
+        assert (computations - before, executions - executed) == (1, 1)
         assert all(u["searches"]["totalCount"] == 1 for u in updates)
         # Another selection is another question: another feed.
         await one.subscribe(
