@@ -21,7 +21,6 @@ from typing import IO, Any
 import orjson
 
 from app.domain.event_documents import CSV_COLUMNS, csv_document, csv_row
-from app.domain.strict_json import parse_json
 from app.errors import BadParams
 from app.services import bulk
 from app.services.runtime import Runtime, build_runtime
@@ -102,9 +101,9 @@ def _ndjson_documents(source: IO[bytes], advance: Advance) -> Generator[tuple[in
         if not raw.strip():
             continue
         try:
-            yield number, parse_json(raw, source="the line")
-        except BadParams as error:
-            yield number, error
+            yield number, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            yield number, BadParams("the line is not valid JSON")
 
 
 def _csv_documents(source: IO[bytes], advance: Advance) -> Generator[tuple[int, Any]]:

@@ -23,7 +23,7 @@ from app.domain.event_documents import ImportedEvent, read_document
 from app.domain.events import MAX_BATCH, EventKind, event_problems
 from app.domain.user_agents import UNKNOWN_CLIENT, ClientTraits
 from app.errors import AccessDenied, BadParams, NotFound, SearchStatsError, Unavailable
-from app.services.record import Client, record_events
+from app.services.record import Client, record_valid_events
 from app.services.runtime import Runtime
 from app.storage import directory
 from app.storage.database import Database
@@ -75,9 +75,9 @@ class _Importer:
         await self.runtime.engines.engine_for(self.principal, imported.draft.engine)
         return imported
 
-    async def submit(self, batch: list[ImportedEvent]) -> None:
+    async def submit(self, batch: list[ImportedEvent], now: datetime) -> None:
         await self.slots.acquire()
-        task = asyncio.create_task(self._store(batch))
+        task = asyncio.create_task(self._store(batch, now))
         self.tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -89,25 +89,28 @@ class _Importer:
         while self.tasks:
             await asyncio.gather(*self.tasks)
 
-    async def _store(self, batch: list[ImportedEvent]) -> None:
+    async def _store(self, batch: list[ImportedEvent], now: datetime) -> None:
         by_traits: defaultdict[ClientTraits, list[ImportedEvent]] = defaultdict(list)
         for imported in batch:
             by_traits[_traits(imported)].append(imported)
         for traits, events in by_traits.items():
-            results = await self._record(events, Client(door=DOOR, traits=traits))
+            results = await self._record(events, Client(door=DOOR, traits=traits), now)
             duplicates = sum(1 for result in results if result.duplicate)
             self.summary.duplicates += duplicates
             self.summary.stored += len(results) - duplicates
 
-    async def _record(self, events: list[ImportedEvent], client: Client) -> list[Any]:
+    async def _record(
+        self, events: list[ImportedEvent], client: Client, now: datetime
+    ) -> list[Any]:
         for attempt in range(RETRIES):
             try:
-                return await record_events(
+                return await record_valid_events(
                     runtime=self.runtime,
                     principal=self.principal,
                     drafts=[e.draft for e in events],
                     client=client,
                     batch=True,
+                    now=now,
                 )
             except Unavailable as error:
                 if attempt == RETRIES - 1:
@@ -156,11 +159,11 @@ async def import_events(
                     break
                 continue
             if len(batch) >= batch_size:
-                await importer.submit(batch)
+                await importer.submit(batch, now)
                 batch = []
                 now = datetime.now(UTC)
         if batch:
-            await importer.submit(batch)
+            await importer.submit(batch, now)
         await importer.drain()
     finally:
         for task in importer.tasks:

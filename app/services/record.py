@@ -51,6 +51,22 @@ async def record_events(
     """
     now = datetime.now(UTC)
     validate_events(list(drafts), now=now, batch=batch)
+    return await record_valid_events(
+        runtime=runtime, principal=principal, drafts=drafts, client=client, batch=batch, now=now
+    )
+
+
+async def record_valid_events(
+    *,
+    runtime: Runtime,
+    principal: Principal | None,
+    drafts: Sequence[EventDraft],
+    client: Client,
+    batch: bool = False,
+    now: datetime,
+) -> list[RecordResult]:
+    """``record_events`` for drafts already validated at ``now`` (a bulk import checks each
+    line itself, to name the line of a bad one): bind, enrich, group-commit, publish."""
     engines = [
         await _engine_for(runtime, principal, draft, index if batch else None)
         for index, draft in enumerate(drafts)
