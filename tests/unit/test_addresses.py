@@ -58,7 +58,6 @@ def test_pseudonyms_are_keyed_stable_for_a_day_and_change_the_next(
     assert today != one.pseudonym("203.0.113.10")
     assert today != other.pseudonym("203.0.113.9")  # useless without the secret
     assert len(today) == 16
-    assert "203" not in today
 
     class Tomorrow(datetime):
         @classmethod
