@@ -4,6 +4,8 @@ The table of who may do what is docs/authorization.md."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -176,3 +178,43 @@ async def test_anonymous_events_go_to_the_configured_engine_only(
     assert (await post(other_tenant.hashid)).status_code == 201
     [event] = await stored_events(runtime)
     assert event.engine_id == await engine_id(runtime, other_tenant.hashid)
+
+
+def signed_claims(signer: Tenant, claims: str) -> dict[str, str]:
+    """A JWT of exactly these claims (raw JSON), signed with the signer's key."""
+    header = jwt.utils.base64url_encode(b'{"alg":"HS256","typ":"JWT"}')
+    payload = jwt.utils.base64url_encode(claims.encode())
+    signing_input = header + b"." + payload
+    signature = jwt.utils.base64url_encode(
+        hmac.new(signer.api_key.encode(), signing_input, hashlib.sha256).digest()
+    )
+    return {"Authorization": "Bearer " + (signing_input + b"." + signature).decode()}
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        '{{"iat": [1], "exp": {later}, "name": "{name}"}}',
+        '{{"iat": {now}, "exp": 1e400, "name": "{name}"}}',
+        '{{"iat": {now}, "exp": NaN, "name": "{name}"}}',
+        '{{"iat": {now}, "exp": {later}, "name": ["{name}"]}}',
+    ],
+    ids=["iat-list", "exp-1e400", "exp-nan", "name-list"],
+)
+async def test_signed_jwts_with_hostile_claims_are_not_authenticated_on_rest_doors(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, claims: str
+) -> None:
+    now = int(time.time())
+    headers = signed_claims(tenant, claims.format(now=now, later=now + 600, name=tenant.account))
+    assert await visit(client, headers, tenant.hashid) == (401, "not_authenticated")
+    assert await clicks(client, headers, tenant.hashid) == (401, "not_authenticated")
+    workplace = await client.post(
+        "/api/ws/v1/analytics/event", json=WORKPLACE_EVENT, headers=headers
+    )
+    assert workplace.status_code == 401
+    # The same shape with sane claims is accepted: the 401s are the claims' own.
+    sane = signed_claims(
+        tenant, f'{{"iat": {now}, "exp": {now + 600}, "name": "{tenant.account}"}}'
+    )
+    assert await visit(client, sane, tenant.hashid) == (200, "ok")
+    assert len(await stored_events(runtime)) == 1
