@@ -1,7 +1,8 @@
 """Live fan-out: websocket subscribers of liveStats while events are ingested, on one machine.
 
     python -m bench.fanout [--subscribers 1000] [--rate 1000] [--seconds 10] [--interval-ms 100]
-                           [--backend sqlite|postgresql] [--no-write]
+                           [--backend sqlite|postgresql] [--workers N --broker-url URL]
+                           [--no-write]
 
 Against a real ``searchstats serve`` on loopback, in one run:
 1. ingest throughput with no subscriber (as fast as the clients go, for --seconds);
@@ -43,15 +44,27 @@ OPEN_PER_BATCH = 50  # websocket handshakes in flight at once
 
 
 class CpuMeter:
-    """CPU time used by the server process and by this one, as a share of one core."""
+    """CPU time used by the server (its workers included) and by this process, in cores."""
 
     def __init__(self, server_pid: int) -> None:
-        self._stat = Path(f"/proc/{server_pid}/stat")
+        self._pid = server_pid
         self._tick = os.sysconf("SC_CLK_TCK")
 
     def _server_seconds(self) -> float:
-        fields = self._stat.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+        return sum(self._cpu(pid) for pid in self._tree(self._pid)) / self._tick
+
+    def _tree(self, pid: int) -> list[int]:
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        found = children.read_text().split() if children.exists() else []
+        return [pid, *(p for child in found for p in self._tree(int(child)))]
+
+    @staticmethod
+    def _cpu(pid: int) -> int:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return 0
+        return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
 
     def start(self) -> tuple[float, float, float]:
         return time.monotonic(), self._server_seconds(), time.process_time()
@@ -263,7 +276,13 @@ async def _until(condition: object, within: float) -> None:
         await asyncio.sleep(0.05)
 
 
-def markdown(runs: Sequence[Figures], command: str, backend: str) -> str:
+def markdown(
+    runs: Sequence[Figures],
+    command: str,
+    backend: str,
+    workers: int = 1,
+    broker_url: str | None = None,
+) -> str:
     def row(name: str, cell: Callable[[Figures], str]) -> str:
         return f"| {name} | " + " | ".join(cell(f) for f in runs) + " |"
 
@@ -274,7 +293,8 @@ def markdown(runs: Sequence[Figures], command: str, backend: str) -> str:
             "",
             f"`{command}`",
             "",
-            f"One `searchstats serve` worker ({backend}, in-process broker) and the benchmark's",
+            f"`searchstats serve` with {workers} worker{'s' if workers > 1 else ''} ({backend}, "
+            f"{'Redis' if broker_url else 'in-process'} broker) and the benchmark's",
             "clients share one 2-core machine, over loopback. Every subscriber asks the same",
             "`liveStats` question, so the worker computes it once per refresh and fans the answer",
             "out. Ingest is Doofinder visits, one event per request, 32 connections. Latency: from",
@@ -320,17 +340,22 @@ def main(argv: Sequence[str] | None = None) -> list[Figures]:
         help="one or more, comma-separated: each is measured in turn",
     )
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--broker-url", help="e.g. redis://127.0.0.1:6379/0 (for --workers N)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     command = "python -m bench.fanout " + " ".join(sys.argv[1:] if argv is None else argv)
+    broker = {"SEARCHSTATS_BROKER_URL": args.broker_url} if args.broker_url else {}
+    if args.workers > 1 and not args.broker_url:
+        parser.error("--workers above 1 needs --broker-url: workers share events through it")
     started = time.monotonic()
     with (
         fresh_database(args.backend) as database_url,
-        searchstats_server(database_url) as server,
+        searchstats_server(database_url, workers=args.workers, env=broker) as server,
     ):
-        meter = CpuMeter(server.process.pid)  # one worker: uvicorn serves in the CLI's process
+        meter = CpuMeter(server.process.pid)
         figures = asyncio.run(run(args, server.url, server.api_key, meter))
-    text = markdown(figures, command.strip(), args.backend)
+    text = markdown(figures, command.strip(), args.backend, args.workers, args.broker_url)
     print(text)
     print(f"\n(run took {time.monotonic() - started:.0f} s)")
     if not args.no_write:
