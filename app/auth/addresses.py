@@ -9,6 +9,7 @@ its address.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -43,8 +44,8 @@ class ClientAddresses:
 
     def pseudonym(self, address: str) -> str:
         """A keyed hash of the address: stable for a UTC day, meaningless without the secret."""
-        digest = hmac.new(self._key_of_today(), address.encode(), hashlib.sha256)
-        return digest.hexdigest()[:PSEUDONYM_HEX]
+        digest = hmac.digest(self._key_of_today(), address.encode(), "sha256")
+        return digest.hex()[:PSEUDONYM_HEX]
 
     def of_scope(self, scope: Any) -> str:
         """The pseudonym of an ASGI request's (or websocket's) client, worked out once."""
@@ -63,13 +64,7 @@ class ClientAddresses:
         return pseudonym
 
     def _is_proxy(self, text: str) -> bool:
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self._proxies)
+        return _within(text, self._proxies)
 
     def _key_of_today(self) -> bytes:
         day = datetime.now(UTC).date().isoformat()
@@ -78,3 +73,15 @@ class ClientAddresses:
             self._day_key = hmac.new(self._secret, salt, hashlib.sha256).digest()
             self._day = day
         return self._day_key
+
+
+@functools.lru_cache(maxsize=4096)
+def _within(text: str, networks: tuple[Network, ...]) -> bool:
+    """Whether the address is in one of the networks (remembered: ipaddress is slow to parse)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
