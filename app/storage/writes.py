@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, and_, insert, select, text, tuple_, update
+from sqlalchemy import Table, and_, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -125,17 +125,30 @@ async def write_batch(conn: AsyncConnection, events: Sequence[NewEvent]) -> list
 async def _existing_event_ids(
     conn: AsyncConnection, events: Sequence[NewEvent]
 ) -> dict[tuple[int, str], Written]:
-    keys = sorted({(e.engine_id, e.event_id) for e in events if e.event_id})
     found: dict[tuple[int, str], Written] = {}
-    for chunk in _chunks(keys):
-        rows = await conn.execute(
-            select(EVENT.c.id, EVENT.c.engine_id, EVENT.c.event_id, EVENT.c.query_id).where(
-                tuple_(EVENT.c.engine_id, EVENT.c.event_id).in_(chunk)
+    for engine_id, event_ids in _by_engine((e.engine_id, e.event_id) for e in events):
+        for chunk in _chunks(event_ids):
+            rows = await conn.execute(
+                select(EVENT.c.id, EVENT.c.event_id, EVENT.c.query_id).where(
+                    EVENT.c.engine_id == engine_id, EVENT.c.event_id.in_(chunk)
+                )
             )
-        )
-        for row in rows:
-            found[(row.engine_id, row.event_id)] = Written(row.id, True, row.query_id)
+            for row in rows:
+                found[(engine_id, row.event_id)] = Written(row.id, True, row.query_id)
     return found
+
+
+def _by_engine(keys: Iterable[tuple[int, str | None]]) -> list[tuple[int, list[str]]]:
+    """Values grouped by engine, for lookups as ``engine_id = ? AND column IN (…)``.
+
+    SQLite does not search an index for a row-value list, ``(engine_id, column) IN ((…), …)``:
+    it scans the whole index (or table) for every batch, which grows with the table.
+    """
+    grouped: defaultdict[int, set[str]] = defaultdict(set)
+    for engine_id, value in keys:
+        if value:
+            grouped[engine_id].add(value)
+    return [(engine_id, sorted(values)) for engine_id, values in sorted(grouped.items())]
 
 
 async def _insert(
@@ -224,25 +237,20 @@ async def _link_to_searches(
     outcomes: list[Written | None],
 ) -> None:
     """A click or feedback naming a recorded search's queryId takes its query text and count."""
-    wanted = sorted(
-        {(events[i].engine_id, events[i].query_id) for i in indexes if events[i].query_id}
-    )
-    if not wanted:
-        return
     searches: dict[tuple[int, str | None], tuple[int, str | None, int | None]] = {}
-    for chunk in _chunks(wanted):
-        rows = await conn.execute(
-            select(
-                EVENT.c.id, EVENT.c.engine_id, EVENT.c.query_id, EVENT.c.query, EVENT.c.result_count
-            ).where(
-                and_(
-                    tuple_(EVENT.c.engine_id, EVENT.c.query_id).in_(chunk),
-                    EVENT.c.kind == EventKind.SEARCH.value,
-                )
+    wanted = _by_engine((events[i].engine_id, events[i].query_id) for i in indexes)
+    for engine_id, query_ids in wanted:
+        for chunk in _chunks(query_ids):
+            # No condition on the kind: SQLite would then pick the (engine, kind, time) index and
+            # walk every search of the engine; (engine, query_id) finds the few rows directly.
+            rows = await conn.execute(
+                select(
+                    EVENT.c.id, EVENT.c.kind, EVENT.c.query_id, EVENT.c.query, EVENT.c.result_count
+                ).where(EVENT.c.engine_id == engine_id, EVENT.c.query_id.in_(chunk))
             )
-        )
-        for row in rows:
-            searches[(row.engine_id, row.query_id)] = (row.id, row.query, row.result_count)
+            for row in rows:
+                if row.kind == EventKind.SEARCH.value:
+                    searches[(engine_id, row.query_id)] = (row.id, row.query, row.result_count)
     for index in indexes:
         event = events[index]
         found = searches.get((event.engine_id, event.query_id))
