@@ -1,0 +1,83 @@
+"""Event documents for bulk import: GraphQL's shapes read strictly, CSV cells typed by column."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.domain.event_documents import CSV_COLUMNS, csv_document, csv_row, read_document
+from app.domain.events import Device, EventKind, ProductType
+from app.errors import BadParams
+
+
+def test_a_search_with_everything_graphql_takes() -> None:
+    imported = read_document(
+        {
+            "search": {
+                "query": "shoes",
+                "resultCount": 0,
+                "appliedFilters": [{"filter": "a", "operator": "equals", "value": "b"}],
+                "sort": {"by": "score", "order": "desc"},
+                "page": {"size": 10, "totalElements": 0},
+                "queryId": "q1",
+                "device": "MOBILE",
+                "isBot": True,
+            }
+        }
+    )
+    draft = imported.draft
+    assert (draft.kind, draft.query, draft.query_id, draft.effective_result_count) == (
+        EventKind.SEARCH,
+        "shoes",
+        "q1",
+        0,
+    )
+    assert draft.sort is not None
+    assert draft.sort.order == "desc"
+    assert (imported.device, imported.is_bot) == (Device.MOBILE, True)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "expected an object with exactly one of"),
+        ({"search": {}, "visit": {}}, "expected an object with exactly one of"),
+        ({"purchase": {}}, "unknown event type 'purchase'"),
+        ({"click": {"documentId": "d", "rank": "1"}}, "rank must be an integer"),
+        ({"click": {"documentId": "d", "rank": True}}, "rank must be an integer"),
+        ({"visit": {"store": 5}}, "store must be a string"),
+        ({"visit": {"store": "s", "occurredAt": "yesterday"}}, "occurredAt must be an ISO"),
+        ({"visit": {"store": "s", "isBot": "yes"}}, "isBot must be true or false"),
+        ({"click": {"documentId": "d", "rank": 1, "productType": "coupon"}}, "productType must"),
+        ({"search": {"query": "q", "sort": {"by": "x"}}}, "sort.order must be a string"),
+        ({"search": {"query": "q", "page": {"pages": 1}}}, "page has unknown fields: pages"),
+        ({"view": {"targetId": "t", "query": "q"}}, "unknown fields for view: query"),
+    ],
+)
+def test_malformed_documents_say_what_is_wrong(document: Any, message: str) -> None:
+    with pytest.raises(BadParams) as raised:
+        read_document(document)
+    assert message in raised.value.message
+
+
+def test_csv_cells_are_typed_by_column_and_kind() -> None:
+    row = dict.fromkeys(CSV_COLUMNS, "") | {
+        "type": "click",
+        "documentId": "d1",
+        "rank": "3",
+        "page": "2",
+        "productType": "banner",
+        "isBot": "false",
+    }
+    imported = read_document(csv_document(row))
+    assert (imported.draft.rank, imported.draft.page, imported.is_bot) == (3, 2, False)
+    assert imported.draft.product_type is ProductType.BANNER
+    search = {"type": "search", "query": "q", "page": '{"number": 1}', "sort": "not json"}
+    with pytest.raises(BadParams, match="sort must hold JSON"):
+        csv_document(search)
+
+
+def test_csv_rows_round_trip() -> None:
+    document = {"search": {"query": "q", "sort": {"by": "x", "order": "asc"}, "isBot": False}}
+    assert csv_document(csv_row(document)) == document
