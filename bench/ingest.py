@@ -52,6 +52,29 @@ class Row:
     backend: str
     result: WrkResult
     stored: int | None = None
+    events_per_request: int = 1
+
+
+def graphql_body(mutation: str, variables: dict[str, object]) -> dict[str, object]:
+    return {"query": mutation, "variables": variables}
+
+
+GRAPHQL_VISIT = graphql_body(
+    "mutation($i: VisitInput!) { recordVisit(input: $i) { id } }",
+    {"i": {"store": VISIT["store"], "sessionId": "s1", "url": "/shoes"}},
+)
+BATCH = 100
+GRAPHQL_BATCH = graphql_body(
+    "mutation($i: [EventInput!]!) { recordEvents(input: $i) { id } }",
+    {"i": [{"visit": {"store": VISIT["store"], "sessionId": "s1", "url": "/shoes"}}] * BATCH},
+)
+# (label, path, body, credential scheme, events per request)
+DOORS: tuple[tuple[str, str, object, str, int], ...] = (
+    ("REST visit", "/api/v2/stats/visit", VISIT, "Token", 1),
+    ("REST workplace", "/api/ws/v1/analytics/event", WORKPLACE, "Bearer", 1),
+    ("GraphQL recordVisit", "/graphql", GRAPHQL_VISIT, "Token", 1),
+    (f"GraphQL recordEvents, {BATCH} per request", "/graphql", GRAPHQL_BATCH, "Token", BATCH),
+)
 
 
 def reference(database_url: str, path: str, seconds: int, connections: int) -> WrkResult:
@@ -108,10 +131,7 @@ async def stored_events(database_url: str) -> int:
 
 def real_doors(backend: str, seconds: int, connections: int, workers: int) -> list[Row]:
     rows = []
-    for door, path, body, scheme in (
-        ("REST visit", "/api/v2/stats/visit", VISIT, "Token"),
-        ("REST workplace", "/api/ws/v1/analytics/event", WORKPLACE, "Bearer"),
-    ):
+    for door, path, body, scheme, per_request in DOORS:
         with fresh_database(backend) as url, searchstats_server(url, workers=workers) as server:
             headers = {
                 "Content-Type": "application/json",
@@ -128,7 +148,7 @@ def real_doors(backend: str, seconds: int, connections: int, workers: int) -> li
             stop(server.process)
             stored = asyncio.run(stored_events(url))
             label = door if workers == 1 else f"{door} ({workers} workers)"
-            rows.append(Row(label, backend, result, stored))
+            rows.append(Row(label, backend, result, stored, per_request))
     return rows
 
 
@@ -148,9 +168,9 @@ def main() -> None:
         f"{args.connections} --backends {args.backends}` (wrk, one thread, {args.connections} "
         "connections, loopback; each server one uvicorn worker unless noted).",
         "",
-        "| door | database | requests/s | p50 ms | p99 ms | ratio to bare "
-        "| ratio to commit-per-request | acknowledged | stored |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| door | database | requests/s | events/s | p50 ms | p99 ms | requests vs bare "
+        "| events vs commit-per-request | acknowledged events | stored events |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         _line("bare Starlette endpoint (same JSON parsing)", "none", bare, bare, None),
     ]
     for backend in backends:
@@ -158,7 +178,11 @@ def main() -> None:
             naive = reference(url, "/naive", args.seconds, args.connections)
         lines.append(_line("commit per request", backend, naive, bare, naive))
         for row in real_doors(backend, args.seconds, args.connections, args.workers):
-            lines.append(_line(row.door, backend, row.result, bare, naive, row.stored))
+            lines.append(
+                _line(
+                    row.door, backend, row.result, bare, naive, row.stored, row.events_per_request
+                )
+            )
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
@@ -172,16 +196,18 @@ def _line(
     bare: WrkResult,
     naive: WrkResult | None,
     stored: int | None = None,
+    per_request: int = 1,
 ) -> str:
-    acknowledged = result.requests - result.non_2xx
+    """One row; the ratios compare requests with the bare endpoint and events with the naive one."""
+    acknowledged = (result.requests - result.non_2xx) * per_request
+    events = result.requests_per_second * per_request
     versus_naive = (
-        f"{result.requests_per_second / naive.requests_per_second:.1f}"
-        if naive and naive.requests_per_second
-        else "—"
+        f"{events / naive.requests_per_second:.1f}" if naive and naive.requests_per_second else "—"
     )
     return (
-        f"| {door} | {backend} | {result.requests_per_second:,.0f} | {result.p50_ms:.1f} "
-        f"| {result.p99_ms:.1f} | {result.requests_per_second / bare.requests_per_second:.2f} "
+        f"| {door} | {backend} | {result.requests_per_second:,.0f} | {events:,.0f} "
+        f"| {result.p50_ms:.1f} | {result.p99_ms:.1f} "
+        f"| {result.requests_per_second / bare.requests_per_second:.2f} "
         f"| {versus_naive} | {acknowledged:,} | {'—' if stored is None else f'{stored:,}'} |"
     )
 
