@@ -221,8 +221,9 @@ def sqlite_integrity(path: str) -> str:
 async def _sql(database_url: str, statement: str) -> list[Any]:
     database = open_database(Settings(database_url=database_url, secret_key="x"), pooled=False)
     try:
-        async with database.engine.connect() as conn:
-            return list(await conn.execute(text(statement)))
+        async with database.engine.begin() as conn:
+            result = await conn.execute(text(statement))
+            return list(result) if result.returns_rows else []
     finally:
         await database.dispose()
 

@@ -1,0 +1,78 @@
+"""``searchstats serve --workers 2`` on PostgreSQL: both workers serve, their metrics add up
+whichever one answers the scrape, the logs are JSON lines, and SIGTERM stops them all cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.faults import IngestLoad, outcome, stored_event_ids
+from tests.e2e.servers import searchstats_serve
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def backend() -> str:
+    """Several worker processes share one database: PostgreSQL."""
+    return "postgresql"
+
+
+def children(pid: int) -> list[int]:
+    """The worker processes uvicorn spawned (its multiprocessing children)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in text and b"spawn_main" in cmdline:
+            found.append(int(status.parent.name))
+    return found
+
+
+def recorded_total(metrics: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "searchstats_events_recorded_total"
+    )
+
+
+def test_two_workers_on_postgres(empty_database_url: str, tmp_path: Path) -> None:
+    env = {"SEARCHSTATS_DATABASE_URL": empty_database_url, "SEARCHSTATS_SECRET_KEY": "two"}
+    with searchstats_serve(env, tmp_path, workers=2) as served:
+        bootstrap = served.bootstrap()
+        assert bootstrap is not None, served.output()
+        workers = children(served.process.pid)
+        assert len(workers) == 2, workers
+        with IngestLoad(served.base_url, bootstrap[0], clients=8, size=10) as load:
+            load.wait_acknowledged(1000)
+        stored = stored_event_ids(empty_database_url)
+        seen = outcome(load.batches, stored)
+        with httpx.Client(base_url=served.base_url, trust_env=False, timeout=10) as http:
+            # New connections land on either worker: each scrape must report both.
+            totals = {recorded_total(http.get("/metrics").text) for _ in range(10)}
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=20) == 0
+        assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+        log = served.output()
+
+    assert (seen.lost, seen.partial_batches, seen.duplicates) == (0, 0, 0)
+    assert totals == {float(seen.stored)}
+    lines = [line for line in log.splitlines() if line.startswith("{")]
+    assert len(lines) > 100
+    records = [json.loads(line) for line in lines]
+    assert {"time", "level", "logger", "message", "request_id"} <= set(records[0])
+    pids = {
+        r["message"].split("[")[-1].rstrip("]") for r in records if "Started server" in r["message"]
+    }
+    assert len(pids) == 2
+    print(seen.line("2 workers on PostgreSQL") + f"; /metrics reported {totals} on 10 scrapes")
