@@ -185,7 +185,9 @@ def main() -> None:
         path = Path(folder) / "events.ndjson"
         write_file(path, args.events)
         for backend in args.backends.split(","):
-            lines += measure(backend, path, args.events)
+            measured = measure(backend, path, args.events)
+            print("\n".join(measured), flush=True)  # each backend as soon as it is measured
+            lines += measured
     table = "\n".join(lines)
     print(table)
     if not args.no_write:

@@ -26,14 +26,15 @@ from app.errors import AccessDenied, BadParams, NotFound, SearchStatsError, Unav
 from app.services.record import Client, record_valid_events
 from app.services.runtime import Runtime
 from app.storage import directory
+from app.storage.bulk import refresh_statistics, stored_events
 from app.storage.database import Database
-from app.storage.export import stored_events
 from app.storage.outages import unavailable_when_down
 
 OnError = Literal["stop", "skip"]
 DOOR = "import"
 IN_FLIGHT = 4  # batches committing while the next ones are read
 RETRIES = 5  # a database that is briefly unavailable (restart, failover)
+ANALYZE_EVERY = 100_000  # events stored between two refreshes of the planner's statistics
 
 
 @dataclass
@@ -63,6 +64,7 @@ class _Importer:
     summary: ImportSummary = field(default_factory=ImportSummary)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
+    analyzed_at: int = 0  # events stored at the last refresh of the planner's statistics
 
     async def check(self, document: Any, now: datetime) -> ImportedEvent:
         if isinstance(document, SearchStatsError):
@@ -84,6 +86,13 @@ class _Importer:
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.slots.release()
+
+    async def refresh_statistics(self) -> None:
+        if self.summary.stored - self.analyzed_at >= ANALYZE_EVERY or (
+            self.analyzed_at == 0 and self.summary.stored >= ANALYZE_EVERY // 10
+        ):
+            self.analyzed_at = self.summary.stored
+            await refresh_statistics(self.runtime.database)
 
     async def drain(self) -> None:
         while self.tasks:
@@ -162,9 +171,12 @@ async def import_events(
                 await importer.submit(batch, now)
                 batch = []
                 now = datetime.now(UTC)
+                await importer.refresh_statistics()
         if batch:
             await importer.submit(batch, now)
         await importer.drain()
+        if importer.summary.stored:
+            await refresh_statistics(runtime.database)  # stats questions plan well right after
     finally:
         for task in importer.tasks:
             task.cancel()

@@ -1,11 +1,11 @@
-"""Reading stored events in id order, a chunk at a time, for export (constant memory)."""
+"""Bulk work on the event table: reading it in chunks (export), statistics after loads (import)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, select, text
 
 from app.storage.database import Database
 from app.storage.writes import EVENT
@@ -45,3 +45,16 @@ async def stored_events(
             return
         yield rows
         last_id = rows[-1].id
+
+
+async def refresh_statistics(database: Database) -> None:
+    """Let PostgreSQL's planner see the rows a bulk load added (``ANALYZE``).
+
+    Without it, on a server whose autovacuum has not yet (or never) analyzed the table, the
+    planner keeps believing the table holds the few rows it had, and the eventId lookups of each
+    batch scan the engine's whole range: a load gets slower as it grows. SQLite needs nothing.
+    """
+    if database.is_sqlite:
+        return
+    async with database.engine.begin() as conn:
+        await conn.execute(text("ANALYZE event"))
