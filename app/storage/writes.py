@@ -241,16 +241,18 @@ async def _link_to_searches(
     wanted = _by_engine((events[i].engine_id, events[i].query_id) for i in indexes)
     for engine_id, query_ids in wanted:
         for chunk in _chunks(query_ids):
-            # No condition on the kind: SQLite would then pick the (engine, kind, time) index and
-            # walk every search of the engine; (engine, query_id) finds the few rows directly.
             rows = await conn.execute(
-                select(
-                    EVENT.c.id, EVENT.c.kind, EVENT.c.query_id, EVENT.c.query, EVENT.c.result_count
-                ).where(EVENT.c.engine_id == engine_id, EVENT.c.query_id.in_(chunk))
+                select(EVENT.c.id, EVENT.c.query_id, EVENT.c.query, EVENT.c.result_count).where(
+                    EVENT.c.engine_id == engine_id,
+                    EVENT.c.query_id.in_(chunk),
+                    # ``kind || ''``, not ``kind``: on ``kind = ?`` SQLite picks the (engine, kind,
+                    # time) index and walks every search of the engine; this way it takes the
+                    # (engine, query_id) index, which finds the few rows of these ids at once.
+                    EVENT.c.kind.concat("") == EventKind.SEARCH.value,
+                )
             )
             for row in rows:
-                if row.kind == EventKind.SEARCH.value:
-                    searches[(engine_id, row.query_id)] = (row.id, row.query, row.result_count)
+                searches[(engine_id, row.query_id)] = (row.id, row.query, row.result_count)
     for index in indexes:
         event = events[index]
         found = searches.get((event.engine_id, event.query_id))
