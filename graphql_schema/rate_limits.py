@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from graphql import ExecutionResult as GraphQLExecutionResult
@@ -14,6 +15,8 @@ from app.errors import SearchStatsError
 from app.services.limits import Access
 from graphql_schema.context import Context
 
+log = logging.getLogger(__name__)
+
 
 class RateLimited(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
@@ -23,7 +26,7 @@ class RateLimited(SchemaExtension):
             kind = execution.operation_type
             access = Access.WRITE if kind is OperationType.MUTATION else Access.READ
             try:
-                await context.admit(access)
+                await _admit(context, access)
             except SearchStatsError as error:
                 if kind is OperationType.SUBSCRIPTION:
                     raise  # Strawberry ends the subscription with it
@@ -32,3 +35,18 @@ class RateLimited(SchemaExtension):
                     data=None, errors=[GraphQLError(error.message, original_error=error)]
                 )
         yield
+
+
+async def _admit(context: Context, access: Access) -> None:
+    """The limiter's answer; anything unexpected is logged and answered masked.
+
+    An error escaping this hook would reach the client as it is: Strawberry builds that result
+    after the error-coding extension has run.
+    """
+    try:
+        await context.admit(access)
+    except SearchStatsError:
+        raise
+    except Exception as error:
+        log.error("rate limit check failed", exc_info=error)
+        raise SearchStatsError() from None
