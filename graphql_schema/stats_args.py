@@ -12,7 +12,7 @@ from app.domain.bounds import parse_iso_bound, period_between
 from app.domain.events import Device, ProductType
 from app.domain.periods import Granularity as DomainGranularity
 from app.domain.periods import parse_zone
-from app.domain.stats import Breakdown, IndexRef, StatsFilter, StatsQuery
+from app.domain.stats import IndexRef, StatsFilter, StatsQuery
 from graphql_schema.inputs import ProductTypeEnum
 from graphql_schema.stats_types import (
     BREAKDOWN_FIELDS,
@@ -93,6 +93,3 @@ def _wanted_fields(selections: Iterable[Any]) -> dict[str, int]:
             for name, limit in _wanted_fields(selection.selections).items():
                 wanted[name] = max(wanted.get(name, 0), limit)
     return wanted
-
-
-__all__ = ["Breakdown", "StatsFilterInput", "stats_query"]

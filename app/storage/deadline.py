@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import Timeout, Unavailable
 from app.storage.database import Database
-from app.storage.recorder import is_storage_down
+from app.storage.outages import is_storage_down
 
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for statement_timeout
 # SQLite calls the progress handler every this many virtual-machine instructions.

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.errors import Unavailable
 from app.storage.database import Database
-from app.storage.outages import is_storage_down as is_storage_down
+from app.storage.outages import is_storage_down
 from app.storage.writes import NewEvent, Written, write_batch
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.buckets import rollup_bucket
 from app.domain.events import EventKind
 from app.storage.models import Event, Rollup
-from app.storage.types import to_micros
 
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
 ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
@@ -348,4 +347,4 @@ def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence
         yield items[start : start + size]
 
 
-__all__ = ["Counted", "NewEvent", "Written", "rollup_counters", "to_micros", "write_batch"]
+__all__ = ["Counted", "NewEvent", "Written", "rollup_counters", "write_batch"]
