@@ -164,7 +164,11 @@ class WrkResult:
 def wrk_post(
     url: str, body: str, headers: dict[str, str], *, seconds: int, connections: int
 ) -> WrkResult:
-    """Drive POSTs at ``url`` with wrk (one thread: the other core serves)."""
+    """Drive POSTs at ``url`` with wrk (one thread: the other core serves).
+
+    wrk gives up on a request after 2 s by default and leaves it out of the latencies: a
+    100-event batch under 64 connections can take longer, so the timeout here is 30 s.
+    """
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
     lua = "\n".join(
@@ -177,11 +181,14 @@ def wrk_post(
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua)
     output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+        [
+            *("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"),
+            *("--latency", "-s", script.name, url),
+        ],
         check=True,
         capture_output=True,
         text=True,
-        timeout=seconds + 60,
+        timeout=seconds + 90,
     ).stdout
     os.unlink(script.name)
     return _parse_wrk(output)

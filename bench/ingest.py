@@ -1,9 +1,15 @@
-"""Ingest throughput of the REST doors against the bare-endpoint and commit-per-request yardsticks.
+"""Ingest throughput of every door against the yardsticks of bench/references.py, same run.
 
     python -m bench.ingest [--seconds 10] [--connections 64] [--backends sqlite,postgresql]
+                           [--workers 1] [--scale-workers 2] [--prefill N [--prefill-only]]
+                           [--no-write]
 
 Starts every server as a real process, drives it with wrk on loopback, checks that the database
-holds exactly the acknowledged events, and writes the table into docs/performance.md.
+holds exactly the acknowledged events, writes the tables into docs/performance.md (section
+``ingest``) and the plots into docs/img/. On PostgreSQL the REST visit door also runs with
+``--scale-workers`` workers (0 skips it). ``--prefill N`` measures REST visit and recordEvents on
+an empty database and on one already holding N events (loaded by bench.stats's loader), into a
+section of its own (``ingest-prefill``); ``--prefill-only`` runs that comparison alone.
 """
 
 from __future__ import annotations
@@ -13,15 +19,22 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.auth.keys import KeyVault
+from app.services import accounts
 from app.settings import Settings
 from app.storage.database import open_database
+from app.storage.migrate import upgrade_to_head
 from app.storage.models import Event
+from bench import plots, stats
 from bench.common import (
     ROOT,
     WrkResult,
@@ -32,6 +45,7 @@ from bench.common import (
     write_section,
     wrk_post,
 )
+from bench.references import naive_event
 
 VISIT = {"store": "b0b0a7a5-5b3c-4d7e-8f9a-bb5a7e0f1c2d", "session_id": "s1", "url": "/shoes"}
 WORKPLACE = {
@@ -46,15 +60,6 @@ WORKPLACE = {
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
 
 
-@dataclass
-class Row:
-    door: str
-    backend: str
-    result: WrkResult
-    stored: int | None = None
-    events_per_request: int = 1
-
-
 def graphql_body(mutation: str, variables: dict[str, object]) -> dict[str, object]:
     return {"query": mutation, "variables": variables}
 
@@ -64,20 +69,57 @@ GRAPHQL_VISIT = graphql_body(
     {"i": {"store": VISIT["store"], "sessionId": "s1", "url": "/shoes"}},
 )
 BATCH = 100
+# Sent unchanged to our recordEvents and to the plain Strawberry yardstick.
 GRAPHQL_BATCH = graphql_body(
     "mutation($i: [EventInput!]!) { recordEvents(input: $i) { id } }",
     {"i": [{"visit": {"store": VISIT["store"], "sessionId": "s1", "url": "/shoes"}}] * BATCH},
 )
+REST_VISIT = "REST visit"
+REST_WORKPLACE = "REST workplace"
+RECORD_VISIT = "GraphQL recordVisit"
+RECORD_EVENTS = f"GraphQL recordEvents, {BATCH} per request"
+BARE = "bare Starlette endpoint (same JSON parsing)"
+NAIVE = "commit per request"
+PLAIN = f"plain Strawberry list input, {BATCH} per request"
 # (label, path, body, credential scheme, events per request)
 DOORS: tuple[tuple[str, str, object, str, int], ...] = (
-    ("REST visit", "/api/v2/stats/visit", VISIT, "Token", 1),
-    ("REST workplace", "/api/ws/v1/analytics/event", WORKPLACE, "Bearer", 1),
-    ("GraphQL recordVisit", "/graphql", GRAPHQL_VISIT, "Token", 1),
-    (f"GraphQL recordEvents, {BATCH} per request", "/graphql", GRAPHQL_BATCH, "Token", BATCH),
+    (REST_VISIT, "/api/v2/stats/visit", VISIT, "Token", 1),
+    (REST_WORKPLACE, "/api/ws/v1/analytics/event", WORKPLACE, "Bearer", 1),
+    (RECORD_VISIT, "/graphql", GRAPHQL_VISIT, "Token", 1),
+    (RECORD_EVENTS, "/graphql", GRAPHQL_BATCH, "Token", BATCH),
 )
+PREFILL_DOORS = (REST_VISIT, RECORD_EVENTS)
 
 
-def reference(database_url: str, path: str, seconds: int, connections: int) -> WrkResult:
+@dataclass
+class Row:
+    door: str
+    backend: str
+    result: WrkResult
+    stored: int | None = None
+    events_per_request: int = 1
+    workers: int = 1
+
+    @property
+    def label(self) -> str:
+        return self.door if self.workers == 1 else f"{self.door} ({self.workers} workers)"
+
+    @property
+    def events_per_second(self) -> float:
+        return self.result.requests_per_second * self.events_per_request
+
+    @property
+    def acknowledged(self) -> int:
+        return (self.result.requests - self.result.non_2xx) * self.events_per_request
+
+
+def reference(
+    database_url: str,
+    path: str,
+    seconds: int,
+    connections: int,
+    body: object = VISIT,
+) -> WrkResult:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -98,13 +140,23 @@ def reference(database_url: str, path: str, seconds: int, connections: int) -> W
         _wait_listening(port)
         return wrk_post(
             f"http://127.0.0.1:{port}{path}",
-            orjson.dumps(VISIT).decode(),
+            orjson.dumps(body).decode(),
             {"Content-Type": "application/json"},
             seconds=seconds,
             connections=connections,
         )
     finally:
         stop(process)
+
+
+def reference_row(
+    door: str, backend: str, path: str, body: object, per_request: int, args: argparse.Namespace
+) -> Row:
+    """A yardstick that writes, on a fresh database; its stored rows are counted afterwards."""
+    with fresh_database(backend) as url:
+        result = reference(url, path, args.seconds, args.connections, body)
+        stored = asyncio.run(stored_reference_rows(url))
+    return Row(door, backend, result, stored, per_request)
 
 
 def _wait_listening(port: int) -> None:
@@ -129,26 +181,97 @@ async def stored_events(database_url: str) -> int:
         await database.dispose()
 
 
-def real_doors(backend: str, seconds: int, connections: int, workers: int) -> list[Row]:
-    rows = []
-    for door, path, body, scheme, per_request in DOORS:
-        with fresh_database(backend) as url, searchstats_server(url, workers=workers) as server:
-            headers = {
-                "Content-Type": "application/json",
-                "Authorization": f"{scheme} {server.api_key}",
-                "User-Agent": BROWSER,
-            }
-            result = wrk_post(
-                server.url + path,
-                orjson.dumps(body).decode(),
-                headers,
-                seconds=seconds,
-                connections=connections,
+async def stored_reference_rows(database_url: str) -> int:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return int(
+                (await conn.execute(select(func.count()).select_from(naive_event))).scalar_one()
             )
+    finally:
+        await engine.dispose()
+
+
+def measure_door(
+    server_url: str, api_key: str, door: str, args: argparse.Namespace
+) -> tuple[WrkResult, int]:
+    _label, path, body, scheme, per_request = next(d for d in DOORS if d[0] == door)
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"{scheme} {api_key}",
+        "User-Agent": BROWSER,
+    }
+    result = wrk_post(
+        server_url + path,
+        orjson.dumps(body).decode(),
+        headers,
+        seconds=args.seconds,
+        connections=args.connections,
+    )
+    if result.errors:
+        print(f"{door}: {result.errors} socket errors", file=sys.stderr, flush=True)
+    return result, per_request
+
+
+def real_doors(
+    backend: str, args: argparse.Namespace, *, workers: int, doors: tuple[str, ...]
+) -> list[Row]:
+    """Each door on its own fresh database and server."""
+    rows = []
+    for door in doors:
+        with fresh_database(backend) as url, searchstats_server(url, workers=workers) as server:
+            result, per_request = measure_door(server.url, server.api_key, door, args)
             stop(server.process)
             stored = asyncio.run(stored_events(url))
-            label = door if workers == 1 else f"{door} ({workers} workers)"
-            rows.append(Row(label, backend, result, stored, per_request))
+            rows.append(Row(door, backend, result, stored, per_request, workers))
+    return rows
+
+
+async def prefill(url: str, size: int) -> str:
+    """Migrate, make an account and its engine, load ``size`` events; returns the API key."""
+    database = open_database(Settings(database_url=url, secret_key=stats.SECRET), pooled=False)
+    try:
+        await upgrade_to_head(database)
+        created = await accounts.create_account(
+            database=database, vault=KeyVault(stats.SECRET), name="bench"
+        )
+        await accounts.create_engine(database=database, account="bench")
+        if size:
+            await stats.load(database, size)
+        # Start from a settled database: the load's WAL written back, the table vacuumed.
+        async with database.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if database.engine.dialect.name == "sqlite":
+                await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+            else:
+                await conn.execute(text("VACUUM (ANALYZE) event"))
+                await conn.execute(text("CHECKPOINT"))
+    finally:
+        await database.dispose()
+    return created.api_key
+
+
+@contextmanager
+def _timed(what: str) -> Iterator[None]:
+    began = time.perf_counter()
+    yield
+    print(f"{what}: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+
+
+def prefilled_doors(backend: str, size: int, args: argparse.Namespace) -> list[Row]:
+    """PREFILL_DOORS, one after the other on one server, over ``size`` events loaded first."""
+    rows = []
+    with fresh_database(backend) as url:
+        with _timed(f"{backend}: loaded {size:,} events"):
+            key = asyncio.run(prefill(url, size))
+        before = size
+        with searchstats_server(url, api_key=key) as server:
+            for door in PREFILL_DOORS:
+                result, per_request = measure_door(server.url, key, door, args)
+                time.sleep(0.5)  # let the last group commit land before counting
+                after = asyncio.run(stored_events(url))
+                rows.append(Row(door, backend, result, after - before, per_request))
+                before = after
     return rows
 
 
@@ -157,59 +280,220 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="workers of every door")
+    parser.add_argument(
+        "--scale-workers",
+        type=int,
+        default=2,
+        help="also run REST visit on PostgreSQL with this many workers (0: skip)",
+    )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        help="also measure REST visit and recordEvents over this many events, against empty",
+    )
+    parser.add_argument("--prefill-only", action="store_true", help="only the --prefill comparison")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     backends = args.backends.split(",")
+    if args.prefill_only and not args.prefill:
+        parser.error("--prefill-only needs --prefill N")
 
+    if not args.prefill_only:
+        markdown = _doors_section(_measure_doors(backends, args), backends, args)
+        print(markdown, flush=True)
+        if not args.no_write:
+            write_section("ingest", "## Ingest\n\n" + markdown)
+            plots.plot_sections()
+    if args.prefill:
+        prefilled = {
+            backend: (
+                prefilled_doors(backend, 0, args),
+                prefilled_doors(backend, args.prefill, args),
+            )
+            for backend in backends
+        }
+        markdown = _prefill_section(prefilled, args)
+        print(markdown)
+        if not args.no_write:
+            write_section(
+                "ingest-prefill",
+                f"### Ingest into an empty database and one of {args.prefill:,} events\n\n"
+                + markdown,
+            )
+
+
+def _measure_doors(backends: list[str], args: argparse.Namespace) -> list[Row]:
+    """The bare endpoint, then per database: the yardsticks and every door."""
     bare = reference("sqlite+aiosqlite://", "/bare", args.seconds, args.connections)
+    rows = [Row(BARE, "none", bare)]
+    for backend in backends:
+        rows.append(reference_row(NAIVE, backend, "/naive", VISIT, 1, args))
+        rows += real_doors(backend, args, workers=args.workers, doors=tuple(d[0] for d in DOORS))
+        rows.append(reference_row(PLAIN, backend, "/graphql", GRAPHQL_BATCH, BATCH, args))
+        if backend == "postgresql" and args.scale_workers > 1:
+            scaled = args.scale_workers
+            rows += real_doors(backend, args, workers=scaled, doors=(REST_VISIT,))
+    return rows
+
+
+def _doors_section(rows: list[Row], backends: list[str], args: argparse.Namespace) -> str:
+    return "\n".join(
+        [
+            f"Command: `{_command(args)}` (wrk, one thread, {args.connections} connections, "
+            f"loopback, {args.seconds} s each; each server one uvicorn worker unless noted). "
+            "The yardsticks (bench/references.py) run in the same session: a bare Starlette "
+            "endpoint that parses the same JSON body (the HTTP limit); one row inserted and "
+            "committed per request (the naive design); a plain Strawberry schema taking the "
+            f"same {BATCH}-event `recordEvents` body as a typed list input, with its parser "
+            "and validation caches, one `executemany` and one commit per request.",
+            "",
+            _main_table(rows),
+            "",
+            "![Ingest throughput per door and database](img/ingest-throughput.png)",
+            "![Ingest latency per door and database](img/ingest-latency.png)",
+            "",
+            "Against the targets of the performance issue:",
+            "",
+            _targets_table(rows, backends, args),
+        ]
+    )
+
+
+def _command(args: argparse.Namespace) -> str:
+    command = (
+        f"python -m bench.ingest --seconds {args.seconds} --connections {args.connections} "
+        f"--backends {args.backends}"
+    )
+    if args.workers != 1:
+        command += f" --workers {args.workers}"
+    if args.scale_workers != 2:
+        command += f" --scale-workers {args.scale_workers}"
+    if args.prefill:
+        command += f" --prefill {args.prefill}"
+    if args.prefill_only:
+        command += " --prefill-only"
+    return command
+
+
+def _main_table(rows: list[Row]) -> str:
+    bare = rows[0].result.requests_per_second
+    naive = {row.backend: row.result.requests_per_second for row in rows if row.door == NAIVE}
     lines = [
-        f"Command: `python -m bench.ingest --seconds {args.seconds} --connections "
-        f"{args.connections} --backends {args.backends}` (wrk, one thread, {args.connections} "
-        "connections, loopback; each server one uvicorn worker unless noted).",
-        "",
         "| door | database | requests/s | events/s | p50 ms | p99 ms | requests vs bare "
         "| events vs commit-per-request | acknowledged events | stored events |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        _line("bare Starlette endpoint (same JSON parsing)", "none", bare, bare, None),
     ]
-    for backend in backends:
-        with fresh_database(backend) as url:
-            naive = reference(url, "/naive", args.seconds, args.connections)
-        lines.append(_line("commit per request", backend, naive, bare, naive))
-        for row in real_doors(backend, args.seconds, args.connections, args.workers):
-            lines.append(
-                _line(
-                    row.door, backend, row.result, bare, naive, row.stored, row.events_per_request
-                )
+    for row in rows:
+        result = row.result
+        versus_naive = naive.get(row.backend)
+        lines.append(
+            f"| {row.label} | {row.backend} | {result.requests_per_second:,.0f} "
+            f"| {row.events_per_second:,.0f} | {result.p50_ms:.1f} | {result.p99_ms:.1f} "
+            f"| {_ratio(result.requests_per_second, bare)} "
+            f"| {_ratio(row.events_per_second, versus_naive, 1)} "
+            f"| {row.acknowledged:,} | {'—' if row.stored is None else f'{row.stored:,}'} |"
+        )
+    return "\n".join(lines)
+
+
+def _ratio(value: float, reference: float | None, digits: int = 2) -> str:
+    return f"{value / reference:.{digits}f}" if reference else "—"
+
+
+def _targets_table(rows: list[Row], backends: list[str], args: argparse.Namespace) -> str:
+    def find(door: str, backend: str, workers: int = 1) -> Row | None:
+        for row in rows:
+            if (row.door, row.backend, row.workers) == (door, backend, workers):
+                return row
+        return None
+
+    def ratio(numerator: Row | None, denominator: Row | None) -> str:
+        if numerator is None or denominator is None:
+            return "—"
+        return _ratio(numerator.events_per_second, denominator.events_per_second)
+
+    bare = rows[0]
+    measures: list[tuple[str, dict[str, str]]] = []
+    for door in (REST_VISIT, REST_WORKPLACE):
+        measures.append(
+            (f"{door} ÷ bare endpoint (≥ 0.35)", {b: ratio(find(door, b), bare) for b in backends})
+        )
+        measures.append(
+            (
+                f"{door} ÷ commit per request (≥ 10)",
+                {b: ratio(find(door, b), find(NAIVE, b)) for b in backends},
             )
-    table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        write_section("ingest", "## Ingest\n\n" + table)
+        )
+        measures.append(
+            (
+                f"{door} p99 ms (< 50)",
+                {b: f"{r.result.p99_ms:.1f}" if (r := find(door, b)) else "—" for b in backends},
+            )
+        )
+    measures.append(
+        (
+            f"{RECORD_VISIT} ÷ bare endpoint (≥ 0.12)",
+            {b: ratio(find(RECORD_VISIT, b), bare) for b in backends},
+        )
+    )
+    measures.append(
+        (
+            "recordEvents events/s ÷ plain Strawberry list input (≥ 2)",
+            {b: ratio(find(RECORD_EVENTS, b), find(PLAIN, b)) for b in backends},
+        )
+    )
+    if args.scale_workers > 1 and "postgresql" in backends:
+        measures.append(
+            (
+                f"{REST_VISIT}, {args.scale_workers} workers ÷ 1 worker",
+                {
+                    b: ratio(find(REST_VISIT, b, args.scale_workers), find(REST_VISIT, b))
+                    for b in backends
+                },
+            )
+        )
+    lines = [
+        "| measure (target) | " + " | ".join(backends) + " |",
+        "| --- | " + " | ".join("---:" for _ in backends) + " |",
+    ]
+    for name, values in measures:
+        lines.append(f"| {name} | " + " | ".join(values.get(b, "—") for b in backends) + " |")
+    return "\n".join(lines)
 
 
-def _line(
-    door: str,
-    backend: str,
-    result: WrkResult,
-    bare: WrkResult,
-    naive: WrkResult | None,
-    stored: int | None = None,
-    per_request: int = 1,
+def _door(rows: list[Row], door: str) -> Row | None:
+    return next((row for row in rows if row.door == door), None)
+
+
+def _prefill_section(
+    prefilled: dict[str, tuple[list[Row], list[Row]]], args: argparse.Namespace
 ) -> str:
-    """One row; the ratios compare requests with the bare endpoint and events with the naive one."""
-    acknowledged = (result.requests - result.non_2xx) * per_request
-    events = result.requests_per_second * per_request
-    versus_naive = (
-        f"{events / naive.requests_per_second:.1f}" if naive and naive.requests_per_second else "—"
-    )
-    return (
-        f"| {door} | {backend} | {result.requests_per_second:,.0f} | {events:,.0f} "
-        f"| {result.p50_ms:.1f} | {result.p99_ms:.1f} "
-        f"| {result.requests_per_second / bare.requests_per_second:.2f} "
-        f"| {versus_naive} | {acknowledged:,} | {'—' if stored is None else f'{stored:,}'} |"
-    )
+    size = args.prefill
+    lines = [
+        f"Command: `{_command(args)}`. Each door on an empty database and on one that holds "
+        f"{size:,} events (bench.stats's loader: 180 days of clicks, searches and visits with "
+        "their rollups; then a WAL checkpoint on SQLite, a `VACUUM (ANALYZE)` and a checkpoint "
+        "on PostgreSQL), one server per database measuring the doors one after the other "
+        f"(wrk, one thread, {args.connections} connections, {args.seconds} s each). "
+        "Target: no more than 10% slower (ratio ≥ 0.90).",
+        "",
+        "| door | database | events before | events/s | p50 ms | p99 ms | ratio to empty "
+        "| acknowledged events | stored events |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for backend, (empty, full) in prefilled.items():
+        for before, measured in ((0, empty), (size, full)):
+            for row in measured:
+                base = _door(empty, row.door)
+                lines.append(
+                    f"| {row.door} | {backend} | {before:,} | {row.events_per_second:,.0f} "
+                    f"| {row.result.p50_ms:.1f} | {row.result.p99_ms:.1f} "
+                    f"| {_ratio(row.events_per_second, base.events_per_second if base else None)} "
+                    f"| {row.acknowledged:,} | {row.stored:,} |"
+                )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from app.services import accounts
 from app.settings import Settings
 from app.storage.database import Database, open_database
 from app.storage.migrate import upgrade_to_head
+from bench import plots
 from bench.common import fresh_database, searchstats_server, write_section
 
 SECRET = "bench-secret"
@@ -193,6 +194,7 @@ def main() -> None:
     print(table)
     if not args.no_write:
         write_section("stats", "## Stats at size\n\n" + table)
+        plots.plot_sections()
 
 
 if __name__ == "__main__":
