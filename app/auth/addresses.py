@@ -13,6 +13,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,10 @@ from typing import Any
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PSEUDONYM_HEX = 16
 MAX_FORWARDED_ENTRIES = 32
+# Pseudonyms remembered for the day, so a busy client costs one keyed hash a day, not one a
+# request; bounded, the memory of a flood of addresses is cleared rather than grown.
+MAX_REMEMBERED = 65_536
+DAY_SECONDS = 86_400
 _SCOPE_KEY = "searchstats.client"
 
 
@@ -27,8 +32,9 @@ class ClientAddresses:
     def __init__(self, *, trusted_proxies: Sequence[str], secret: str) -> None:
         self._proxies = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self._secret = secret.encode()
-        self._day = ""
+        self._day = -1
         self._day_key = b""
+        self._pseudonyms: dict[str, str] = {}
 
     def address(self, peer: str | None, forwarded_for: Iterable[str] = ()) -> str:
         """The client's address as this server can know it; ``unknown`` without a peer."""
@@ -44,8 +50,14 @@ class ClientAddresses:
 
     def pseudonym(self, address: str) -> str:
         """A keyed hash of the address: stable for a UTC day, meaningless without the secret."""
-        digest = hmac.digest(self._key_of_today(), address.encode(), "sha256")
-        return digest.hex()[:PSEUDONYM_HEX]
+        key = self._key_of_today()
+        known = self._pseudonyms.get(address)
+        if known is None:
+            if len(self._pseudonyms) >= MAX_REMEMBERED:
+                self._pseudonyms.clear()
+            digest = hmac.digest(key, address.encode(), "sha256")
+            known = self._pseudonyms[address] = digest.hex()[:PSEUDONYM_HEX]
+        return known
 
     def of_scope(self, scope: Any) -> str:
         """The pseudonym of an ASGI request's (or websocket's) client, worked out once."""
@@ -67,11 +79,13 @@ class ClientAddresses:
         return _within(text, self._proxies)
 
     def _key_of_today(self) -> bytes:
-        day = datetime.now(UTC).date().isoformat()
+        day = int(time.time() // DAY_SECONDS)
         if day != self._day:
-            salt = b"client-address:" + day.encode()
+            date = datetime.fromtimestamp(day * DAY_SECONDS, UTC).date().isoformat()
+            salt = b"client-address:" + date.encode()
             self._day_key = hmac.new(self._secret, salt, hashlib.sha256).digest()
             self._day = day
+            self._pseudonyms.clear()  # yesterday's pseudonyms are not today's
         return self._day_key
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -59,13 +60,10 @@ def test_pseudonyms_are_keyed_stable_for_a_day_and_change_the_next(
     assert today != other.pseudonym("203.0.113.9")  # useless without the secret
     assert len(today) == 16
 
-    class Tomorrow(datetime):
-        @classmethod
-        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
-            return datetime(2099, 1, 2, tzinfo=UTC)
-
-    monkeypatch.setattr(addresses, "datetime", Tomorrow)
+    tomorrow = time.time() + 86_400
+    monkeypatch.setattr(addresses, "time", SimpleNamespace(time=lambda: tomorrow))
     assert one.pseudonym("203.0.113.9") != today
+    assert one.pseudonym("203.0.113.9") == one.pseudonym("203.0.113.9")
 
 
 def test_the_pseudonym_of_a_request_is_worked_out_once() -> None:
