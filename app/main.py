@@ -9,12 +9,12 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from app.http.access_log import AccessLog
 from app.http.bodies import BodyLimits
+from app.http.cors import CrossOrigin
 from app.http.health import health_routes
 from app.http.metrics import metrics_routes
 from app.rest import rest_routes
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     middleware = [
         Middleware(AccessLog, addresses=runtime.addresses, metrics=runtime.metrics),
         Middleware(
-            CORSMiddleware,
+            CrossOrigin,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_credentials=True,
