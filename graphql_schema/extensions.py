@@ -1,54 +1,113 @@
-"""Error codes on every GraphQL error, unexpected errors masked and logged."""
+"""The schema's one extension: every operation's guards, in one place and one pass.
+
+Parse and validate each distinct document once (LRU caches shared by every request), within the
+hostile-query limits (tokens, depth, aliases, introspection); count the operation against its
+caller's rate limit; put the contract's error code on every error and mask unexpected ones.
+
+One extension rather than one per concern: Strawberry builds each extension and wraps each of
+its hooks anew for every operation, so each extension costs every request a few microseconds.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
-from graphql import GraphQLError
-from strawberry.extensions import ParserCache, SchemaExtension
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import GraphQLError, parse
+from graphql.validation import ASTValidationRule
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
 from strawberry.types import StreamExecutionResult
 from strawberry.types.execution import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from app.errors import BadParams, SearchStatsError
+from app.services.limits import Access
+from graphql_schema.context import Context
 
 log = logging.getLogger("searchstats.graphql")
 MASKED_MESSAGE = "Unexpected error."
+CACHED_DOCUMENTS = 1024
+
+# Keyed by the document's text and the parse options (the token limit), and by the schema,
+# document and rules: a document over the limit never enters the cache as parsed.
+_parsed = functools.lru_cache(maxsize=CACHED_DOCUMENTS)(parse)
+_validated = functools.lru_cache(maxsize=CACHED_DOCUMENTS)(validate_document)
 
 
-class ErrorCodes(SchemaExtension):
-    """Puts the contract's code in ``extensions.code``; hides what clients must not see."""
+class OperationGuards(SchemaExtension):
+    def __init__(self, *, rules: Sequence[type[ASTValidationRule]], max_tokens: int) -> None:
+        super().__init__()
+        self._rules = tuple(rules)
+        self._max_tokens = max_tokens
 
     def on_operation(self) -> Iterator[None]:
+        execution = self.execution_context
+        execution.parse_options["max_tokens"] = self._max_tokens
+        execution.validation_rules = execution.validation_rules + self._rules
         yield
-        result = self.execution_context.result
-        if result is None or not result.errors:
-            return
-        result.errors = [coded(error) for error in result.errors]
+        result = execution.result
+        if result is not None and result.errors:
+            result.errors = [coded(error) for error in result.errors]
+
+    def on_parse(self) -> Iterator[None]:
+        # On a syntax error the document is left unparsed: Strawberry parses it again where it
+        # reports the error with the others (a syntax error raised here would escape the
+        # operation before its code is set).
+        execution = self.execution_context
+        with contextlib.suppress(GraphQLError):
+            execution.graphql_document = _parsed(execution.query, **execution.parse_options)
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        execution = self.execution_context
+        execution.pre_execution_errors = _validated(
+            execution.schema._schema, execution.graphql_document, execution.validation_rules
+        )
+        yield
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        """Mutations count as writes; queries and each subscription started, as reads."""
+        execution = self.execution_context
+        context = execution.context
+        if isinstance(context, Context):
+            kind = execution.operation_type
+            access = Access.WRITE if kind is OperationType.MUTATION else Access.READ
+            try:
+                await _admit(context, access)
+            except SearchStatsError as error:
+                if kind is OperationType.SUBSCRIPTION:
+                    raise  # Strawberry ends the subscription with it
+                # A result set here stands for the execution: nothing runs.
+                execution.result = GraphQLExecutionResult(
+                    data=None, errors=[GraphQLError(error.message, original_error=error)]
+                )
+        yield
 
     def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
-        """The same for each message of a subscription."""
+        """Error codes on each message of a subscription too."""
         if isinstance(result, ExecutionResult) and result.errors:
             result.errors = [coded(error) for error in result.errors]
         yield
 
 
-class CodedParserCache(ParserCache):
-    """Strawberry's ParserCache, whose syntax errors keep their code.
+async def _admit(context: Context, access: Access) -> None:
+    """The limiter's answer; anything unexpected is logged and answered masked.
 
-    The cache's parse runs where Strawberry does not catch a syntax error, which then leaves
-    the operation before ErrorCodes sees it. On a syntax error the document is left unparsed:
-    Strawberry parses it again where it reports the error with the others.
+    An error escaping the hook would reach the client as it is: Strawberry builds that result
+    after the operation's errors were coded.
     """
-
-    def on_parse(self) -> Iterator[None]:
-        execution = self.execution_context
-        with contextlib.suppress(GraphQLError):
-            execution.graphql_document = self.cached_parse_document(
-                execution.query, **execution.parse_options
-            )
-        yield
+    try:
+        await context.admit(access)
+    except SearchStatsError:
+        raise
+    except Exception as error:
+        log.error("rate limit check failed", exc_info=error)
+        raise SearchStatsError() from None
 
 
 def coded(error: GraphQLError) -> GraphQLError:
@@ -61,7 +120,7 @@ def coded(error: GraphQLError) -> GraphQLError:
     else:
         log.error("unexpected error in %s", error.path, exc_info=original)
         code, message = "internal_error", MASKED_MESSAGE
-    extensions = dict(error.extensions or {})
+    extensions: dict[str, Any] = dict(error.extensions or {})
     extensions["code"] = code
     return GraphQLError(
         message,
