@@ -39,13 +39,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await runtime.stop()
 
     graphql = graphql_app(runtime)
+    # Routes are tried in order: the busiest doors first, probes and pages last.
     routes: list[BaseRoute] = [
-        *health_routes(runtime),
-        *metrics_routes(runtime.metrics),
-        *rest_routes(runtime),
         Route("/graphql", graphql),  # any method: the door answers 405 in GraphQL's shape
+        *rest_routes(runtime),
         WebSocketRoute("/graphql", graphql),  # subscriptions (a Mount never matches the bare path)
         Mount("/graphql", graphql),
+        *health_routes(runtime),
+        *metrics_routes(runtime.metrics),
         *_dashboard(),
     ]
     middleware = [

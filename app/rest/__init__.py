@@ -13,10 +13,11 @@ from app.services.runtime import Runtime
 
 
 def rest_routes(runtime: Runtime) -> list[BaseRoute]:
+    # Routes are tried in order: the ingest doors, by far the busiest, come first.
     return [
-        *dspace_routes(runtime),
         *doofinder_routes(runtime),
-        *doofinder_stats_routes(runtime),
         *workplace_routes(runtime),
+        *dspace_routes(runtime),
+        *doofinder_stats_routes(runtime),
         *openapi_routes(),
     ]
