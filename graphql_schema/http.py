@@ -10,10 +10,12 @@ closes the connection (1009; uvicorn's ``ws_max_size`` refuses it before it is e
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -99,6 +101,13 @@ class GraphQLDoor(GraphQL[Context, None]):
     def parse_json(self, data: str | bytes) -> Any:
         """Request bodies and ``variables``/``extensions`` of GET requests, read strictly."""
         return parse_json(data)
+
+    def encode_json(self, data: object) -> str:
+        """Responses and websocket messages (text: the protocols send text frames)."""
+        try:
+            return orjson.dumps(data).decode()
+        except TypeError:  # beyond what orjson writes: an integer over 64 bits
+            return json.dumps(data, separators=(",", ":"))
 
     async def execute_single(
         self,
