@@ -96,3 +96,26 @@ def run_plots(folder: Path) -> list[Path]:
     paths = [Path(line) for line in result.stdout.splitlines()]
     assert all(path.stat().st_size > 1000 for path in paths)
     return paths
+
+
+def test_profile_of_a_door_runs() -> None:
+    if shutil.which("wrk") is None:
+        if IN_CI:
+            pytest.fail("wrk is required in CI (apt-get install wrk)")
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.profile", "--seconds", "2", "--connections", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    shares = {
+        line.split("|")[1].strip(): float(line.split("|")[2].strip().rstrip("%"))
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and line.rstrip().endswith("% |")
+    }
+    assert shares["app"] > 0  # the service's own code was sampled while it served
+    assert "REST visit on sqlite" in result.stdout

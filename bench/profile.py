@@ -1,0 +1,128 @@
+"""Where a door's time goes: ``searchstats serve`` sampled by py-spy while wrk drives it.
+
+    python -m bench.profile [--door "REST visit"] [--backend sqlite] [--seconds 8]
+
+Prints the server's self time by package and its busiest frames, as markdown tables, from the
+samples of its event-loop thread (the one that serves requests; SQLite's own thread is left
+out, and shown as one line). Nothing is written: the tables are quoted in docs/performance.md
+with the command that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import fresh_database, searchstats_server
+from bench.ingest import DOORS, measure_door
+
+# "function (path/to/file.py:123)" as py-spy writes a frame in its raw format.
+FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+SITE = ("site-packages/", "dist-packages/")
+
+
+@dataclass
+class Profile:
+    samples: int = 0
+    by_package: Counter[str] = field(default_factory=Counter)
+    by_frame: Counter[str] = field(default_factory=Counter)
+    other_threads: int = 0
+
+
+def package_of(path: str) -> str:
+    """``starlette``, ``app``, ``asyncio``…: the top-level package a frame's file belongs to.
+
+    py-spy names installed and standard-library files from their package down
+    (``starlette/routing.py``); others by their full path.
+    """
+    for marker in SITE:
+        path = path.split(marker, 1)[-1]
+    if path.startswith("<"):
+        return "(generated code)"
+    for ours in ("app", "graphql_schema"):
+        if f"/{ours}/" in path:
+            return ours
+    return path.lstrip("/").split("/", 1)[0].removesuffix(".py") or "(native)"
+
+
+def read_samples(raw: Path) -> Profile:
+    profile = Profile()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        samples = int(count)
+        if not any("run_forever" in f or "Runner.run" in f or "uvicorn" in f for f in frames):
+            profile.other_threads += samples  # aiosqlite's thread, the metrics sampler…
+            continue
+        profile.samples += samples
+        match = FRAME.match(frames[-1])
+        function, path = (match["function"], match["file"]) if match else (frames[-1], "")
+        # uvloop's C loop, waiting in epoll or running its callbacks, shows as asyncio's
+        # Runner.run with nothing above it.
+        idle = function == "Runner.run"
+        profile.by_package["(event loop: uvloop, idle included)" if idle else package_of(path)] += (
+            samples
+        )
+        short = path.split(SITE[0])[-1].split("/work/")[-1]
+        profile.by_frame[f"{function} ({short})"] += samples
+    return profile
+
+
+def tables(profile: Profile, top: int) -> str:
+    total = profile.samples or 1
+    lines = ["| package | self time |", "| --- | ---: |"]
+    lines += [f"| {name} | {n / total:.1%} |" for name, n in profile.by_package.most_common(12)]
+    lines += ["", "| frame | self time |", "| --- | ---: |"]
+    lines += [f"| `{name}` | {n / total:.1%} |" for name, n in profile.by_frame.most_common(top)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--door", default=DOORS[0][0], choices=[door[0] for door in DOORS])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    beside = Path(sys.executable).with_name("py-spy")  # a virtualenv's, when not activated
+    spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if spy is None:
+        sys.exit("py-spy is not installed (pip install py-spy)")
+    with (
+        tempfile.TemporaryDirectory(prefix="searchstats-profile-") as folder,
+        fresh_database(args.backend) as url,
+        searchstats_server(url) as server,
+    ):
+        raw = Path(folder) / "samples.txt"
+        record = ["record", "-r", "200", "-f", "raw", "-o", str(raw), "-d", str(args.seconds)]
+        sampler = subprocess.Popen(
+            [spy, *record, "-p", str(server.process.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)  # py-spy attaches
+        result, per_request = measure_door(server.url, server.api_key, args.door, args)
+        sampler.wait(timeout=args.seconds + 30)
+        profile = read_samples(raw)
+    print(
+        f"{args.door} on {args.backend}: {result.requests_per_second:,.0f} requests/s "
+        f"({result.requests_per_second * per_request:,.0f} events/s) while sampled; "
+        f"{profile.samples:,} samples of the event loop's thread"
+    )
+    print()
+    print(tables(profile, args.top))
+
+
+if __name__ == "__main__":
+    main()
