@@ -4,6 +4,11 @@ Both are async generators over the broker. ``LiveStats`` (one per worker) shares
 ``liveStats`` subscription among all that ask the same question: one broker subscription and at
 most one stats computation per refresh, whatever the number of watchers. A watcher that does not
 take what it is offered is dropped, never waited for.
+
+A watcher may come with a ``Sink``: its reports are then handed to it by the feed as they are
+published, in one pass over the watchers, instead of waking the watcher's own task once per
+report; its generator then only ends (with the error that ended the watcher) or yields what the
+sink declined.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
+from typing import Protocol
 
 from app.auth.principal import Principal
 from app.broker.base import Message, SlowSubscriber
@@ -76,6 +83,20 @@ async def recorded_events(
                 yield RecordedEvent.of(message)
 
 
+class Sent(Enum):
+    """What a sink did with a report."""
+
+    SENT = "sent"  # on its way, or dropped because its subscriber is gone
+    WRITING = "writing"  # still being written: the client is not reading as fast
+    DECLINED = "declined"  # not sent: the watcher's generator yields it instead
+
+
+class Sink(Protocol):
+    def send(self, report: StatsReport, written: Callable[[], None]) -> Sent:
+        """Send at once, never waiting; ``written`` is called when a WRITING send is done."""
+        ...
+
+
 def interval_seconds(interval_ms: int) -> float:
     if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
         raise BadParams(f"intervalMs must be between {MIN_INTERVAL_MS} and {MAX_INTERVAL_MS}")
@@ -98,10 +119,18 @@ class LiveStats:
         return sum(feed.size for feed in self._feeds.values())
 
     async def watch(
-        self, *, principal: Principal, query: StatsQuery, interval_ms: int
+        self,
+        *,
+        principal: Principal,
+        query: StatsQuery,
+        interval_ms: int,
+        sink: Sink | None = None,
     ) -> AsyncGenerator[StatsReport, None]:
-        """The answer now, then again after changes, at most once per ``interval_ms``."""
-        watcher = _Watcher(interval_seconds(interval_ms), self._backlog)
+        """The answer now, then again after changes, at most once per ``interval_ms``.
+
+        With a sink, the answers go to it and this yields only those it declines.
+        """
+        watcher = _Watcher(interval_seconds(interval_ms), self._backlog, sink)
         # Access is checked here, before anything is shared.
         engines = await self._runtime.engines.engines_for(principal, query.engines or None)
         key = (principal.account_id, query)
@@ -115,6 +144,7 @@ class LiveStats:
             async for report in watcher.reports():
                 yield report
         finally:
+            watcher.close()
             await feed.leave(watcher)
 
     def _forget(self, feed: _Feed) -> None:
@@ -126,7 +156,7 @@ class LiveStats:
 class _Watcher:
     """One subscription: the latest report offered, taken at its own pace."""
 
-    def __init__(self, interval: float, backlog: int) -> None:
+    def __init__(self, interval: float, backlog: int, sink: Sink | None = None) -> None:
         self.interval = interval
         self._backlog = backlog
         self._latest: StatsReport | None = None
@@ -134,9 +164,23 @@ class _Watcher:
         self._ready = asyncio.Event()
         self._pacing = False
         self._untaken = 0
+        # With a sink: the report waiting for the interval to pass, or for a write to finish.
+        self._sink = sink
+        self._direct = sink is not None
+        self._pending: StatsReport | None = None
+        self._pending_at = 0.0
+        self._allowed = float("-inf")  # when the next message may go
+        self._writing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
 
-    def offer(self, report: StatsReport) -> bool:
-        """Replace what is pending; False (and the watcher fails) once it is too far behind."""
+    def offer(self, report: StatsReport, at: float) -> bool:
+        """Replace what is pending; False (and the watcher fails) once it is too far behind.
+
+        ``at`` is when the report was published: with a sink, the interval counts from it.
+        """
+        if self._direct:
+            return self._offer_to_sink(report, at)
         if self._latest is not None and not self._pacing:
             # Ready to send but not taking: its client is not reading.
             self._untaken += 1
@@ -147,8 +191,61 @@ class _Watcher:
         self._ready.set()
         return True
 
+    def _offer_to_sink(self, report: StatsReport, at: float) -> bool:
+        if self._error is not None:
+            return False
+        if self._writing or self._latest is not None:
+            # The last message is still being written (or is not taken): its client is not reading.
+            self._untaken += 1
+            if self._untaken > self._backlog:
+                self.fail(SlowSubscriber())
+                return False
+        self._pending, self._pending_at = report, at
+        self._flush()
+        return True
+
+    def _flush(self) -> None:
+        """Send the pending report through the sink, if the interval and the client allow."""
+        report, sink = self._pending, self._sink
+        if report is None or sink is None or self._writing:
+            return
+        if self._loop.time() < self._allowed:
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._allowed, self._on_timer)
+            return
+        self._pending = None
+        self._allowed = max(self._pending_at, self._allowed) + self.interval
+        if self._latest is not None:
+            self._latest = report  # the generator has one to yield already: this one replaces it
+            return
+        outcome = sink.send(report, self._written)
+        if outcome is Sent.WRITING:
+            self._writing = True
+        elif outcome is Sent.DECLINED:
+            self._latest = report
+            self._ready.set()
+        else:
+            self._untaken = 0
+
+    def _written(self) -> None:
+        self._writing = False
+        self._untaken = 0
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._flush()
+
+    def close(self) -> None:
+        """No more sending: the subscription is over."""
+        self._sink = self._pending = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def fail(self, error: Exception) -> None:
         self._error, self._latest = error, None
+        self.close()
         self._ready.set()
 
     async def reports(self) -> AsyncIterator[StatsReport]:
@@ -156,8 +253,9 @@ class _Watcher:
         allowed = loop.time()  # when the next message may go
         while True:
             await self._ready.wait()
-            if (wait := allowed - loop.time()) > 0:
+            if not self._direct and (wait := allowed - loop.time()) > 0:
                 # One message per interval at most: reports offered meanwhile replace each other.
+                # (With a sink the interval was kept before the report was declined.)
                 self._pacing = True
                 try:
                     await asyncio.sleep(wait)
@@ -206,7 +304,8 @@ class _Feed:
     def join(self, watcher: _Watcher) -> None:
         self._watchers.add(watcher)
         if self._current is not None and not self._dirty:
-            watcher.offer(self._current)  # nothing happened since it was computed
+            # Nothing happened since it was computed.
+            watcher.offer(self._current, asyncio.get_running_loop().time())
         else:
             self._newcomers.add(watcher)
             self._urgent = True
@@ -278,21 +377,22 @@ class _Feed:
         while not self._stopped:
             await self._wake.wait()
             if not self._urgent:
-                # Coalesce: whatever arrives while waiting is covered by one computation.
+                # Coalesce: whatever arrives while waiting is covered by one computation. The
+                # interval counts from the last publication, as the watchers' does.
                 await asyncio.sleep(max(0.0, last + self._pace() - loop.time()))
             self._wake.clear()
             self._urgent = self._dirty = False
             newcomers, self._newcomers = self._newcomers, set()
-            last = loop.time()
             report = await compute_stats(
                 runtime=self._runtime, principal=self.principal, query=self.query
             )
-            self._publish(report, newcomers)
+            last = loop.time()
+            self._publish(report, newcomers, last)
 
     def _pace(self) -> float:
         return min((w.interval for w in self._watchers), default=MAX_INTERVAL_MS / 1000)
 
-    def _publish(self, report: StatsReport, newcomers: set[_Watcher]) -> None:
+    def _publish(self, report: StatsReport, newcomers: set[_Watcher], at: float) -> None:
         changed = report != self._current
         self._current = report
         for watcher in tuple(self._watchers):
@@ -300,7 +400,7 @@ class _Feed:
                 # Joined during the computation: this answer is its first, any event since
                 # then made the feed dirty and brings another.
                 self._newcomers.discard(watcher)
-                if not watcher.offer(report):
+                if not watcher.offer(report, at):
                     self._remove(watcher)
         if not self._newcomers:
             self._urgent = False

@@ -181,3 +181,63 @@ async def test_subscriptions_per_connection_are_limited(served: Served, tenant: 
         with pytest.raises(OperationError) as refused:
             await socket.next("one too many")
     assert "Subscription limit reached" in refused.value.errors[0]["message"]
+
+
+class HeldSink:
+    """A sink whose client stops reading after its first message: every later write waits."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.written: list[Any] = []
+
+    def send(self, report: Any, written: Any) -> live.Sent:
+        self.sent.append(report)
+        if len(self.sent) == 1:
+            return live.Sent.SENT
+        self.written.append(written)
+        return live.Sent.WRITING
+
+
+async def test_a_live_stats_sink_whose_writes_wait_is_dropped(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    hub = live.LiveStats(runtime, backlog=2)
+    principal = await principal_of(runtime, tenant)
+    sink = HeldSink()
+    stuck = hub.watch(principal=principal, query=QUERY, interval_ms=100, sink=sink)
+    ending = asyncio.create_task(anext(stuck))  # yields nothing: the sink sends
+    await eventually(lambda: len(sink.sent) == 1 and hub.watchers == 1)
+    await searches(runtime, principal)
+    await eventually(lambda: len(sink.sent) == 2)
+    # Its second message is still being written: later answers are not sent, only counted.
+    for _ in range(3):
+        await searches(runtime, principal)
+        await asyncio.sleep(0.25)  # each its own answer (the feed refreshes every 0.1 s)
+    with pytest.raises(SlowSubscriber):
+        await ending
+    assert len(sink.sent) == 2
+    await stuck.aclose()
+    assert (len(hub), hub.watchers, runtime.broker.subscriber_count) == (0, 0, 0)
+
+
+async def test_a_live_stats_sink_goes_on_once_a_write_finishes(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    hub = live.LiveStats(runtime)
+    principal = await principal_of(runtime, tenant)
+    sink = HeldSink()
+    watching = hub.watch(principal=principal, query=QUERY, interval_ms=100, sink=sink)
+    waiting = asyncio.create_task(anext(watching))
+    await eventually(lambda: len(sink.sent) == 1)
+    await searches(runtime, principal)
+    await eventually(lambda: len(sink.sent) == 2)
+    await searches(runtime, principal)
+    await asyncio.sleep(0.3)  # answered, but held back while the write goes on
+    assert len(sink.sent) == 2
+    sink.written[0]()  # the client read it: the latest answer goes
+    await eventually(lambda: len(sink.sent) == 3)
+    assert sink.sent[-1].series[Metric.SEARCHES].total_count == 2
+    waiting.cancel()  # the subscription ends: the watcher leaves its feed
+    await asyncio.wait([waiting])
+    await watching.aclose()
+    assert (len(hub), hub.watchers, runtime.broker.subscriber_count) == (0, 0, 0)
