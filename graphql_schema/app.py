@@ -16,6 +16,7 @@ from app.errors import SearchStatsError
 from app.services.live import LiveStats
 from app.services.runtime import Runtime
 from graphql_schema.context import Context
+from graphql_schema.fanout import LegacyWSHandler, TransportWSHandler
 from graphql_schema.http import GraphQLDoor
 from graphql_schema.schema import build_schema
 
@@ -24,6 +25,9 @@ LEGACY_KEEP_ALIVE_SECONDS = 15
 
 
 class SearchStatsGraphQL(GraphQLDoor):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
         super().__init__(

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
+from contextvars import ContextVar
 from datetime import datetime
 from enum import Enum
 from inspect import isawaitable
 from typing import Annotated, Any
 
+import orjson
 import strawberry
-from graphql import ExecutionResult
+from graphql import (
+    ExecutionResult,
+    FieldNode,
+    GraphQLField,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    OperationType,
+)
+from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from app.domain.events import EventKind
 from app.services import live
 from app.services.expiry import until_expired
+from app.services.stats import StatsReport
 from graphql_schema.context import Info
+from graphql_schema.fanout import LiveSink, current_socket
 from graphql_schema.stats_args import StatsFilterInput, stats_query
 from graphql_schema.stats_types import DeviceEnum, Granularity, Stats
 
@@ -110,10 +123,24 @@ class Subscription:
         )
         context = info.context
         principal = await context.principal()
-        reports = context.live.watch(principal=principal, query=query, interval_ms=interval_ms)
+        reports = context.live.watch(
+            principal=principal, query=query, interval_ms=interval_ms, sink=_direct_sink()
+        )
         async with aclosing(until_expired(reports, principal)) as stream:
             async for report in stream:
                 yield Stats(report=report)
+
+
+# The executor of the subscription being started in this task (see build_resolve_info).
+_SUBSCRIBING: ContextVar[SharedLiveResults | None] = ContextVar("subscribing", default=None)
+
+
+def _direct_sink() -> LiveSink | None:
+    """Over our websocket handlers, the answers are written by the feed (graphql_schema.fanout)."""
+    socket, executor = current_socket(), _SUBSCRIBING.get()
+    if socket is None or executor is None:
+        return None
+    return LiveSink(socket, executor.encoder())
 
 
 class SharedLiveResults(StrawberryGraphQLCoreExecutionContext):
@@ -121,33 +148,96 @@ class SharedLiveResults(StrawberryGraphQLCoreExecutionContext):
 
     Every watcher of a feed receives the same report: subscribers that sent the same document
     (the parser cache makes it the same node) with the same variables get the same data, so it
-    is computed for the first of them and reused by the others. Fan-out then costs a lookup per
-    subscriber instead of a GraphQL execution.
+    is computed for the first of them and reused by the others, and encoded once for those
+    written to directly. Fan-out then costs a lookup per subscriber instead of a GraphQL
+    execution.
     """
+
+    def build_resolve_info(
+        self,
+        field_def: GraphQLField,
+        field_nodes: list[FieldNode],
+        parent_type: GraphQLObjectType,
+        path: Path,
+    ) -> GraphQLResolveInfo[Any]:
+        if (
+            path.prev is None
+            and self.root_value is None
+            and self.operation.operation is OperationType.SUBSCRIPTION
+        ):
+            # Starting a subscription: its resolver, run next in this task, may need this
+            # executor to execute its events (as graphql-core does, on a copy per event).
+            _SUBSCRIBING.set(self)
+        return super().build_resolve_info(field_def, field_nodes, parent_type, path)
 
     def execute_operation(self, serially: bool | None = None) -> Any:
         if not isinstance(self.root_value, Stats):
             return super().execute_operation(serially)
         answers = _ANSWERS.for_report(self.root_value.report)
-        key = (id(self.operation), repr(sorted(self.variable_values.coerced.items())))
+        key = self._shared_key()
         if key in answers:
-            return ExecutionResult(data=answers[key][1])
+            return ExecutionResult(data=answers[key].data)
         result = super().execute_operation(serially)
         if isawaitable(result):
             return self._remember(answers, key, result)
         return _stored(answers, key, self.operation, result)
 
+    def encoder(self) -> Callable[[StatsReport], str | None]:
+        """This subscription's ``{"data": …}`` for a report, as JSON; None if it has errors.
+
+        Called on the executor that started the subscription; each report is executed on a
+        copy, as graphql-core does for its events.
+        """
+        key = self._shared_key()
+
+        def encoded(report: StatsReport) -> str | None:
+            answers = _ANSWERS.for_report(report)
+            answer = answers.get(key)
+            if answer is None:
+                event = self.build_per_event_executor(Stats(report=report))
+                result = event.execute_operation(False)
+                if isawaitable(result):
+                    getattr(result, "close", lambda: None)()
+                    return None  # executed where it can be awaited: by Strawberry
+                answer = answers.get(key)
+                if answer is None:
+                    return None  # errors: Strawberry sends them, formatted and coded
+            if answer.text is None:
+                answer.text = _json({"data": answer.data})
+            return answer.text
+
+        return encoded
+
+    def _shared_key(self) -> tuple[int, str]:
+        return (id(self.operation), repr(sorted(self.variable_values.coerced.items())))
+
     async def _remember(
-        self, answers: dict[tuple[int, str], Any], key: tuple[int, str], pending: Awaitable[Any]
+        self, answers: dict[tuple[int, str], _Answer], key: tuple[int, str], pending: Awaitable[Any]
     ) -> Any:
         return _stored(answers, key, self.operation, await pending)
 
 
+def _json(value: object) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # beyond what orjson writes (an integer over 64 bits)
+        return json.dumps(value, separators=(",", ":"))
+
+
+class _Answer:
+    __slots__ = ("data", "node", "text")
+
+    def __init__(self, node: object, data: Any) -> None:
+        self.node = node  # kept so that its id is not reused
+        self.data = data
+        self.text: str | None = None
+
+
 def _stored(
-    answers: dict[tuple[int, str], Any], key: tuple[int, str], node: Any, result: Any
+    answers: dict[tuple[int, str], _Answer], key: tuple[int, str], node: Any, result: Any
 ) -> Any:
     if isinstance(result, ExecutionResult) and not result.errors:
-        answers[key] = (node, result.data)  # the node is kept so that its id is not reused
+        answers[key] = _Answer(node, result.data)
     return result
 
 
@@ -156,9 +246,11 @@ class _Answers:
 
     def __init__(self, reports: int) -> None:
         self._reports = reports
-        self._by_report: OrderedDict[int, tuple[object, dict[tuple[int, str], Any]]] = OrderedDict()
+        self._by_report: OrderedDict[int, tuple[object, dict[tuple[int, str], _Answer]]] = (
+            OrderedDict()
+        )
 
-    def for_report(self, report: object) -> dict[tuple[int, str], Any]:
+    def for_report(self, report: object) -> dict[tuple[int, str], _Answer]:
         entry = self._by_report.get(id(report))
         if entry is None or entry[0] is not report:
             entry = self._by_report[id(report)] = (report, {})

@@ -18,6 +18,7 @@ from app.main import create_app
 from app.services import live
 from app.services.runtime import Runtime
 from app.services.stats import compute_stats
+from graphql_schema import subscriptions
 from graphql_schema.stats_types import Stats
 from tests.conftest import Tenant
 from tests.e2e.graphql_ws import (
@@ -278,10 +279,11 @@ async def test_interval_is_bounded(served: Served, tenant: Tenant, interval: int
     assert "intervalMs must be between 100 and 60000" in refused.value.errors[0]["message"]
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_identical_subscriptions_share_one_computation(
-    served: Served, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+    served: Served, tenant: Tenant, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
-    computations = executions = 0
+    computations = executions = encodings = 0
 
     async def counted(**kwargs: Any) -> Any:
         nonlocal computations
@@ -295,11 +297,19 @@ async def test_identical_subscriptions_share_one_computation(
         executions += metric is Metric.CLICKS
         return count_series(self, metric)
 
+    encode = subscriptions._json
+
+    def encoded(value: object) -> str:  # once per answer sent to websockets, not per subscriber
+        nonlocal encodings
+        encodings += 1
+        return encode(value)
+
     monkeypatch.setattr(live, "compute_stats", counted)
     monkeypatch.setattr(Stats, "_count", count)
+    monkeypatch.setattr(subscriptions, "_json", encoded)
     async with (
-        graphql_socket(served.ws_url, payload=token(tenant)) as one,
-        graphql_socket(served.ws_url, payload=token(tenant)) as two,
+        graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as one,
+        graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as two,
     ):
         sockets = [(one, str(i)) for i in range(10)] + [(two, str(i)) for i in range(10)]
         for socket, op_id in sockets:
@@ -307,11 +317,16 @@ async def test_identical_subscriptions_share_one_computation(
         for socket, op_id in sockets:
             await socket.next(op_id)
         assert (len(served.hub), served.hub.watchers) == (1, 20)
-        before, executed = computations, executions
+        before, executed, encoded_before = computations, executions, encodings
         await record(served, tenant, search("shared"))
         updates = [(await socket.next(op_id))["liveStats"] for socket, op_id in sockets]
-        # One database computation, and one GraphQL execution, for the twenty subscribers.
-        assert (computations - before, executions - executed) == (1, 1)
+        # One database computation, one GraphQL execution and one JSON encoding of the answer,
+        # for the twenty subscribers.
+        assert (computations - before, executions - executed, encodings - encoded_before) == (
+            1,
+            1,
+            1,
+        )
         assert all(u["searches"]["totalCount"] == 1 for u in updates)
         # Another selection is another question: another feed.
         await one.subscribe(
