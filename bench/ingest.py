@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import subprocess
 import sys
 import time
@@ -258,21 +259,55 @@ def _timed(what: str) -> Iterator[None]:
     print(f"{what}: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
 
 
-def prefilled_doors(backend: str, size: int, args: argparse.Namespace) -> list[Row]:
-    """PREFILL_DOORS, one after the other on one server, over ``size`` events loaded first."""
-    rows = []
-    with fresh_database(backend) as url:
-        with _timed(f"{backend}: loaded {size:,} events"):
-            key = asyncio.run(prefill(url, size))
-        before = size
-        with searchstats_server(url, api_key=key) as server:
+def prefilled_doors(backend: str, args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
+    """PREFILL_DOORS on an empty database and on one of ``args.prefill`` events.
+
+    Both servers run side by side and are measured in turn, empty then full, then full then
+    empty (``--prefill-rounds``), so that the load of a shared machine weighs on both alike.
+    """
+    sizes = (0, args.prefill)
+    with fresh_database(backend) as empty_url, fresh_database(backend) as full_url:
+        urls = dict(zip(sizes, (empty_url, full_url), strict=True))
+        keys = {}
+        for size, url in urls.items():
+            with _timed(f"{backend}: loaded {size:,} events"):
+                keys[size] = asyncio.run(prefill(url, size))
+        with (
+            searchstats_server(empty_url, api_key=keys[0]) as empty,
+            searchstats_server(full_url, api_key=keys[args.prefill]) as full,
+        ):
+            servers = dict(zip(sizes, (empty, full), strict=True))
+            before = dict(zip(sizes, sizes, strict=True))
+            rows: dict[int, list[Row]] = {size: [] for size in sizes}
             for door in PREFILL_DOORS:
-                result, per_request = measure_door(server.url, key, door, args)
-                time.sleep(0.5)  # let the last group commit land before counting
-                after = asyncio.run(stored_events(url))
-                rows.append(Row(door, backend, result, after - before, per_request))
-                before = after
-    return rows
+                results: dict[int, list[WrkResult]] = {size: [] for size in sizes}
+                per_request = 1
+                for round_ in range(args.prefill_rounds):
+                    for size in sizes if round_ % 2 == 0 else sizes[::-1]:
+                        server = servers[size]
+                        result, per_request = measure_door(server.url, keys[size], door, args)
+                        results[size].append(result)
+                time.sleep(0.5)  # let the last group commits land before counting
+                for size in sizes:
+                    after = asyncio.run(stored_events(urls[size]))
+                    combined = _combine(results[size])
+                    rows[size].append(
+                        Row(door, backend, combined, after - before[size], per_request)
+                    )
+                    before[size] = after
+    return rows[0], rows[args.prefill]
+
+
+def _combine(results: list[WrkResult]) -> WrkResult:
+    """Rounds of one measurement: mean throughput, median percentiles, summed counts."""
+    return WrkResult(
+        requests_per_second=statistics.fmean(r.requests_per_second for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        requests=sum(r.requests for r in results),
+        non_2xx=sum(r.non_2xx for r in results),
+        errors=sum(r.errors for r in results),
+    )
 
 
 def main() -> None:
@@ -294,6 +329,12 @@ def main() -> None:
         help="also measure REST visit and recordEvents over this many events, against empty",
     )
     parser.add_argument("--prefill-only", action="store_true", help="only the --prefill comparison")
+    parser.add_argument(
+        "--prefill-rounds",
+        type=int,
+        default=2,
+        help="measurements of each door on each database, alternating (--prefill)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     backends = args.backends.split(",")
@@ -307,13 +348,7 @@ def main() -> None:
             write_section("ingest", "## Ingest\n\n" + markdown)
             plots.plot_sections()
     if args.prefill:
-        prefilled = {
-            backend: (
-                prefilled_doors(backend, 0, args),
-                prefilled_doors(backend, args.prefill, args),
-            )
-            for backend in backends
-        }
+        prefilled = {backend: prefilled_doors(backend, args) for backend in backends}
         markdown = _prefill_section(prefilled, args)
         print(markdown)
         if not args.no_write:
@@ -374,6 +409,8 @@ def _command(args: argparse.Namespace) -> str:
         command += f" --prefill {args.prefill}"
     if args.prefill_only:
         command += " --prefill-only"
+    if args.prefill and args.prefill_rounds != 2:
+        command += f" --prefill-rounds {args.prefill_rounds}"
     return command
 
 
@@ -475,8 +512,11 @@ def _prefill_section(
         f"Command: `{_command(args)}`. Each door on an empty database and on one that holds "
         f"{size:,} events (bench.stats's loader: 180 days of clicks, searches and visits with "
         "their rollups; then a WAL checkpoint on SQLite, a `VACUUM (ANALYZE)` and a checkpoint "
-        "on PostgreSQL), one server per database measuring the doors one after the other "
-        f"(wrk, one thread, {args.connections} connections, {args.seconds} s each). "
+        "on PostgreSQL). One server per database, both running; each door is measured "
+        f"{args.prefill_rounds} times on each, alternating (empty then full, full then empty: "
+        "the machine's load weighs on both alike); events/s is the mean of the rounds, p50 "
+        f"and p99 their medians (wrk, one thread, {args.connections} connections, "
+        f"{args.seconds} s each). "
         "Target: no more than 10% slower (ratio ≥ 0.90).",
         "",
         "| door | database | events before | events/s | p50 ms | p99 ms | ratio to empty "
