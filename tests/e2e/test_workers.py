@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.faults import IngestLoad, outcome, stored_event_ids
-from tests.e2e.servers import searchstats_serve
+from tests.e2e.servers import ServeProcess, searchstats_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -46,6 +47,22 @@ def recorded_total(metrics: str) -> float:
     )
 
 
+def started_workers(log: str) -> set[str]:
+    """The pids of the workers that logged their start (uvicorn: "Started server process [N]")."""
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    return {
+        r["message"].split("[")[-1].rstrip("]") for r in records if "Started server" in r["message"]
+    }
+
+
+def wait_for_workers(served: ServeProcess, count: int, seconds: float = 60) -> None:
+    """A loaded machine can start one worker long after the other: load both, not just one."""
+    deadline = time.monotonic() + seconds
+    while len(started_workers(served.output())) < count:
+        assert time.monotonic() < deadline, served.output()
+        time.sleep(0.1)
+
+
 def test_two_workers_on_postgres(empty_database_url: str, tmp_path: Path) -> None:
     env = {"SEARCHSTATS_DATABASE_URL": empty_database_url, "SEARCHSTATS_SECRET_KEY": "two"}
     with searchstats_serve(env, tmp_path, workers=2) as served:
@@ -53,6 +70,7 @@ def test_two_workers_on_postgres(empty_database_url: str, tmp_path: Path) -> Non
         assert bootstrap is not None, served.output()
         workers = children(served.process.pid)
         assert len(workers) == 2, workers
+        wait_for_workers(served, 2)
         with IngestLoad(served.base_url, bootstrap[0], clients=8, size=10) as load:
             load.wait_acknowledged(1000)
         stored = stored_event_ids(empty_database_url)
@@ -71,8 +89,5 @@ def test_two_workers_on_postgres(empty_database_url: str, tmp_path: Path) -> Non
     assert len(lines) > 100
     records = [json.loads(line) for line in lines]
     assert {"time", "level", "logger", "message", "request_id"} <= set(records[0])
-    pids = {
-        r["message"].split("[")[-1].rstrip("]") for r in records if "Started server" in r["message"]
-    }
-    assert len(pids) == 2
+    assert started_workers(log) == {str(pid) for pid in workers}
     print(seen.line("2 workers on PostgreSQL") + f"; /metrics reported {totals} on 10 scrapes")
