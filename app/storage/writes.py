@@ -2,24 +2,60 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import Table, and_, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.buckets import rollup_bucket
+from app.domain.buckets import ROLLUP_MICROS, rollup_bucket
 from app.domain.events import EventKind
 from app.storage.models import Event, Rollup
+from app.storage.types import to_micros
 
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
 ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
 # Stay well under SQLite's and asyncpg's bound-parameter limits.
 LOOKUP_CHUNK = 500
+# From this many new rows on, PostgreSQL gets them by COPY (a bulk import's batches); below it
+# one INSERT costs fewer round trips (a request's batch).
+COPY_ROWS = 200
+# The columns an insert sets, in the order of ``NewEvent.values``.
+INSERTED = (
+    "engine_id",
+    "kind",
+    "occurred_at",
+    "received_at",
+    "event_id",
+    "door",
+    "session_id",
+    "user_id",
+    "device",
+    "is_bot",
+    "query",
+    "query_id",
+    "result_count",
+    "search_id",
+    "clicked",
+    "document_id",
+    "content_source_id",
+    "product_type",
+    "rank",
+    "page",
+    "score",
+    "payload",
+)
+_SQLITE_INSERT = (
+    f"INSERT INTO event ({', '.join(INSERTED)}) VALUES ({', '.join('?' for _ in INSERTED)}) "
+    "ON CONFLICT (engine_id, event_id) DO NOTHING"
+)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -73,6 +109,34 @@ class NewEvent:
             "score": self.score,
             "payload": self.payload,
         }
+
+    def values(self) -> tuple[Any, ...]:
+        """The row as the driver takes it, in ``INSERTED`` order: instants as epoch
+        microseconds, the payload as JSON text (what the column types would bind)."""
+        return (
+            self.engine_id,
+            self.kind.value,
+            to_micros(self.occurred_at),
+            to_micros(self.received_at),
+            self.event_id,
+            self.door,
+            self.session_id,
+            self.user_id,
+            self.device,
+            self.is_bot,
+            self.query,
+            self.query_id,
+            self.result_count,
+            self.search_id,
+            False,
+            self.document_id,
+            self.content_source_id,
+            self.product_type,
+            self.rank,
+            self.page,
+            self.score,
+            _json(self.payload),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,35 +221,125 @@ async def _insert(
     outcomes: list[Written | None],
     rollups: defaultdict[RollupKey, int],
 ) -> list[int]:
-    """Insert the events and count them; returns the indexes of those actually inserted."""
+    """Insert the events and count them; returns the indexes of those actually inserted.
+
+    Events carrying an eventId go in one key order for every batch, so two inserting the same
+    eventIds cannot deadlock. One that a concurrent batch stored first (the lookup before the
+    insert cannot see a batch committing meanwhile) is skipped and answered as a duplicate.
+    """
+    if not indexes:
+        return []
     plain = [i for i in indexes if not events[i].event_id]
-    keyed = [i for i in indexes if events[i].event_id]
-    inserted: list[tuple[int, int]] = []
-    if plain:
-        ids = await _insert_plain(conn, [events[i].row() for i in plain])
-        inserted += zip(plain, ids, strict=True)
-    if keyed:
-        inserted += await _insert_keyed(conn, events, keyed, outcomes)
+    keyed = sorted(
+        (i for i in indexes if events[i].event_id), key=lambda index: _event_key(events[index])
+    )
+    if conn.dialect.name == "sqlite":
+        inserted = await _insert_sqlite(conn, events, plain + keyed, len(plain), outcomes)
+    elif len(indexes) >= COPY_ROWS:
+        inserted = await _copy_postgresql(conn, events, plain, keyed, outcomes)
+    else:
+        inserted = await _insert_postgresql(conn, events, plain, keyed, outcomes)
     for index, row_id in inserted:
         event = events[index]
         outcomes[index] = Written(row_id, False, event.query_id)
+        micros = to_micros(event.occurred_at)
+        key = (event.engine_id, micros - micros % ROLLUP_MICROS)
         for metric, amount in rollup_counters(event):
-            rollups[_rollup_key(event, event.occurred_at, metric)] += amount
+            rollups[(*key, metric, event.device, event.is_bot)] += amount
     return [index for index, _ in inserted]
 
 
-async def _insert_plain(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert rows in one statement; their ids, in order."""
-    if conn.dialect.name != "sqlite":
+async def _insert_sqlite(
+    conn: AsyncConnection,
+    events: Sequence[NewEvent],
+    indexes: list[int],
+    plain: int,
+    outcomes: list[Written | None],
+) -> list[tuple[int, int]]:
+    """One ``executemany`` without RETURNING; ``indexes`` start with the ``plain`` events.
+
+    SQLite cannot promise the order of RETURNING rows, so SQLAlchemy would insert them one at a
+    time. Under the transaction's write lock an INTEGER PRIMARY KEY takes max(rowid) + 1 for
+    each row in turn, so the rows inserted hold the consecutive run of ids ending at
+    ``last_insert_rowid()``, in the order given.
+    """
+    result = await conn.exec_driver_sql(_SQLITE_INSERT, [events[i].values() for i in indexes])
+    stored = int(result.rowcount)
+    last = int((await conn.exec_driver_sql("SELECT last_insert_rowid()")).scalar_one())
+    first = last - stored + 1
+    if stored == len(indexes):
+        return list(zip(indexes, range(first, last + 1), strict=True))
+    # A concurrent writer committed some of these eventIds after the lookup, before this batch
+    # took the write lock: their rows are older than this batch's, which are the ids from first.
+    inserted = list(zip(indexes[:plain], range(first, first + plain), strict=True))
+    keyed = indexes[plain:]
+    found = await _existing_event_ids(conn, [events[i] for i in keyed])
+    for index in keyed:
+        row = found[_event_key(events[index])]
+        if row.id >= first:
+            inserted.append((index, row.id))
+        else:
+            outcomes[index] = row
+    return inserted
+
+
+async def _copy_postgresql(
+    conn: AsyncConnection,
+    events: Sequence[NewEvent],
+    plain: list[int],
+    keyed: list[int],
+    outcomes: list[Written | None],
+) -> list[tuple[int, int]]:
+    """COPY the rows with ids taken from the table's sequence beforehand (no RETURNING).
+
+    COPY knows no ON CONFLICT: if a concurrent batch stored one of the eventIds after the
+    lookup, the COPY is rolled back to its savepoint and the rows go in by INSERT instead.
+    """
+    indexes = plain + keyed
+    reserved = await conn.execute(_RESERVE_IDS, {"count": len(indexes)})
+    ids = sorted(reserved.scalars())
+    records = [(row_id, *events[i].values()) for row_id, i in zip(ids, indexes, strict=True)]
+    try:
+        async with conn.begin_nested():
+            await _copy(conn, records)
+    except IntegrityError:
+        return await _insert_postgresql(conn, events, plain, keyed, outcomes)
+    return list(zip(indexes, ids, strict=True))
+
+
+async def _copy(conn: AsyncConnection, records: list[tuple[Any, ...]]) -> None:
+    raw = await conn.get_raw_connection()
+    try:
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            "event", records=records, columns=("id", *INSERTED)
+        )
+    except Exception as error:
+        # Errors as SQLAlchemy raises them from a statement (IntegrityError, OperationalError…),
+        # so that a conflict, a lost connection or a database going down are told apart.
+        try:
+            raw.dbapi_connection._handle_exception(error)  # type: ignore[union-attr]
+        except conn.dialect.loaded_dbapi.Error as adapted:
+            raise DBAPIError.instance(
+                "COPY event", None, adapted, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+            ) from error
+        raise
+
+
+async def _insert_postgresql(
+    conn: AsyncConnection,
+    events: Sequence[NewEvent],
+    plain: list[int],
+    keyed: list[int],
+    outcomes: list[Written | None],
+) -> list[tuple[int, int]]:
+    inserted: list[tuple[int, int]] = []
+    if plain:
         statement = insert(EVENT).returning(EVENT.c.id, sort_by_parameter_order=True)
-        return list((await conn.execute(statement, rows)).scalars())
-    # SQLite cannot promise the order of RETURNING rows, so SQLAlchemy would insert them one at
-    # a time. One executemany instead: under the transaction's write lock an INTEGER PRIMARY KEY
-    # takes max(rowid) + 1 for each row in turn, so the batch's ids are the consecutive run
-    # ending at last_insert_rowid().
-    await conn.execute(insert(EVENT), rows)
-    last = int((await conn.execute(text("SELECT last_insert_rowid()"))).scalar_one())
-    return list(range(last - len(rows) + 1, last + 1))
+        result = await conn.execute(statement, [events[i].row() for i in plain])
+        inserted += zip(plain, result.scalars(), strict=True)
+    if keyed:
+        inserted += await _insert_keyed(conn, events, keyed, outcomes)
+    return inserted
 
 
 async def _insert_keyed(
@@ -196,14 +350,11 @@ async def _insert_keyed(
 ) -> list[tuple[int, int]]:
     """Insert events carrying an eventId, skipping those a concurrent batch stored first.
 
-    The lookup before the insert cannot see a batch committing meanwhile; ON CONFLICT DO NOTHING
-    waits for it and skips its rows, which are then answered as duplicates instead of failing.
+    ON CONFLICT DO NOTHING waits for a batch committing meanwhile and skips its rows, which are
+    then answered as duplicates instead of failing.
     """
-    # One key order for every batch, so two inserting the same eventIds cannot deadlock.
-    indexes = sorted(indexes, key=lambda index: _event_key(events[index]))
-    builder = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = (
-        builder(EVENT)
+        postgresql.insert(EVENT)
         .on_conflict_do_nothing(index_elements=[EVENT.c.engine_id, EVENT.c.event_id])
         .returning(EVENT.c.id, EVENT.c.engine_id, EVENT.c.event_id)
     )
@@ -293,10 +444,14 @@ async def _upsert_rollups(conn: AsyncConnection, rollups: dict[RollupKey, int]) 
         }
         for (engine_id, bucket, metric, device, is_bot), count in sorted(rollups.items())
     ]
-    dialect = conn.dialect.name
-    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # One statement with bound parameters, run for every row: compiled once and cached, where
+    # a multi-row VALUES list was compiled again for every batch.
+    await conn.execute(_ROLLUP_UPSERTS[conn.dialect.name], values)
+
+
+def _rollup_upsert(builder: Any) -> Any:
     statement = builder(ROLLUP)
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[
             ROLLUP.c.engine_id,
             ROLLUP.c.bucket,
@@ -306,8 +461,15 @@ async def _upsert_rollups(conn: AsyncConnection, rollups: dict[RollupKey, int]) 
         ],
         set_={"count": ROLLUP.c.count + statement.excluded.count},
     )
-    for chunk in _chunks(values, size=LOOKUP_CHUNK // 6):
-        await conn.execute(statement.values(chunk))
+
+
+_ROLLUP_UPSERTS = {
+    "postgresql": _rollup_upsert(postgresql.insert),
+    "sqlite": _rollup_upsert(sqlite.insert),
+}
+_RESERVE_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('event', 'id')) FROM generate_series(1, :count)"
+)
 
 
 class Counted(Protocol):
@@ -338,8 +500,11 @@ def rollup_counters(event: Counted) -> list[tuple[str, int]]:
     return metrics
 
 
-def _rollup_key(event: NewEvent, instant: datetime, metric: str) -> RollupKey:
-    return (event.engine_id, rollup_bucket(instant), metric, event.device, event.is_bot)
+def _json(payload: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(payload).decode()
+    except TypeError:  # an integer beyond 64 bits, which orjson does not write
+        return json.dumps(payload)
 
 
 def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence[Any]]:

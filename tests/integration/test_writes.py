@@ -15,7 +15,7 @@ from sqlmodel import col
 from app.domain.events import EventKind
 from app.services.runtime import Runtime
 from app.storage.models import Event, Rollup
-from app.storage.writes import NewEvent, write_batch
+from app.storage.writes import COPY_ROWS, NewEvent, write_batch
 from tests.api.helpers import engine_id, rollup_totals
 from tests.conftest import Tenant
 
@@ -78,16 +78,22 @@ async def _wait_until_blocked(conn: AsyncConnection, is_postgres: bool) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize("others", [1, COPY_ROWS], ids=["insert", "copy"])
 async def test_batch_racing_an_uncommitted_one_answers_duplicate(
-    runtime: Runtime, tenant: Tenant
+    runtime: Runtime, tenant: Tenant, others: int
 ) -> None:
-    """The second batch's lookup cannot see the first's row; it must not fail on it either."""
+    """The second batch's lookup cannot see the first's row; it must not fail on it either.
+
+    With ``COPY_ROWS`` new events beside it, PostgreSQL's second batch goes by COPY, which
+    fails on the conflict and is done again by INSERT.
+    """
     engine = await engine_id(runtime, tenant.hashid)
     database = runtime.database
+    fresh = [visit(engine, f"y{n:04}") for n in range(others)]
 
     async def second_batch() -> list[tuple[int, bool]]:
         async with database.engine.begin() as conn:
-            written = await write_batch(conn, [visit(engine, "y"), visit(engine, "x")])
+            written = await write_batch(conn, [*fresh, visit(engine, "x")])
         return [(w.id, w.duplicate) for w in written]
 
     async with database.engine.connect() as first, database.engine.connect() as watcher:
@@ -97,9 +103,29 @@ async def test_batch_racing_an_uncommitted_one_answers_duplicate(
         await _wait_until_blocked(watcher, not database.is_sqlite)
         assert not racing.done()
         await first.commit()
-        (_, y_duplicate), (x_id, x_duplicate) = await asyncio.wait_for(racing, timeout=10)
+        *ys, (x_id, x_duplicate) = await asyncio.wait_for(racing, timeout=10)
 
     assert (x_id, x_duplicate) == (original.id, True)
-    assert y_duplicate is False
-    assert await count(runtime, col(Event.id)) == 2
-    assert await rollup_totals(runtime) == {"visit": 2}
+    assert not any(duplicate for _, duplicate in ys)
+    assert len({row_id for row_id, _ in ys} | {x_id}) == others + 1
+    assert await count(runtime, col(Event.id)) == others + 1
+    assert await rollup_totals(runtime) == {"visit": others + 1}
+
+
+async def test_large_batch_stores_every_row_with_its_id(runtime: Runtime, tenant: Tenant) -> None:
+    """A batch big enough for COPY on PostgreSQL: ids as stored, duplicates of the batch too."""
+    engine = await engine_id(runtime, tenant.hashid)
+    events = [
+        visit(engine, f"e{n % (COPY_ROWS + 10)}" if n % 3 else None) for n in range(2 * COPY_ROWS)
+    ]
+    async with runtime.database.engine.begin() as conn:
+        written = await write_batch(conn, events)
+    async with runtime.database.engine.connect() as conn:
+        rows = {
+            row.id: row.event_id
+            for row in await conn.execute(select(col(Event.id), col(Event.event_id)))
+        }
+    assert len(written) == len(events)
+    for event, outcome in zip(events, written, strict=True):
+        assert rows[outcome.id] == event.event_id
+    assert len(rows) == sum(1 for w in written if not w.duplicate)
