@@ -168,6 +168,13 @@ FIELDS: dict[EventKind, dict[str, tuple[str, Read]]] = {
     },
 }
 TRAITS = ("device", "isBot")
+# Per kind, once: every field a document of it may carry, and how to read each one.
+_KNOWN: dict[EventKind, dict[str, tuple[str, Read]]] = {
+    kind: COMMON | fields for kind, fields in FIELDS.items()
+}
+_ALLOWED: dict[EventKind, frozenset[str]] = {
+    kind: frozenset(known) | frozenset(TRAITS) for kind, known in _KNOWN.items()
+}
 KIND_NAMES = ", ".join(kind.value for kind in EventKind)
 
 
@@ -182,15 +189,15 @@ def read_document(document: Any) -> ImportedEvent:
         raise BadParams(f"unknown event type {name[:40]!r}: expected one of {KIND_NAMES}") from None
     if not isinstance(fields, dict):
         raise BadParams(f"{name} must be an object")
-    known = COMMON | FIELDS[kind]
-    unknown = sorted(set(fields) - set(known) - set(TRAITS))
-    if unknown:
+    known = _KNOWN[kind]
+    if not _ALLOWED[kind].issuperset(fields):
+        unknown = sorted(set(fields) - _ALLOWED[kind])
         raise BadParams(f"unknown fields for {name}: {', '.join(u[:40] for u in unknown)}")
-    values = {
-        attribute: read(wire, fields[wire])
-        for wire, (attribute, read) in known.items()
-        if fields.get(wire) is not None
-    }
+    values = {}
+    for wire, value in fields.items():
+        if value is not None and wire in known:  # the traits are read below
+            attribute, read = known[wire]
+            values[attribute] = read(wire, value)
     device = None
     if fields.get("device") is not None:
         try:

@@ -28,9 +28,11 @@ from app.services.runtime import Runtime
 from app.storage import directory
 from app.storage.bulk import refresh_statistics, stored_events
 from app.storage.database import Database
+from app.storage.directory import EngineRecord
 from app.storage.outages import unavailable_when_down
 
 OnError = Literal["stop", "skip"]
+Checked = tuple[ImportedEvent, EngineRecord]  # a valid event and the engine it is bound to
 DOOR = "import"
 IN_FLIGHT = 4  # batches committing while the next ones are read
 RETRIES = 5  # a database that is briefly unavailable (restart, failover)
@@ -65,8 +67,16 @@ class _Importer:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
     analyzed_at: int = 0  # events stored at the last refresh of the planner's statistics
+    engines: dict[str | None, EngineRecord] = field(default_factory=dict)  # bound, by hashid
 
-    async def check(self, document: Any, now: datetime) -> ImportedEvent:
+    @property
+    def publishing(self) -> bool:
+        """Live subscribers may hear of the events: another process's, through a shared
+        broker, or this one's. An import's own in-process broker has none."""
+        runtime = self.runtime
+        return runtime.settings.broker_url is not None or runtime.broker.subscriber_count > 0
+
+    async def check(self, document: Any, now: datetime) -> Checked:
         if isinstance(document, SearchStatsError):
             raise document
         imported = read_document(document)
@@ -74,10 +84,14 @@ class _Importer:
         if problems:
             raise BadParams.of(problems)
         # The engine exists and is the account's: a batch never fails on one event's engine.
-        await self.runtime.engines.engine_for(self.principal, imported.draft.engine)
-        return imported
+        hashid = imported.draft.engine
+        engine = self.engines.get(hashid)
+        if engine is None:
+            engine = await self.runtime.engines.engine_for(self.principal, hashid)
+            self.engines[hashid] = engine
+        return imported, engine
 
-    async def submit(self, batch: list[ImportedEvent], now: datetime) -> None:
+    async def submit(self, batch: list[Checked], now: datetime) -> None:
         await self.slots.acquire()
         task = asyncio.create_task(self._store(batch, now))
         self.tasks.add(task)
@@ -98,28 +112,30 @@ class _Importer:
         while self.tasks:
             await asyncio.gather(*self.tasks)
 
-    async def _store(self, batch: list[ImportedEvent], now: datetime) -> None:
-        by_traits: defaultdict[ClientTraits, list[ImportedEvent]] = defaultdict(list)
-        for imported in batch:
-            by_traits[_traits(imported)].append(imported)
+    async def _store(self, batch: list[Checked], now: datetime) -> None:
+        by_traits: defaultdict[ClientTraits, list[Checked]] = defaultdict(list)
+        for checked in batch:
+            by_traits[_traits(checked[0])].append(checked)
         for traits, events in by_traits.items():
             results = await self._record(events, Client(door=DOOR, traits=traits), now)
             duplicates = sum(1 for result in results if result.duplicate)
             self.summary.duplicates += duplicates
             self.summary.stored += len(results) - duplicates
 
-    async def _record(
-        self, events: list[ImportedEvent], client: Client, now: datetime
-    ) -> list[Any]:
+    async def _record(self, events: list[Checked], client: Client, now: datetime) -> list[Any]:
+        drafts = [imported.draft for imported, _ in events]
+        engines = [engine for _, engine in events]
         for attempt in range(RETRIES):
             try:
                 return await record_valid_events(
                     runtime=self.runtime,
                     principal=self.principal,
-                    drafts=[e.draft for e in events],
+                    drafts=drafts,
                     client=client,
                     batch=True,
                     now=now,
+                    engines=engines,
+                    publish=self.publishing,
                 )
             except Unavailable as error:
                 if attempt == RETRIES - 1:
@@ -153,7 +169,7 @@ async def import_events(
     importer = _Importer(runtime, principal)
     summary = importer.summary
     started = time.perf_counter()
-    batch: list[ImportedEvent] = []
+    batch: list[Checked] = []
     now = datetime.now(UTC)
     try:
         for line, document in documents:

@@ -64,13 +64,19 @@ async def record_valid_events(
     client: Client,
     batch: bool = False,
     now: datetime,
+    engines: Sequence[EngineRecord] | None = None,
+    publish: bool = True,
 ) -> list[RecordResult]:
     """``record_events`` for drafts already validated at ``now`` (a bulk import checks each
-    line itself, to name the line of a bad one): bind, enrich, group-commit, publish."""
-    engines = [
-        await _engine_for(runtime, principal, draft, index if batch else None)
-        for index, draft in enumerate(drafts)
-    ]
+    line itself, to name the line of a bad one): bind, enrich, group-commit, publish.
+
+    A bulk import passes the ``engines`` it already bound, and ``publish=False`` when nobody
+    can be listening."""
+    if engines is None:
+        engines = [
+            await _engine_for(runtime, principal, draft, index if batch else None)
+            for index, draft in enumerate(drafts)
+        ]
     traits = client.traits or client_traits(client.user_agent)
     events = [
         _new_event(draft, engine, traits, now, client.door)
@@ -82,7 +88,8 @@ async def record_valid_events(
         for event, outcome in zip(events, written, strict=True)
         if not outcome.duplicate
     )
-    await _publish(runtime, events, engines, written)
+    if publish:
+        await _publish(runtime, events, engines, written)
     return [RecordResult(str(w.id), w.duplicate, w.query_id) for w in written]
 
 
