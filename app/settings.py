@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     db_pool_size: int = Field(default=10, ge=1)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_write_timeout_seconds: float = Field(default=5.0, gt=0)
     stats_timeout_seconds: float = Field(default=10.0, gt=0)
 
     batch_max_events: int = Field(default=2000, ge=1)

@@ -22,6 +22,10 @@ from app.settings import Settings
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # The group commit's connections. On PostgreSQL their own small pool, where every statement
+    # has a deadline (a write blocked behind a lock, or a server that stopped answering, fails
+    # instead of hanging the batch); on SQLite the same engine, whose busy timeout bounds writes.
+    writes: AsyncEngine
 
     @property
     def is_sqlite(self) -> bool:
@@ -29,29 +33,49 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.writes is not self.engine:
+            await self.writes.dispose()
+
+
+# Connections of the write pool: one flusher writes at a time; one more for a connection being
+# replaced after a failure.
+WRITE_POOL_SIZE = 2
 
 
 def open_database(settings: Settings, *, pooled: bool = True) -> Database:
     engine = create_engine(settings, pooled=pooled)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    return Database(engine=engine, sessions=sessions)
+    writes = engine
+    if engine.dialect.name != "sqlite":
+        writes = create_engine(settings, pooled=pooled, pool_size=WRITE_POOL_SIZE, writes=True)
+    return Database(engine=engine, sessions=sessions, writes=writes)
 
 
-def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+def create_engine(
+    settings: Settings,
+    *,
+    pooled: bool = True,
+    pool_size: int | None = None,
+    writes: bool = False,
+) -> AsyncEngine:
+    """An engine; with ``writes``, each PostgreSQL statement waits at most
+    ``db_write_timeout_seconds`` for its answer (asyncpg's ``command_timeout``: past it the
+    statement is cancelled in the server and ``TimeoutError`` raised)."""
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(settings)
-    options: dict[str, Any] = {
-        "pool_pre_ping": True,
-        "connect_args": {
-            "timeout": settings.db_connect_timeout_seconds,
-            "server_settings": {"application_name": "searchstats"},
-        },
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout_seconds,
+        "server_settings": {"application_name": "searchstats"},
     }
+    if writes:
+        connect_args["command_timeout"] = settings.db_write_timeout_seconds
+    options: dict[str, Any] = {"pool_pre_ping": True, "connect_args": connect_args}
     if pooled:
+        size = pool_size or settings.db_pool_size
         options |= {
-            "pool_size": settings.db_pool_size,
-            "max_overflow": settings.db_pool_size,
+            "pool_size": size,
+            "max_overflow": size,
             "pool_timeout": settings.db_connect_timeout_seconds,
         }
     else:

@@ -114,7 +114,7 @@ class Recorder:
         started = time.perf_counter()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                async with self._database.engine.begin() as conn:
+                async with self._database.writes.begin() as conn:
                     written = await write_batch(conn, flat)
                 break
             except DBAPIError as error:
