@@ -14,6 +14,10 @@ from app.storage.types import EpochMicros
 # Autoincrementing 64-bit keys on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 Document = JSON().with_variant(JSONB(), "postgresql")
+# The rows of the partial index of searches. ``kind || ''``, not ``kind``: a query naming it so
+# matches this index's condition, and cannot walk the (engine, kind, time) index instead, which
+# SQLite's planner, knowing no better, would pick for ``kind = 'search'``.
+SEARCHES = text("kind || '' = 'search'")
 
 
 class Account(SQLModel, table=True):
@@ -48,7 +52,14 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         Index("ux_event_engine_event_id", "engine_id", "event_id", unique=True),
         Index("ix_event_engine_kind_time", "engine_id", "kind", "occurred_at"),
-        Index("ix_event_engine_query_id", "engine_id", "query_id"),
+        # Clicks and feedback find their search by its queryId among searches alone.
+        Index(
+            "ix_event_engine_search_query_id",
+            "engine_id",
+            "query_id",
+            sqlite_where=SEARCHES,
+            postgresql_where=SEARCHES,
+        ),
         # Filtered stats walk one (engine, kind, value) range per bucket, in time order.
         Index("ix_event_engine_query", "engine_id", "kind", "query", "occurred_at"),
         Index("ix_event_engine_document", "engine_id", "kind", "document_id", "occurred_at"),

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.buckets import ROLLUP_MICROS, rollup_bucket
 from app.domain.events import EventKind
-from app.storage.models import Event, Rollup
+from app.storage.models import SEARCHES, Event, Rollup
 from app.storage.types import to_micros
 
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
@@ -395,10 +395,9 @@ async def _link_to_searches(
                 select(EVENT.c.id, EVENT.c.query_id, EVENT.c.query, EVENT.c.result_count).where(
                     EVENT.c.engine_id == engine_id,
                     EVENT.c.query_id.in_(chunk),
-                    # ``kind || ''``, not ``kind``: on ``kind = ?`` SQLite picks the (engine, kind,
-                    # time) index and walks every search of the engine; this way it takes the
-                    # (engine, query_id) index, which finds the few rows of these ids at once.
-                    EVENT.c.kind.concat("") == EventKind.SEARCH.value,
+                    # Written out, not bound: only then can SQLite and PostgreSQL use the partial
+                    # index of searches' queryIds, which holds no click sharing the id.
+                    SEARCHES,
                 )
             )
             for row in rows:
