@@ -32,7 +32,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "SEARCHSTATS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 REQUIRE_POSTGRES = bool(os.environ.get("CI") or os.environ.get("SEARCHSTATS_TEST_REQUIRE_POSTGRES"))
-TABLES = ("rollup", "event", "engine", "api_key", "account")
+TABLES = ("rollup_day", "rollup_hour", "rollup", "event", "engine", "api_key", "account")
 BROWSER_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"

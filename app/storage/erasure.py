@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.buckets import rollup_bucket
 from app.domain.events import EventKind
 from app.storage.models import Event, Rollup
+from app.storage.rollups import subtract_coarse
 from app.storage.writes import rollup_counters
 
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
@@ -87,6 +88,7 @@ async def erase_user(conn: AsyncConnection, *, engine_ids: Sequence[int], user_i
     for chunk in _chunks(sorted(gone)):
         await conn.execute(delete(EVENT).where(EVENT.c.id.in_(chunk)))
     await _subtract(conn, minus)
+    await subtract_coarse(conn, minus)
     return len(gone)
 
 

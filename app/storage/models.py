@@ -98,13 +98,43 @@ class Rollup(SQLModel, table=True):
     """Event counts per engine, 15-minute UTC bucket, metric, device and robot flag.
 
     Every zone's offset is a multiple of 15 minutes, so these buckets fold exactly into local
-    hours, days, weeks and months. Kept in the same transaction as the raw events.
+    hours, days, weeks and months. Kept in the same transaction as the raw events, as are the
+    same counts per UTC hour (RollupHour) and UTC day (RollupDay): a question reads the coarsest
+    rows that fit its buckets (app/storage/rollups.py).
     """
 
     # On SQLite the table is its own primary-key index, so a range scan reads the counts directly.
     __table_args__ = {"sqlite_with_rowid": False}
 
     # Key order (engine, metric, bucket): a question reads one contiguous range per counter.
+    engine_id: int = Field(foreign_key="engine.id", primary_key=True, ondelete="CASCADE")
+    metric: str = Field(sa_column=Column(String(24), primary_key=True))
+    bucket: datetime = Field(sa_column=Column(EpochMicros(), primary_key=True))
+    device: str = Field(sa_column=Column(String(16), primary_key=True))
+    is_bot: bool = Field(primary_key=True)
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class RollupHour(SQLModel, table=True):
+    """The rollup counts summed per UTC hour (bucket: its first instant, epoch microseconds)."""
+
+    __tablename__ = "rollup_hour"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    engine_id: int = Field(foreign_key="engine.id", primary_key=True, ondelete="CASCADE")
+    metric: str = Field(sa_column=Column(String(24), primary_key=True))
+    bucket: datetime = Field(sa_column=Column(EpochMicros(), primary_key=True))
+    device: str = Field(sa_column=Column(String(16), primary_key=True))
+    is_bot: bool = Field(primary_key=True)
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class RollupDay(SQLModel, table=True):
+    """The rollup counts summed per UTC day (bucket: its first instant, epoch microseconds)."""
+
+    __tablename__ = "rollup_day"
+    __table_args__ = {"sqlite_with_rowid": False}
+
     engine_id: int = Field(foreign_key="engine.id", primary_key=True, ondelete="CASCADE")
     metric: str = Field(sa_column=Column(String(24), primary_key=True))
     bucket: datetime = Field(sa_column=Column(EpochMicros(), primary_key=True))

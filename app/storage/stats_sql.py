@@ -1,8 +1,9 @@
 """The one place where a stats query becomes SQL.
 
-Local buckets arrive as a table of [lo, hi) instants (a VALUES CTE) that the counts join: the
-database walks each bucket's range through an index, so DST days, odd offsets and month lengths
-cost nothing special. Unfiltered counts read the 15-minute rollups; filtered ones scan events.
+Local buckets arrive as a table of [lo, hi) instants (an array or JSON parameter) that the counts
+join: the database walks each bucket's range through an index, so DST days, odd offsets and
+month lengths cost nothing special. Unfiltered counts read the rollups (daily, hourly or
+15-minute rows, the coarsest that fit each bucket); filtered ones scan events.
 """
 
 from __future__ import annotations
@@ -27,17 +28,27 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import CTE
 
+from app.domain.buckets import GRAINS, grain_ranges
 from app.domain.events import EventKind
 from app.domain.stats import Breakdown, StatsFilter
-from app.storage.models import Event, Rollup
+from app.storage.models import Event, Rollup, RollupDay, RollupHour
 from app.storage.types import to_micros
 
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
 ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
+# (grain in microseconds, table), as app/domain/buckets.py's GRAINS
+_ROLLUP_TABLES: tuple[tuple[int, Table], ...] = tuple(
+    zip(
+        GRAINS,
+        (ROLLUP, RollupHour.__table__, RollupDay.__table__),  # type: ignore[attr-defined]
+        strict=True,
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,26 +132,68 @@ async def counters_from_rollups(
     boundaries: Sequence[tuple[datetime, datetime]],
     counters: Sequence[str],
 ) -> list[tuple[int, int, str, int]]:
-    """Rows of (engine id, bucket index, counter, sum) read from the 15-minute rollups."""
-    b = buckets_cte(conn.dialect.name, boundaries)
-    r = ROLLUP.c
+    """Rows of (engine id, bucket index, counter, sum) read from the rollups.
+
+    Each bucket is read from the coarsest rollups that fit it (grain_ranges): daily rows for
+    whole UTC days, hourly rows for whole hours, 15-minute rows for the rest. A bucket may come
+    back as one row per grain; the caller adds them up.
+    """
+    ranges: dict[int, list[tuple[int, int, int]]] = {grain: [] for grain in GRAINS}
+    for index, (lo, hi) in enumerate(boundaries):
+        for grain, first, last in grain_ranges(to_micros(lo), to_micros(hi)):
+            ranges[grain].append((index, first, last))
+    dialect = conn.dialect.name
+    parts = [
+        _rollup_sums(scope, counters, _ranges_cte(dialect, table.name, ranges[grain]), table)
+        for grain, table in _ROLLUP_TABLES
+        if ranges[grain]
+    ]
+    if not parts:
+        return []
+    statement = parts[0] if len(parts) == 1 else union_all(*parts)
+    rows = await conn.execute(statement)
+    return [(row[0], row[1], row[2], int(row[3])) for row in rows]
+
+
+def _rollup_sums(scope: Scope, counters: Sequence[str], ranges: CTE, table: Table) -> Select[Any]:
+    r = table.c
     conditions = [
         r.engine_id.in_(scope.engine_ids),
-        r.bucket >= b.c.lo,
-        r.bucket < b.c.hi,
+        r.bucket >= ranges.c.lo,
+        r.bucket < ranges.c.hi,
         r.metric.in_(counters),
     ]
     if not scope.filter.include_bots:
         conditions.append(r.is_bot.is_(False))
     if scope.filter.device is not None:
         conditions.append(r.device == scope.filter.device.value)
-    statement = (
-        select(r.engine_id, b.c.idx, r.metric, func.sum(r.count))
-        .select_from(b.join(ROLLUP, and_(*conditions)))
-        .group_by(r.engine_id, b.c.idx, r.metric)
+    return (
+        select(r.engine_id, ranges.c.idx, r.metric, func.sum(r.count))
+        .select_from(ranges.join(table, and_(*conditions)))
+        .group_by(r.engine_id, ranges.c.idx, r.metric)
     )
-    rows = await conn.execute(statement)
-    return [(row[0], row[1], row[2], int(row[3])) for row in rows]
+
+
+def _ranges_cte(dialect: str, name: str, ranges: Sequence[tuple[int, int, int]]) -> CTE:
+    """(bucket index, lo, hi) rows as a table named after the rollup table it reads."""
+    if dialect == "postgresql":
+        table = text(
+            f"SELECT t.idx, t.lo, t.hi FROM unnest(CAST(:{name}_idx AS INTEGER[]), "
+            f"CAST(:{name}_lo AS BIGINT[]), CAST(:{name}_hi AS BIGINT[])) AS t(idx, lo, hi)"
+        ).bindparams(
+            **{
+                f"{name}_idx": [index for index, _, _ in ranges],
+                f"{name}_lo": [lo for _, lo, _ in ranges],
+                f"{name}_hi": [hi for _, _, hi in ranges],
+            }
+        )
+    else:
+        table = text(
+            "SELECT CAST(json_extract(value, '$[0]') AS INTEGER) AS idx, "
+            "CAST(json_extract(value, '$[1]') AS INTEGER) AS lo, "
+            f"CAST(json_extract(value, '$[2]') AS INTEGER) AS hi FROM json_each(:{name})"
+        ).bindparams(**{name: orjson.dumps(ranges).decode()})
+    return table.columns(idx=Integer(), lo=BigInteger(), hi=BigInteger()).cte(f"b_{name}")
 
 
 async def counters_from_events(

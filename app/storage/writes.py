@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain.buckets import ROLLUP_MICROS, rollup_bucket
 from app.domain.events import EventKind
 from app.storage.models import SEARCHES, Event, Rollup
+from app.storage.rollups import add_coarse
 from app.storage.types import to_micros
 
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
@@ -176,6 +177,7 @@ async def write_batch(conn: AsyncConnection, events: Sequence[NewEvent]) -> list
     inserted = await _insert(conn, events, others, outcomes, rollups)
     await _mark_clicked_searches(conn, [events[i] for i in inserted], rollups)
     await _upsert_rollups(conn, rollups)
+    await add_coarse(conn, rollups)
 
     for index, event in enumerate(events):
         if outcomes[index] is None and event.event_id:

@@ -23,6 +23,7 @@ from app.services import accounts
 from app.services.runtime import Runtime
 from app.storage import erasure
 from app.storage.models import Event, Rollup
+from app.storage.rollups import COARSE, folded
 from app.storage.types import to_micros
 from app.storage.writes import rollup_counters
 from tests.api.helpers import data, error_code, gql
@@ -50,13 +51,23 @@ def event(kind: EventKind, user: str | None, minutes: int = 0, **fields: Any) ->
 
 
 async def rollups(runtime: Runtime) -> dict[Key, int]:
+    """The 15-minute rollups, after checking the hourly and daily ones are their sums."""
     async with runtime.database.sessions() as session:
         rows = (await session.execute(select(Rollup))).scalars()
-        return {
+        quarters = {
             (r.engine_id, to_micros(r.bucket), r.metric, r.device, r.is_bot): r.count
             for r in rows
             if r.count
         }
+        for grain, table in COARSE:
+            stored = {
+                (engine_id, to_micros(bucket), metric, device, is_bot): count
+                for engine_id, metric, bucket, device, is_bot, count in await session.execute(
+                    select(table)
+                )
+            }
+            assert stored == folded(quarters, grain)
+        return quarters
 
 
 async def recomputed(runtime: Runtime) -> dict[Key, int]:

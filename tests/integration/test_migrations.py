@@ -18,7 +18,7 @@ from app.storage import models  # noqa: F401 - registers the tables on the metad
 from app.storage.database import Database, open_database
 from app.storage.migrate import alembic_config, is_at_head, upgrade_to_head
 
-TABLES = {"account", "api_key", "engine", "event", "rollup"}
+TABLES = {"account", "api_key", "engine", "event", "rollup", "rollup_hour", "rollup_day"}
 
 
 @pytest.fixture
