@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from app.auth.principal import Principal
 from app.domain.events import HASHID
 from app.errors import AccessDenied, BadParams, NotFound
@@ -38,10 +40,20 @@ class EnginePolicy:
         return engine
 
     async def engines_for(
-        self, principal: Principal, hashids: Sequence[str] | None
+        self,
+        principal: Principal,
+        hashids: Sequence[str] | None,
+        *,
+        conn: AsyncConnection | None = None,
     ) -> list[EngineRecord]:
-        """The engines a read covers: those named, else every engine of the account."""
+        """The engines a read covers: those named, else every engine of the account.
+
+        With ``conn`` the account's engines are read on that open connection (a stats read's
+        own), without taking another one from the pool.
+        """
         if not hashids:
+            if conn is not None:
+                return await directory.engines_of_account_on(conn, principal.account_id)
             async with unavailable_when_down(), self._database.sessions() as session:
                 return await directory.engines_of_account(session, principal.account_id)
         return [await self.engine_for(principal, hashid) for hashid in dict.fromkeys(hashids)]

@@ -81,8 +81,14 @@ def checked(period: Period) -> Period:
 def bucket_starts(period: Period, granularity: Granularity) -> list[datetime]:
     """Starts of the local buckets overlapping the period, the first one at or before its start.
 
-    Raises BadParams when there would be more than MAX_BUCKETS of them.
+    Raises BadParams when there would be more than MAX_BUCKETS of them. Remembered for the
+    periods asked most recently: a dashboard asks the same ones again and again.
     """
+    return list(_bucket_starts(period, granularity))
+
+
+@lru_cache(maxsize=256)
+def _bucket_starts(period: Period, granularity: Granularity) -> tuple[datetime, ...]:
     zone = period.zone
     local_first = period.start.astimezone(zone).replace(tzinfo=None)
     starts: list[datetime] = []
@@ -105,7 +111,7 @@ def bucket_starts(period: Period, granularity: Granularity) -> list[datetime]:
     kept = [s for s in starts[first:] if s < period.end]
     if len(kept) > MAX_BUCKETS:
         raise BadParams(f"the period holds more than {MAX_BUCKETS} {granularity.value} buckets")
-    return kept
+    return tuple(kept)
 
 
 def _instants_of(wall: datetime, zone: ZoneInfo) -> tuple[datetime, ...]:

@@ -23,6 +23,7 @@ from app.services.runtime import Runtime
 from app.storage import stats_sql
 from app.storage.deadline import reading
 from app.storage.directory import EngineRecord
+from app.storage.types import to_micros
 
 DISTINCT_COLUMN = {Metric.SESSIONS: "session_id", Metric.USERS: "user_id"}
 
@@ -31,11 +32,7 @@ DISTINCT_COLUMN = {Metric.SESSIONS: "session_id", Metric.USERS: "user_id"}
 class CountPoint:
     start: datetime
     count: int
-
-    @property
-    def timestamp(self) -> int:
-        """Epoch milliseconds of the bucket start."""
-        return int(self.start.timestamp() * 1000)
+    timestamp: int  # epoch milliseconds of the bucket start
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +79,19 @@ async def compute_stats(
     *, runtime: Runtime, principal: Principal, query: StatsQuery
 ) -> StatsReport:
     """Answer one stats question for the caller's engines, within the stats deadline."""
-    engines = await runtime.engines.engines_for(principal, query.engines or None)
-    scope = stats_sql.Scope(
-        engine_ids=tuple(e.id for e in engines),
-        filter=query.filter,
-        indices=await _resolve_indices(runtime, principal, query),
-        start=query.period.start,
-        end=query.period.end,
-    )
     starts = bucket_starts(query.period, query.granularity)
     boundaries = _boundaries(starts, query.period)
+    indices = await _resolve_indices(runtime, principal, query)
     async with reading(runtime.database, runtime.settings.stats_timeout_seconds) as conn:
+        # On the read's own connection: one round trip, not another connection and transaction.
+        engines = await runtime.engines.engines_for(principal, query.engines or None, conn=conn)
+        scope = stats_sql.Scope(
+            engine_ids=tuple(e.id for e in engines),
+            filter=query.filter,
+            indices=indices,
+            start=query.period.start,
+            end=query.period.end,
+        )
         counts = await _counters(conn, scope, boundaries, query)
         distinct = {
             metric: await stats_sql.distinct_counts(conn, scope, boundaries, column)
@@ -104,13 +103,14 @@ async def compute_stats(
             for breakdown, limit in query.breakdowns
         }
     local = [s.astimezone(query.period.zone) for s in starts]
+    stamps = [to_micros(s) // 1000 for s in starts]
     report = StatsReport(starts=local, breakdowns=tops)
-    report.series.update(_series(query.metrics, local, counts, distinct, scope.engine_ids))
+    report.series.update(_series(query.metrics, local, stamps, counts, distinct, scope.engine_ids))
     report.rates.update({rate: _rate(rate, local, counts) for rate in query.rates})
     if query.per_engine:
         for engine in engines:
             report.by_engine[engine.hashid] = _series(
-                query.metrics, local, counts, distinct, (engine.id,)
+                query.metrics, local, stamps, counts, distinct, (engine.id,)
             )
     return report
 
@@ -154,6 +154,7 @@ async def _counters(
 def _series(
     metrics: Iterable[Metric],
     starts: list[datetime],
+    stamps: list[int],
     counts: Counts,
     distinct: dict[Metric, list[tuple[int, int, int]]],
     engine_ids: tuple[int, ...],
@@ -172,7 +173,7 @@ def _series(
                 if engine_id in wanted:
                     totals[index] += amount
         series[metric] = CountSeries(
-            [CountPoint(s, n) for s, n in zip(starts, totals, strict=True)]
+            [CountPoint(*point) for point in zip(starts, totals, stamps, strict=True)]
         )
     return series
 

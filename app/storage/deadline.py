@@ -17,6 +17,13 @@ from app.storage.outages import is_storage_down
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for statement_timeout
 # SQLite calls the progress handler every this many virtual-machine instructions.
 SQLITE_PROGRESS_STEPS = 10_000
+# For the read's transaction, in one round trip: the deadline, and no parallel workers. A stats
+# read takes milliseconds; the planner, which cannot know how few rollup rows each bucket's range
+# holds, would otherwise start workers for it that cost more than the whole read.
+_POSTGRESQL_READ_SETTINGS = text(
+    "SELECT set_config('statement_timeout', :timeout, true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
 
 
 @asynccontextmanager
@@ -25,6 +32,7 @@ async def reading(database: Database, seconds: float) -> AsyncIterator[AsyncConn
 
     PostgreSQL cancels a statement itself (``statement_timeout``); on SQLite a progress handler
     aborts whatever statement runs past the deadline. Either way the worker is free again.
+    PostgreSQL also runs the read without parallel workers (see _POSTGRESQL_READ_SETTINGS).
     """
     try:
         async with database.engine.connect() as conn:
@@ -32,7 +40,7 @@ async def reading(database: Database, seconds: float) -> AsyncIterator[AsyncConn
                 await _sqlite_deadline(conn, _expired_after(seconds))
             else:
                 milliseconds = max(1, int(seconds * 1000))
-                await conn.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
+                await conn.execute(_POSTGRESQL_READ_SETTINGS, {"timeout": str(milliseconds)})
             try:
                 yield conn
             finally:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from app.storage.models import Account, ApiKey, Engine
@@ -95,6 +95,17 @@ async def engines_of_account(session: AsyncSession, account_id: int) -> list[Eng
     """An account's engines, oldest first: the first is its default engine."""
     statement = select(Engine).where(col(Engine.account_id) == account_id).order_by(col(Engine.id))
     return [_engine(row) for row in (await session.execute(statement)).scalars()]
+
+
+async def engines_of_account_on(conn: AsyncConnection, account_id: int) -> list[EngineRecord]:
+    """The same as engines_of_account, on an open connection (a stats read's own)."""
+    t = Engine.__table__  # type: ignore[attr-defined]
+    statement = (
+        select(t.c.id, t.c.hashid, t.c.account_id, t.c.name)
+        .where(t.c.account_id == account_id)
+        .order_by(t.c.id)
+    )
+    return [EngineRecord(*row) for row in await conn.execute(statement)]
 
 
 async def first_engine(session: AsyncSession) -> EngineRecord | None:
