@@ -4,7 +4,9 @@
 
 Prints the server's self time by package and its busiest frames, as markdown tables, from the
 samples of its event-loop thread (the one that serves requests; SQLite's own thread is left
-out, and shown as one line). Nothing is written: the tables are quoted in docs/performance.md
+out). py-spy pauses the server for each of its 200 samples a second, so
+the server runs slower while sampled (most for deep GraphQL stacks); the shares stay where the
+time goes. Nothing is written: the tables are quoted in docs/performance.md
 with the command that made them.
 """
 
