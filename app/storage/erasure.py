@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.buckets import rollup_bucket
 from app.domain.events import EventKind
 from app.storage.models import Event, Rollup
-from app.storage.rollups import subtract_coarse
+from app.storage.rollups import subtract, subtract_coarse
 from app.storage.writes import rollup_counters
 
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
@@ -87,7 +87,7 @@ async def erase_user(conn: AsyncConnection, *, engine_ids: Sequence[int], user_i
     await _unmark_unclicked(conn, [s for s in clicked if s not in gone], gone, minus)
     for chunk in _chunks(sorted(gone)):
         await conn.execute(delete(EVENT).where(EVENT.c.id.in_(chunk)))
-    await _subtract(conn, minus)
+    await subtract(conn, ROLLUP, minus)
     await subtract_coarse(conn, minus)
     return len(gone)
 
@@ -133,20 +133,6 @@ async def _unmark_unclicked(
         )
         for search in map(_stored, rows):
             minus[search.key("search_clicked")] += 1
-
-
-async def _subtract(conn: AsyncConnection, minus: dict[RollupKey, int]) -> None:
-    r = ROLLUP.c
-    for (engine_id, bucket, metric, device, is_bot), amount in sorted(minus.items()):
-        where = and_(
-            r.engine_id == engine_id,
-            r.bucket == bucket,
-            r.metric == metric,
-            r.device == device,
-            r.is_bot.is_(is_bot),
-        )
-        await conn.execute(update(ROLLUP).where(where).values(count=r.count - amount))
-        await conn.execute(delete(ROLLUP).where(where, r.count <= 0))
 
 
 async def prune_before(conn: AsyncConnection, *, engine_id: int, cutoff: datetime) -> int:

@@ -53,17 +53,22 @@ async def add_coarse(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) ->
 async def subtract_coarse(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
     """Take erased events' 15-minute amounts out of the hourly and daily rollups."""
     for grain, table in COARSE:
-        r = table.c
-        for (engine_id, bucket, metric, device, is_bot), amount in folded(amounts, grain).items():
-            where = and_(
-                r.engine_id == engine_id,
-                r.bucket == bucket,
-                r.metric == metric,
-                r.device == device,
-                r.is_bot.is_(is_bot),
-            )
-            await conn.execute(update(table).where(where).values(count=r.count - amount))
-            await conn.execute(delete(table).where(where, r.count <= 0))
+        await subtract(conn, table, folded(amounts, grain))
+
+
+async def subtract(conn: AsyncConnection, table: Table, amounts: Mapping[RollupKey, int]) -> None:
+    """Take the amounts out of one rollup table's counts, in key order; a count at zero goes."""
+    r = table.c
+    for (engine_id, bucket, metric, device, is_bot), amount in sorted(amounts.items()):
+        where = and_(
+            r.engine_id == engine_id,
+            r.bucket == bucket,
+            r.metric == metric,
+            r.device == device,
+            r.is_bot.is_(is_bot),
+        )
+        await conn.execute(update(table).where(where).values(count=r.count - amount))
+        await conn.execute(delete(table).where(where, r.count <= 0))
 
 
 def _upsert(builder: Any, table: Table) -> Any:
