@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 MIN_INTERVAL_MS, MAX_INTERVAL_MS, DEFAULT_INTERVAL_MS = 100, 60_000, 1000
 # Reports a watcher may leave untaken while it is not pacing itself before it is dropped.
 REPORT_BACKLOG = 8
+# Watchers offered a report between two turns of the event loop: a thousand sends in one go
+# would hold every request the worker is serving for as long as they take.
+PUBLISH_CHUNK = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,9 @@ class _Watcher:
         self._allowed = float("-inf")  # when the next message may go
         self._writing = False
         self._timer: asyncio.TimerHandle | None = None
+        # Set by the feed: whether it is about to publish a fresher report.
+        self.refresh_due: Callable[[], bool] = lambda: False
+        self.awaits_feed = False  # its pending report is left for the feed's next one
         self._loop = asyncio.get_running_loop()
 
     def offer(self, report: StatsReport, at: float) -> bool:
@@ -213,7 +219,7 @@ class _Watcher:
             if self._timer is None:
                 self._timer = self._loop.call_at(self._allowed, self._on_timer)
             return
-        self._pending = None
+        self._pending, self.awaits_feed = None, False
         self._allowed = max(self._pending_at, self._allowed) + self.interval
         if self._latest is not None:
             self._latest = report  # the generator has one to yield already: this one replaces it
@@ -234,6 +240,13 @@ class _Watcher:
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._pending is not None and self.refresh_due():
+            # Its interval began after the feed's last publication (it joined, or was served,
+            # between two), so its pending report is already behind. Sending it now would put
+            # this subscriber's messages out of step with the feed's for good, each one late by
+            # up to an interval; the feed's next report is both fresher and on the beat.
+            self.awaits_feed = True
+            return
         self._flush()
 
     def close(self) -> None:
@@ -296,12 +309,14 @@ class _Feed:
         self._following = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._computing = False
 
     @property
     def size(self) -> int:
         return len(self._watchers)
 
     def join(self, watcher: _Watcher) -> None:
+        watcher.refresh_due = self._refresh_due
         self._watchers.add(watcher)
         if self._current is not None and not self._dirty:
             # Nothing happened since it was computed.
@@ -383,20 +398,34 @@ class _Feed:
             self._wake.clear()
             self._urgent = self._dirty = False
             newcomers, self._newcomers = self._newcomers, set()
-            report = await compute_stats(
-                runtime=self._runtime, principal=self.principal, query=self.query
-            )
+            self._computing = True
+            try:
+                report = await compute_stats(
+                    runtime=self._runtime, principal=self.principal, query=self.query
+                )
+            finally:
+                self._computing = False
             last = loop.time()
-            self._publish(report, newcomers, last)
+            await self._publish(report, newcomers, last)
+
+    def _refresh_due(self) -> bool:
+        """Whether a report is being computed, or will be at the next beat."""
+        return not self._stopped and (self._computing or self._dirty)
 
     def _pace(self) -> float:
         return min((w.interval for w in self._watchers), default=MAX_INTERVAL_MS / 1000)
 
-    def _publish(self, report: StatsReport, newcomers: set[_Watcher], at: float) -> None:
+    async def _publish(self, report: StatsReport, newcomers: set[_Watcher], at: float) -> None:
         changed = report != self._current
         self._current = report
-        for watcher in tuple(self._watchers):
-            if changed or watcher in newcomers:
+        for rank, watcher in enumerate(tuple(self._watchers), start=1):
+            if rank % PUBLISH_CHUNK == 0:
+                await asyncio.sleep(0)  # let the requests waiting meanwhile go on
+                if self._stopped:
+                    return
+            if watcher not in self._watchers:
+                continue  # left while others were served
+            if changed or watcher in newcomers or watcher.awaits_feed:
                 # Joined during the computation: this answer is its first, any event since
                 # then made the feed dirty and brings another.
                 self._newcomers.discard(watcher)

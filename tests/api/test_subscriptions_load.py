@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from itertools import pairwise
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -20,6 +21,7 @@ from app.main import create_app
 from app.services import live
 from app.services.record import Client, record_events
 from app.services.runtime import Runtime
+from app.services.stats import StatsReport
 from tests.conftest import Tenant
 from tests.e2e.graphql_ws import OperationError, eventually, graphql_socket
 from tests.e2e.live_support import (
@@ -240,4 +242,84 @@ async def test_a_live_stats_sink_goes_on_once_a_write_finishes(
     waiting.cancel()  # the subscription ends: the watcher leaves its feed
     await asyncio.wait([waiting])
     await watching.aclose()
+    assert (len(hub), hub.watchers, runtime.broker.subscriber_count) == (0, 0, 0)
+
+
+class TimedSink:
+    """A sink whose client reads at once; it notes when each report went."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, Any]] = []
+
+    def send(self, report: Any, written: Any) -> live.Sent:
+        self.sent.append((asyncio.get_running_loop().time(), report))
+        return live.Sent.SENT
+
+    def gaps(self) -> list[float]:
+        return [later - earlier for (earlier, _), (later, _) in pairwise(self.sent)]
+
+
+def stand_in(name: str) -> StatsReport:
+    """A report as far as a watcher is concerned: it only passes them on."""
+    return cast(StatsReport, name)
+
+
+async def test_a_watcher_out_of_step_takes_the_feeds_next_report_instead_of_a_stale_one() -> None:
+    sink = TimedSink()
+    watcher = live._Watcher(0.2, live.REPORT_BACKLOG, sink)
+    due = True
+    watcher.refresh_due = lambda: due
+    loop = asyncio.get_running_loop()
+    watcher.offer(stand_in("first"), loop.time())
+    assert [report for _, report in sink.sent] == ["first"]  # at once
+    await asyncio.sleep(0.05)
+    watcher.offer(stand_in("between"), loop.time())  # too soon: held until its interval has passed
+    await asyncio.sleep(0.3)
+    # The interval passed while the feed was computing a fresher answer: that one is awaited.
+    assert [report for _, report in sink.sent] == ["first"]
+    assert watcher.awaits_feed
+    watcher.offer(stand_in("fresher"), loop.time())
+    assert [report for _, report in sink.sent] == ["first", "fresher"]
+    assert not watcher.awaits_feed
+    # With nothing coming from the feed, a held report goes when the interval has passed.
+    due = False
+    watcher.offer(stand_in("last"), loop.time())
+    await asyncio.sleep(0.3)
+    assert [report for _, report in sink.sent] == ["first", "fresher", "last"]
+    assert min(sink.gaps()) >= 0.2
+    watcher.close()
+
+
+async def test_watchers_that_joined_at_different_moments_get_each_report_together(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    hub = live.LiveStats(runtime)
+    principal = await principal_of(runtime, tenant)
+    early, late = TimedSink(), TimedSink()
+    first = hub.watch(principal=principal, query=QUERY, interval_ms=400, sink=early)
+    second = hub.watch(principal=principal, query=QUERY, interval_ms=400, sink=late)
+    tasks = [asyncio.create_task(anext(first))]
+    await eventually(lambda: len(early.sent) == 1)
+    await asyncio.sleep(0.2)
+    # Nothing happened since the first answer: the second watcher has it at once, and so its
+    # interval runs half a beat behind the first one's.
+    tasks.append(asyncio.create_task(anext(second)))
+    await eventually(lambda: len(late.sent) == 1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while loop.time() - started < 3.0:  # events keep coming: the feed answers every 0.4 s
+        await searches(runtime, principal)
+        await asyncio.sleep(0.05)
+    # Once in step, each answer reaches both at the same moment, not half a beat apart.
+    settled = [at for at, _ in late.sent if at - started > 1.5]
+    assert len(settled) >= 2
+    for at in settled:
+        assert min(abs(at - other) for other, _ in early.sent) < 0.1
+    for sink in (early, late):
+        assert min(sink.gaps()) >= 0.4  # never more often than asked
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+    await first.aclose()
+    await second.aclose()
     assert (len(hub), hub.watchers, runtime.broker.subscriber_count) == (0, 0, 0)
