@@ -4,10 +4,12 @@
 
 Prints the server's self time by package and its busiest frames, as markdown tables, from the
 samples of its event-loop thread (the one that serves requests; SQLite's own thread is left
-out). py-spy pauses the server for each of its 200 samples a second, so
-the server runs slower while sampled (most for deep GraphQL stacks); the shares stay where the
-time goes. Nothing is written: the tables are quoted in docs/performance.md
-with the command that made them.
+out), then what the group commit did meanwhile, from the server's own ``/metrics``: how many
+batches, how big, and for how much of the run a batch was being written and committed (near
+all of it: requests wait on the commit, not on the CPU). py-spy pauses the server for each
+of its 200 samples a second, so the server runs slower while sampled (most for deep GraphQL
+stacks); the shares stay where the time goes. Nothing is written: the tables are quoted in
+docs/performance.md with the command that made them.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import fresh_database, searchstats_server
 from bench.ingest import DOORS, measure_door
@@ -89,6 +94,45 @@ def tables(profile: Profile, top: int) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class GroupCommit:
+    batches: int
+    events: int
+    committing_seconds: float
+    small_batches: int  # of at most SMALL_BATCH events
+
+    def summary(self, seconds: float) -> str:
+        mean = self.events / self.batches if self.batches else 0.0
+        return (
+            f"Group commit meanwhile: {self.batches:,} batches of {mean:.1f} events on average, "
+            f"{self.small_batches:,} of them of at most {SMALL_BATCH} events; a batch was being "
+            f"written and committed {self.committing_seconds / seconds:.0%} of the run."
+        )
+
+
+SMALL_BATCH = 2
+
+
+def group_commit(metrics: str) -> GroupCommit:
+    """The server's ingest batch and commit histograms (cumulative since it started)."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                if sample.name == "searchstats_ingest_batch_events_bucket" and float(
+                    sample.labels["le"]
+                ) == float(SMALL_BATCH):
+                    found["small"] = sample.value
+                continue
+            found[sample.name] = sample.value
+    return GroupCommit(
+        batches=int(found.get("searchstats_ingest_batch_events_count", 0)),
+        events=int(found.get("searchstats_ingest_batch_events_sum", 0)),
+        committing_seconds=found.get("searchstats_ingest_commit_seconds_sum", 0.0),
+        small_batches=int(found.get("small", 0)),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--door", default=DOORS[0][0], choices=[door[0] for door in DOORS])
@@ -117,6 +161,8 @@ def main() -> None:
         result, per_request = measure_door(server.url, server.api_key, args.door, args)
         sampler.wait(timeout=args.seconds + 30)
         profile = read_samples(raw)
+        with urllib.request.urlopen(server.url + "/metrics", timeout=10) as answer:
+            commits = group_commit(answer.read().decode())
     print(
         f"{args.door} on {args.backend}: {result.requests_per_second:,.0f} requests/s "
         f"({result.requests_per_second * per_request:,.0f} events/s) while sampled; "
@@ -124,6 +170,8 @@ def main() -> None:
     )
     print()
     print(tables(profile, args.top))
+    print()
+    print(commits.summary(args.seconds))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -121,3 +122,10 @@ def test_profile_of_a_door_runs() -> None:
     }
     assert shares["app"] > 0  # the service's own code was sampled while it served
     assert "REST visit on sqlite" in result.stdout
+    # The group commit's figures come from the server's /metrics: the events it batched.
+    batches = re.search(
+        r"Group commit meanwhile: ([\d,]+) batches of ([\d.]+) events", result.stdout
+    )
+    assert batches is not None, result.stdout
+    assert int(batches[1].replace(",", "")) > 0
+    assert float(batches[2]) >= 1
