@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import orjson
 
+from app.collector import settle_garbage_collector
 from app.domain.event_documents import CSV_COLUMNS, csv_document, csv_row
 from app.errors import BadParams
 from app.services import bulk
@@ -78,6 +79,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(runtime: Runtime) -> bulk.ImportSummary:
         principal = await bulk.account_principal(runtime.database, args.account)
+        settle_garbage_collector()  # every line's objects die with its batch
         reader = _csv_documents if fmt == "csv" else _ndjson_documents
         with source, _progress("importing", _size(source)) as advance:
             documents = reader(source, advance)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from app.collector import settle_garbage_collector
 from app.http.access_log import AccessLog
 from app.http.bodies import BodyLimits
 from app.http.cors import CrossOrigin
@@ -24,10 +24,6 @@ from app.settings import Settings
 from graphql_schema.app import graphql_app
 
 log = logging.getLogger(__name__)
-# Allocations between two collections of the youngest generation (CPython's default: 700). A
-# request allocates a few hundred objects that die with it: at the default, the collector ran
-# every few requests and took about 6% of a worker's time under load; at this, well under 1%.
-YOUNG_COLLECTION_THRESHOLD = 10_000
 DASHBOARD = Path(__file__).resolve().parent.parent / "frontend_examples" / "dashboard" / "static"
 
 
@@ -86,14 +82,5 @@ def _dashboard() -> list[BaseRoute]:
 def app_from_environment() -> Starlette:
     """The factory ``uvicorn`` workers call: settings come from the environment."""
     app = create_app(Settings())
-    _settle_garbage_collector()
+    settle_garbage_collector()
     return app
-
-
-def _settle_garbage_collector() -> None:
-    """What a worker has built by now (modules, schema, regexes) lives as long as it does: the
-    collector stops walking it on every full collection, and collects the young less often."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
