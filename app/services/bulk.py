@@ -20,7 +20,7 @@ from sqlalchemy import Row
 
 from app.auth.principal import Principal
 from app.domain.event_documents import ImportedEvent, read_document
-from app.domain.events import MAX_BATCH, EventKind, event_problems
+from app.domain.events import EventKind, event_problems
 from app.domain.user_agents import UNKNOWN_CLIENT, ClientTraits
 from app.errors import AccessDenied, BadParams, NotFound, SearchStatsError, Unavailable
 from app.services.record import Client, record_valid_events
@@ -35,6 +35,10 @@ OnError = Literal["stop", "skip"]
 Checked = tuple[ImportedEvent, EngineRecord]  # a valid event and the engine it is bound to
 DOOR = "import"
 IN_FLIGHT = 4  # batches committing while the next ones are read
+# Lines a batch holds, each batch committed in its own transaction (a request's limit,
+# MAX_BATCH, does not apply). Batches of 5,000 instead of 1,000 made a 200,000-event import a
+# fifth faster on both databases: a batch's round trips and statements are paid less often.
+BATCH_LINES = 5000
 RETRIES = 5  # a database that is briefly unavailable (restart, failover)
 # The planner's statistics are refreshed after the first ANALYZE_FIRST events stored, then
 # whenever the import has grown by a quarter since the last refresh. Refreshed only every 100,000
@@ -169,13 +173,15 @@ async def import_events(
     documents: Iterable[tuple[int, Any]],
     on_error: OnError,
     rejected: Callable[[int, str], None],
-    batch_size: int = MAX_BATCH,
+    batch_size: int | None = None,
 ) -> ImportSummary:
-    """Record ``(line, document)`` pairs; a document may be the error met reading its line.
+    """Record ``(line, document)`` pairs, ``batch_size`` lines a transaction (BATCH_LINES by
+    default); a document may be the error met reading its line.
 
     Each rejected line is told to ``rejected`` with its message; ``stop`` ends the import at the
     first, after committing the lines before it.
     """
+    batch_size = batch_size or BATCH_LINES
     importer = _Importer(runtime, principal)
     summary = importer.summary
     started = time.perf_counter()

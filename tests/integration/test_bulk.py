@@ -14,6 +14,7 @@ import pytest
 from app.cli import main
 from app.domain.periods import Granularity, parse_zone, period_of_days
 from app.domain.stats import Breakdown, Metric, Rate, StatsQuery
+from app.services import bulk
 from app.services.bulk import account_principal
 from app.services.runtime import build_runtime
 from app.services.stats import compute_stats
@@ -107,13 +108,17 @@ def summary(err: str) -> str:
     return err.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("batch_lines", [1000, bulk.BATCH_LINES], ids=["batches", "one-batch"])
 def test_import_twice_stores_nothing_new(
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    batch_lines: int,
 ) -> None:
+    """In batches (some clicks in a later one than their search), and in one batch."""
     use(database_url, monkeypatch)
+    monkeypatch.setattr(bulk, "BATCH_LINES", batch_lines)
     prepare(capsys)
     keyed = [doc for doc in documents(2600) if "eventId" in next(iter(doc.values()))]
     source = write_ndjson(tmp_path / "events.ndjson", keyed)
