@@ -176,6 +176,7 @@ _ALLOWED: dict[EventKind, frozenset[str]] = {
     kind: frozenset(known) | frozenset(TRAITS) for kind, known in _KNOWN.items()
 }
 KIND_NAMES = ", ".join(kind.value for kind in EventKind)
+_KINDS: dict[str, EventKind] = {kind.value: kind for kind in EventKind}
 
 
 def read_document(document: Any) -> ImportedEvent:
@@ -183,21 +184,23 @@ def read_document(document: Any) -> ImportedEvent:
     if not isinstance(document, dict) or len(document) != 1:
         raise BadParams(f"expected an object with exactly one of {KIND_NAMES}")
     [(name, fields)] = document.items()
-    try:
-        kind = EventKind(name)
-    except ValueError:
-        raise BadParams(f"unknown event type {name[:40]!r}: expected one of {KIND_NAMES}") from None
+    kind = _KINDS.get(name)
+    if kind is None:
+        raise BadParams(f"unknown event type {name[:40]!r}: expected one of {KIND_NAMES}")
     if not isinstance(fields, dict):
         raise BadParams(f"{name} must be an object")
     known = _KNOWN[kind]
     if not _ALLOWED[kind].issuperset(fields):
         unknown = sorted(set(fields) - _ALLOWED[kind])
         raise BadParams(f"unknown fields for {name}: {', '.join(u[:40] for u in unknown)}")
-    values = {}
+    values: dict[str, Any] = {}
     for wire, value in fields.items():
-        if value is not None and wire in known:  # the traits are read below
-            attribute, read = known[wire]
-            values[attribute] = read(wire, value)
+        entry = known.get(wire)  # None for the traits, read below
+        if value is None or entry is None:
+            continue
+        attribute, read = entry
+        # Most fields are strings, taken as they are: no call to check each (once per line).
+        values[attribute] = value if read is _text and type(value) is str else read(wire, value)
     device = None
     if fields.get("device") is not None:
         try:
