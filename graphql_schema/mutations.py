@@ -4,6 +4,7 @@ user."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import strawberry
 
@@ -20,6 +21,15 @@ from graphql_schema.inputs import (
     VisitInput,
 )
 from graphql_schema.types import ForgetUserResult, RecordResult
+
+# Each input arrives as the EventDraft its type's from_input hook builds (graphql_schema/drafts.py);
+# the schema keeps the declared input types.
+View = Annotated[EventDraft, strawberry.argument(graphql_type=ViewInput)]
+Search = Annotated[EventDraft, strawberry.argument(graphql_type=SearchInput)]
+Visit = Annotated[EventDraft, strawberry.argument(graphql_type=VisitInput)]
+Click = Annotated[EventDraft, strawberry.argument(graphql_type=ClickInput)]
+Feedback = Annotated[EventDraft, strawberry.argument(graphql_type=FeedbackInput)]
+Events = Annotated[list[EventDraft], strawberry.argument(graphql_type=list[EventInput])]
 
 
 async def _record(
@@ -39,30 +49,30 @@ async def _record(
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Record a page view.")
-    async def record_view(self, info: Info, input: ViewInput) -> RecordResult:
-        return (await _record(info, [input.to_draft()]))[0]
+    async def record_view(self, info: Info, input: View) -> RecordResult:
+        return (await _record(info, [input]))[0]
 
     @strawberry.mutation(description="Record a search; its queryId links later clicks to it.")
-    async def record_search(self, info: Info, input: SearchInput) -> RecordResult:
-        return (await _record(info, [input.to_draft()]))[0]
+    async def record_search(self, info: Info, input: Search) -> RecordResult:
+        return (await _record(info, [input]))[0]
 
     @strawberry.mutation(description="Record a visit.")
-    async def record_visit(self, info: Info, input: VisitInput) -> RecordResult:
-        return (await _record(info, [input.to_draft()]))[0]
+    async def record_visit(self, info: Info, input: Visit) -> RecordResult:
+        return (await _record(info, [input]))[0]
 
     @strawberry.mutation(description="Record a click on a search result.")
-    async def record_click(self, info: Info, input: ClickInput) -> RecordResult:
-        return (await _record(info, [input.to_draft()]))[0]
+    async def record_click(self, info: Info, input: Click) -> RecordResult:
+        return (await _record(info, [input]))[0]
 
     @strawberry.mutation(description="Record thumbs up/down feedback on a search result.")
-    async def record_feedback(self, info: Info, input: FeedbackInput) -> RecordResult:
-        return (await _record(info, [input.to_draft()]))[0]
+    async def record_feedback(self, info: Info, input: Feedback) -> RecordResult:
+        return (await _record(info, [input]))[0]
 
     @strawberry.mutation(
         description="Record up to 1,000 events all together: one invalid event rejects them all."
     )
-    async def record_events(self, info: Info, input: list[EventInput]) -> list[RecordResult]:
-        return await _record(info, [event.to_draft() for event in input], batch=True)
+    async def record_events(self, info: Info, input: Events) -> list[RecordResult]:
+        return await _record(info, input, batch=True)
 
     @strawberry.mutation(
         description=(

@@ -1,4 +1,4 @@
-"""Inputs built by the fast path equal what Strawberry's own conversion builds."""
+"""Every field of every event input reaches the stored event through its draft."""
 
 from __future__ import annotations
 
