@@ -73,10 +73,7 @@ async def record_valid_events(
     A bulk import passes the ``engines`` it already bound, and ``publish=False`` when nobody
     can be listening."""
     if engines is None:
-        engines = [
-            await _engine_for(runtime, principal, draft, index if batch else None)
-            for index, draft in enumerate(drafts)
-        ]
+        engines = await _engines(runtime, principal, drafts, batch)
     traits = client.traits or client_traits(client.user_agent)
     events = [
         _new_event(draft, engine, traits, now, client.door)
@@ -91,6 +88,22 @@ async def record_valid_events(
     if publish:
         await _publish(runtime, events, engines, written)
     return [RecordResult(str(w.id), w.duplicate, w.query_id) for w in written]
+
+
+async def _engines(
+    runtime: Runtime, principal: Principal | None, drafts: Sequence[EventDraft], batch: bool
+) -> list[EngineRecord]:
+    """Each draft's engine, each one named (or the default) bound once per request: a batch's
+    events mostly share one."""
+    bound: dict[str | None, EngineRecord] = {}
+    engines = []
+    for index, draft in enumerate(drafts):
+        engine = bound.get(draft.engine)
+        if engine is None:
+            engine = await _engine_for(runtime, principal, draft, index if batch else None)
+            bound[draft.engine] = engine
+        engines.append(engine)
+    return engines
 
 
 async def _engine_for(

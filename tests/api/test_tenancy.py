@@ -17,8 +17,9 @@ import pytest
 
 from app.auth.policies import EnginePolicy
 from app.main import create_app
+from app.services import accounts
 from app.services.runtime import Runtime
-from tests.api.helpers import engine_id, stored_events
+from tests.api.helpers import RECORD_EVENTS, data, engine_id, gql, stored_events
 from tests.conftest import Tenant
 
 UNKNOWN = "0123456789abcdef0123456789abcdef"
@@ -218,3 +219,27 @@ async def test_signed_jwts_with_hostile_claims_are_not_authenticated_on_rest_doo
     )
     assert await visit(client, sane, tenant.hashid) == (200, "ok")
     assert len(await stored_events(runtime)) == 1
+
+
+async def test_a_batch_binds_each_event_to_its_own_engine(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    second = await accounts.create_engine(database=runtime.database, account=tenant.account)
+    visits = [
+        {"visit": {"store": "a"}},
+        {"visit": {"store": "b", "engine": second.hashid}},
+        {"visit": {"store": "c", "engine": tenant.hashid}},
+        {"visit": {"store": "d"}},
+        {"visit": {"store": "e", "engine": second.hashid}},
+    ]
+    data(await gql(client, tenant, RECORD_EVENTS, input=visits), "recordEvents")
+    default = await engine_id(runtime, tenant.hashid)
+    other = await engine_id(runtime, second.hashid)
+    stored = await stored_events(runtime)
+    assert [event.engine_id for event in stored] == [default, other, default, default, other]
+    # An engine named again after an event it was refused for is refused at its first index.
+    foreign = [*visits[:2], {"visit": {"store": "f", "engine": other_tenant.hashid}}] * 2
+    body = await gql(client, tenant, RECORD_EVENTS, input=foreign)
+    assert body["errors"][0]["extensions"]["code"] == "access_denied"
+    assert body["errors"][0]["message"].startswith("events[2]: ")
+    assert len(await stored_events(runtime)) == len(visits)
