@@ -1,9 +1,10 @@
 """The hourly and daily rollups: the 15-minute counts summed per UTC hour and UTC day.
 
-Whatever adds to or takes from the 15-minute rollups (a write batch, a user's erasure) passes the
-same amounts here, in the same transaction, after the 15-minute rows: every writer takes the
-tables in one order and each table's rows in key order, so two writers cannot deadlock. Pruning
-raw events leaves all rollups alone.
+A write batch adds its 15-minute amounts to all three tables here, a user's erasure takes them
+out, in the transaction that writes or deletes the events: every writer takes the tables in one
+order (15-minute, hourly, daily) and each table's rows in key order, so two writers cannot
+deadlock. On PostgreSQL a batch's three upserts are one statement (one round trip). Pruning raw
+events leaves all rollups alone.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, update
+from sqlalchemy import Table, and_, delete, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.buckets import DAY_MICROS, HOUR_MICROS
-from app.storage.models import RollupDay, RollupHour
+from app.storage.models import Rollup, RollupDay, RollupHour
 
+ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
 ROLLUP_HOUR: Table = RollupHour.__table__  # type: ignore[attr-defined]
 ROLLUP_DAY: Table = RollupDay.__table__  # type: ignore[attr-defined]
 # (grain in microseconds, table), finer first
@@ -37,17 +39,28 @@ def folded(amounts: Mapping[RollupKey, int], grain: int) -> dict[RollupKey, int]
     return {key: sums[key] for key in sorted(sums) if sums[key]}
 
 
-async def add_coarse(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
-    """Add a batch's 15-minute amounts to the hourly and daily rollups."""
+async def add(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
+    """Add a batch's 15-minute amounts to the 15-minute, hourly and daily rollups."""
     if not amounts:
         return
+    grains = [dict(sorted(amounts.items()))] + [folded(amounts, grain) for grain, _ in COARSE]
+    if conn.dialect.name == "postgresql":
+        parameters = {
+            f"{table.name}_{column}": list(values)
+            for table, rows in zip(_TABLES, grains, strict=True)
+            for column, values in zip(_COLUMNS, _columns(rows), strict=True)
+        }
+        await conn.execute(_ADD_ALL, parameters)
+        return
     upserts = _UPSERTS[conn.dialect.name]
-    for grain, table in COARSE:
-        rows = [
-            {**dict(zip(_KEY, key, strict=True)), "count": count}
-            for key, count in folded(amounts, grain).items()
-        ]
-        await conn.execute(upserts[table.name], rows)
+    for table, rows in zip(_TABLES, grains, strict=True):
+        values = [{**dict(zip(_KEY, key, strict=True)), "count": n} for key, n in rows.items()]
+        await conn.execute(upserts[table.name], values)
+
+
+def _columns(rows: Mapping[RollupKey, int]) -> list[tuple[Any, ...]]:
+    """The rows as one sequence per column of ``_COLUMNS``."""
+    return list(zip(*((*key, count) for key, count in rows.items()), strict=True)) or [()] * 6
 
 
 async def subtract_coarse(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
@@ -79,8 +92,41 @@ def _upsert(builder: Any, table: Table) -> Any:
     )
 
 
+_TABLES = (ROLLUP, ROLLUP_HOUR, ROLLUP_DAY)
+_COLUMNS = (*_KEY, "count")
+_TYPES = ("bigint", "bigint", "text", "text", "boolean", "bigint")
 # One statement per dialect and table, run for every row: compiled once and cached.
 _UPSERTS = {
-    name: {table.name: _upsert(builder, table) for _, table in COARSE}
+    name: {table.name: _upsert(builder, table) for table in _TABLES}
     for name, builder in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
 }
+
+
+def _add_to(table: Table, after: str | None) -> str:
+    """One table's upsert of its arrays, rows in the order given (key order). Reading the
+    previous step's RETURNING makes PostgreSQL finish that step first: the tables are taken in
+    the order of ``_TABLES``, as every writer and erasure takes them."""
+    t = table.name
+    columns = ", ".join(_COLUMNS)
+    arrays = ", ".join(
+        f"CAST(:{t}_{name} AS {kind}[])" for name, kind in zip(_COLUMNS, _TYPES, strict=True)
+    )
+    keys = ", ".join(_KEY)
+    return (
+        f"INSERT INTO {t} AS r ({columns}) SELECT {columns} FROM unnest({arrays}) "
+        f"WITH ORDINALITY AS a({columns}, position) "
+        + (f"WHERE (SELECT count(*) FROM {after}) >= 0 " if after else "")
+        + f"ORDER BY position ON CONFLICT ({keys}) DO UPDATE SET count = r.count + excluded.count "
+        "RETURNING 1"
+    )
+
+
+def _add_all() -> str:
+    steps = []
+    for before, table in zip((None, *_TABLES[:-1]), _TABLES, strict=True):
+        after = None if before is None else f"{before.name}_added"
+        steps.append(f"{table.name}_added AS ({_add_to(table, after)})")
+    return f"WITH {', '.join(steps)} SELECT count(*) FROM {_TABLES[-1].name}_added"
+
+
+_ADD_ALL = text(_add_all())

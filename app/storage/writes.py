@@ -11,18 +11,17 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Table, and_, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.buckets import ROLLUP_MICROS, rollup_bucket
 from app.domain.events import EventKind
-from app.storage.models import SEARCHES, Event, Rollup
-from app.storage.rollups import add_coarse
+from app.storage.models import SEARCHES, Event
+from app.storage.rollups import add as add_rollups
 from app.storage.types import to_micros
 
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
-ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
 # Stay well under SQLite's and asyncpg's bound-parameter limits.
 LOOKUP_CHUNK = 500
 # From this many new rows on, PostgreSQL gets them by COPY (a bulk import's batches); below it
@@ -176,8 +175,7 @@ async def write_batch(conn: AsyncConnection, events: Sequence[NewEvent]) -> list
     await _link_to_searches(conn, events, others, outcomes)
     inserted = await _insert(conn, events, others, outcomes, rollups)
     await _mark_clicked_searches(conn, [events[i] for i in inserted], rollups)
-    await _upsert_rollups(conn, rollups)
-    await add_coarse(conn, rollups)
+    await add_rollups(conn, rollups)
 
     for index, event in enumerate(events):
         if outcomes[index] is None and event.event_id:
@@ -430,44 +428,6 @@ async def _mark_clicked_searches(
             rollups[(*key, row.is_bot)] += 1
 
 
-async def _upsert_rollups(conn: AsyncConnection, rollups: dict[RollupKey, int]) -> None:
-    if not rollups:
-        return
-    # A fixed key order keeps concurrent batches from deadlocking on the same rows.
-    values = [
-        {
-            "engine_id": engine_id,
-            "bucket": bucket,
-            "metric": metric,
-            "device": device,
-            "is_bot": is_bot,
-            "count": count,
-        }
-        for (engine_id, bucket, metric, device, is_bot), count in sorted(rollups.items())
-    ]
-    # One statement with bound parameters, run for every row: compiled once and cached, where
-    # a multi-row VALUES list was compiled again for every batch.
-    await conn.execute(_ROLLUP_UPSERTS[conn.dialect.name], values)
-
-
-def _rollup_upsert(builder: Any) -> Any:
-    statement = builder(ROLLUP)
-    return statement.on_conflict_do_update(
-        index_elements=[
-            ROLLUP.c.engine_id,
-            ROLLUP.c.bucket,
-            ROLLUP.c.metric,
-            ROLLUP.c.device,
-            ROLLUP.c.is_bot,
-        ],
-        set_={"count": ROLLUP.c.count + statement.excluded.count},
-    )
-
-
-_ROLLUP_UPSERTS = {
-    "postgresql": _rollup_upsert(postgresql.insert),
-    "sqlite": _rollup_upsert(sqlite.insert),
-}
 _RESERVE_IDS = text(
     "SELECT nextval(pg_get_serial_sequence('event', 'id')) FROM generate_series(1, :count)"
 )
