@@ -26,6 +26,11 @@ class Broker(Protocol):
         """Hand committed events to subscribers; never raises for a fan-out failure."""
         ...
 
+    def may_reach(self, channel: str) -> bool:
+        """Whether a message published on the channel now can reach a subscriber: False lets
+        a publisher skip building it. A broker shared between workers cannot tell: True."""
+        ...
+
     def subscribe(self, channels: list[str]) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
         """Messages published on any of the channels from now on; ends with SlowSubscriber."""
         ...

@@ -66,6 +66,9 @@ class MemoryBroker:
                     self._forget(subscription)
                     break
 
+    def may_reach(self, channel: str) -> bool:
+        return channel in self._subscribers
+
     @property
     def subscriber_count(self) -> int:
         return len(self._live)

@@ -66,6 +66,9 @@ class RedisBroker:
             )
         self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
 
+    def may_reach(self, channel: str) -> bool:
+        return True  # other workers' subscribers are not known here
+
     @property
     def subscriber_count(self) -> int:
         return self._local.subscriber_count

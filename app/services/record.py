@@ -207,12 +207,19 @@ async def _publish(
     engines: Sequence[EngineRecord],
     written: Sequence[Written],
 ) -> None:
-    """Tell live subscribers about what was newly stored (never about duplicates)."""
+    """Tell live subscribers about what was newly stored (never about duplicates).
+
+    Checked after the commit, as the in-process broker delivers: a message that can reach no
+    one is not built (with no subscriber, the usual case, that is most of the cost)."""
+    channels = {engine.hashid: engine_channel(engine.hashid) for engine in engines}
+    heard = {hashid for hashid, channel in channels.items() if runtime.broker.may_reach(channel)}
+    if not heard:
+        return
     by_channel: defaultdict[str, list[Message]] = defaultdict(list)
     for event, engine, outcome in zip(events, engines, written, strict=True):
-        if outcome.duplicate:
+        if outcome.duplicate or engine.hashid not in heard:
             continue
-        by_channel[engine_channel(engine.hashid)].append(
+        by_channel[channels[engine.hashid]].append(
             {
                 "id": str(outcome.id),
                 "engine": engine.hashid,

@@ -278,3 +278,24 @@ async def test_clicks_of_one_account_never_link_to_another_accounts_search(
         "feedback": 1,
         "feedback_positive": 1,
     }
+
+
+async def test_live_messages_are_built_only_when_someone_can_listen(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[tuple[str, list[dict[str, Any]]]] = []
+
+    async def publish(channel: str, messages: list[dict[str, Any]]) -> None:
+        published.append((channel, messages))
+
+    monkeypatch.setattr(runtime.broker, "publish", publish)
+    visit = {"input": {"store": "main"}}
+    data(await gql(client, tenant, record("recordVisit"), **visit), "recordVisit")
+    async with runtime.broker.subscribe([f"events:{'0' * 32}"]):  # another engine's
+        data(await gql(client, tenant, record("recordVisit"), **visit), "recordVisit")
+    assert published == []
+    async with runtime.broker.subscribe([f"events:{tenant.hashid}"]):
+        data(await gql(client, tenant, record("recordVisit"), **visit), "recordVisit")
+    assert [(channel, len(messages)) for channel, messages in published] == [
+        (f"events:{tenant.hashid}", 1)
+    ]
