@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types.arguments import InputContext
 
 from app.domain.events import AppliedFilter, EventDraft, EventKind, PageInfo, ProductType, SortInfo
@@ -56,9 +57,13 @@ _ATTRIBUTES: dict[str, tuple[str, Convert | None]] = {
 _SEARCH_ATTRIBUTES = {**_ATTRIBUTES, "page": ("page_info", _page_info)}
 
 
-FromInput = Callable[[type, Mapping[str, Any], InputContext], EventDraft]
-# Each event input type's hook, for the one-of input that holds them.
-_BUILDERS: dict[type, FromInput] = {}
+Build = Callable[[Mapping[str, Any], StrawberryConfig], EventDraft]
+_BUILDERS: dict[type, Build] = {}
+
+
+def build_draft(cls: type, value: Mapping[str, Any], config: StrawberryConfig) -> EventDraft:
+    """The draft of a value of an input type registered here, as graphql-core coerced it."""
+    return _BUILDERS[cls](value, config)
 
 
 def drafts_from_input(cls: type, kind: EventKind) -> None:
@@ -66,7 +71,9 @@ def drafts_from_input(cls: type, kind: EventKind) -> None:
     attributes = _SEARCH_ATTRIBUTES if kind is EventKind.SEARCH else _ATTRIBUTES
     plans: list[Plan] = []
 
-    def build(value: Mapping[str, Any]) -> EventDraft:
+    def build(value: Mapping[str, Any], config: StrawberryConfig) -> EventDraft:
+        if not plans:
+            plans.append(_plan(cls, config, attributes))
         fields = {}
         for name, attribute, convert in plans[0]:
             item = value.get(name)
@@ -75,13 +82,7 @@ def drafts_from_input(cls: type, kind: EventKind) -> None:
                 fields[attribute] = item if convert is None else convert(item)
         return EventDraft(kind=kind, **fields)
 
-    def from_input(_cls: type, value: Mapping[str, Any], context: InputContext) -> EventDraft:
-        if not plans:
-            plans.append(_plan(cls, context, attributes))
-        return build(value)
-
-    _BUILDERS[cls] = from_input
-    cls.__strawberry_definition__.from_input = from_input  # type: ignore[attr-defined]
+    _register(cls, build)
 
 
 def drafts_from_one_of(cls: type, fields: Mapping[str, type]) -> None:
@@ -89,20 +90,30 @@ def drafts_from_one_of(cls: type, fields: Mapping[str, type]) -> None:
     ``drafts_from_input``) into the draft of its one field."""
     builders = {name: _BUILDERS[kind_cls] for name, kind_cls in fields.items()}
 
-    def from_input(_cls: type, value: Mapping[str, Any], context: InputContext) -> EventDraft:
+    def build(value: Mapping[str, Any], config: StrawberryConfig) -> EventDraft:
         # graphql-core has checked that exactly one field is set, and not to null.
         ((name, event),) = value.items()
-        return builders[name](fields[name], event, context)
+        return builders[name](event, config)
 
+    _register(cls, build)
+
+
+def _register(cls: type, build: Build) -> None:
+    def from_input(_cls: type, value: Mapping[str, Any], context: InputContext) -> EventDraft:
+        return build(value, context.config)
+
+    _BUILDERS[cls] = build
     cls.__strawberry_definition__.from_input = from_input  # type: ignore[attr-defined]
 
 
 def _plan(
-    cls: type, context: InputContext, attributes: Mapping[str, tuple[str, Convert | None]]
+    cls: type, config: StrawberryConfig, attributes: Mapping[str, tuple[str, Convert | None]]
 ) -> Plan:
     definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
-    naming = context.config.name_converter
     return tuple(
-        (naming.from_field(field), *attributes.get(field.python_name, (field.python_name, None)))
+        (
+            config.name_converter.from_field(field),
+            *attributes.get(field.python_name, (field.python_name, None)),
+        )
         for field in definition.fields
     )

@@ -11,7 +11,7 @@ import strawberry
 from app.domain.events import EventDraft
 from app.services.privacy import forget_user
 from app.services.record import record_events
-from graphql_schema.context import Info
+from graphql_schema.context import Context, Info
 from graphql_schema.inputs import (
     ClickInput,
     EventInput,
@@ -32,10 +32,10 @@ Feedback = Annotated[EventDraft, strawberry.argument(graphql_type=FeedbackInput)
 Events = Annotated[list[EventDraft], strawberry.argument(graphql_type=list[EventInput])]
 
 
-async def _record(
-    info: Info, drafts: Sequence[EventDraft], *, batch: bool = False
+async def record(
+    context: Context, drafts: Sequence[EventDraft], *, batch: bool = False
 ) -> list[RecordResult]:
-    context = info.context
+    """Record the drafts as the caller, and answer as the mutations do."""
     outcomes = await record_events(
         runtime=context.runtime,
         principal=await context.principal(),
@@ -50,29 +50,31 @@ async def _record(
 class Mutation:
     @strawberry.mutation(description="Record a page view.")
     async def record_view(self, info: Info, input: View) -> RecordResult:
-        return (await _record(info, [input]))[0]
+        return (await record(info.context, [input]))[0]
 
     @strawberry.mutation(description="Record a search; its queryId links later clicks to it.")
     async def record_search(self, info: Info, input: Search) -> RecordResult:
-        return (await _record(info, [input]))[0]
+        return (await record(info.context, [input]))[0]
 
     @strawberry.mutation(description="Record a visit.")
     async def record_visit(self, info: Info, input: Visit) -> RecordResult:
-        return (await _record(info, [input]))[0]
+        return (await record(info.context, [input]))[0]
 
     @strawberry.mutation(description="Record a click on a search result.")
     async def record_click(self, info: Info, input: Click) -> RecordResult:
-        return (await _record(info, [input]))[0]
+        return (await record(info.context, [input]))[0]
 
     @strawberry.mutation(description="Record thumbs up/down feedback on a search result.")
     async def record_feedback(self, info: Info, input: Feedback) -> RecordResult:
-        return (await _record(info, [input]))[0]
+        return (await record(info.context, [input]))[0]
 
     @strawberry.mutation(
         description="Record up to 1,000 events all together: one invalid event rejects them all."
     )
     async def record_events(self, info: Info, input: Events) -> list[RecordResult]:
-        return await _record(info, input, batch=True)
+        # What runs is graphql_schema/batches.py's resolver, which does the same on the list
+        # graphql-core coerced, without Strawberry's item-by-item conversion.
+        return await record(info.context, input, batch=True)
 
     @strawberry.mutation(
         description=(

@@ -12,6 +12,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.settings import Settings
+from graphql_schema.batches import read_batches_directly
 from graphql_schema.extensions import OperationGuards
 from graphql_schema.mutations import Mutation
 from graphql_schema.queries import Query
@@ -44,7 +45,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: OperationGuards(rules=rules, max_tokens=tokens)
     ]
-    return Schema(
+    built = Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -52,6 +53,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         execution_context_class=SharedLiveResults,
         config=StrawberryConfig(scalar_map=SCALARS),
     )
+    read_batches_directly(built)
+    return built
 
 
 # The printed SDL (schema.graphql) is exported from this instance; limits do not change it.
