@@ -168,6 +168,9 @@ FIELDS: dict[EventKind, dict[str, tuple[str, Read]]] = {
     },
 }
 TRAITS = ("device", "isBot")
+# The readers of fields that arrive as one JSON string or integer, and which of the two
+# (``app.domain.plain_documents`` checks those without reading the document in full).
+PLAIN_TYPES: dict[Read, type] = {_text: str, _instant: str, _product_type: str, _int: int}
 # Per kind, once: every field a document of it may carry, and how to read each one.
 _KNOWN: dict[EventKind, dict[str, tuple[str, Read]]] = {
     kind: COMMON | fields for kind, fields in FIELDS.items()

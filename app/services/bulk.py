@@ -1,8 +1,8 @@
 """Bulk import and export of events, through the same recording path as every door.
 
-Import reads documents (``app.domain.event_documents``) a batch at a time, checks each one as the
-doors do, and hands batches to ``record_events``: validation, enrichment and group commit are the
-doors' own, and ``eventId`` makes a second run store nothing new. A few batches are in flight at
+Import reads documents (``app.domain.event_documents``) a batch at a time, checks each one by the
+doors' rules, builds its row (``app.services.import_rows``) and hands batches to the doors' group
+commit; ``eventId`` makes a second run store nothing new. A few batches are in flight at
 once, so reading the file overlaps committing. Export reads stored events a chunk at a time.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,21 +18,22 @@ from typing import Any, Literal
 from sqlalchemy import Row
 
 from app.auth.principal import Principal
-from app.domain.event_documents import ImportedEvent, read_document
+from app.domain.event_documents import read_document
 from app.domain.events import EventKind, event_problems
-from app.domain.user_agents import UNKNOWN_CLIENT, ClientTraits
+from app.domain.plain_documents import plain_document
 from app.errors import AccessDenied, BadParams, NotFound, SearchStatsError, Unavailable
-from app.services.record import Client, record_valid_events
+from app.services.import_rows import draft_row, plain_row
+from app.services.record import store_new_events
 from app.services.runtime import Runtime
 from app.storage import directory
 from app.storage.bulk import refresh_statistics, stored_events
 from app.storage.database import Database
 from app.storage.directory import EngineRecord
 from app.storage.outages import unavailable_when_down
+from app.storage.writes import NewEvent, Written
 
 OnError = Literal["stop", "skip"]
-Checked = tuple[ImportedEvent, EngineRecord]  # a valid event and the engine it is bound to
-DOOR = "import"
+Checked = tuple[NewEvent, EngineRecord]  # a valid event's row and the engine it is bound to
 IN_FLIGHT = 4  # batches committing while the next ones are read
 # Lines a batch holds, each batch committed in its own transaction (a request's limit,
 # MAX_BATCH, does not apply). Batches of 5,000 instead of 1,000 made a 200,000-event import a
@@ -87,23 +87,31 @@ class _Importer:
         return runtime.settings.broker_url is not None or runtime.broker.subscriber_count > 0
 
     async def check(self, document: Any, now: datetime) -> Checked:
+        """The line's row, by the doors' rules at ``now``; BadParams says what is wrong."""
         if isinstance(document, SearchStatsError):
             raise document
+        plain = plain_document(document, now=now)
+        if plain is not None:  # most lines: checked and built without a draft in between
+            engine = await self._engine(plain.fields.get("engine"))
+            return plain_row(plain, engine.id, now), engine
         imported = read_document(document)
         problems = event_problems(imported.draft, now=now)
         if problems:
             raise BadParams.of(problems)
-        # The engine exists and is the account's: a batch never fails on one event's engine.
-        hashid = imported.draft.engine
+        engine = await self._engine(imported.draft.engine)
+        return draft_row(imported, engine, now), engine
+
+    async def _engine(self, hashid: str | None) -> EngineRecord:
+        """The engine exists and is the account's: a batch never fails on one event's engine."""
         engine = self.engines.get(hashid)
         if engine is None:
             engine = await self.runtime.engines.engine_for(self.principal, hashid)
             self.engines[hashid] = engine
-        return imported, engine
+        return engine
 
-    async def submit(self, batch: list[Checked], now: datetime) -> None:
+    async def submit(self, batch: list[Checked]) -> None:
         await self.slots.acquire()
-        task = asyncio.create_task(self._store(batch, now))
+        task = asyncio.create_task(self._store(batch))
         self.tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -120,30 +128,19 @@ class _Importer:
         while self.tasks:
             await asyncio.gather(*self.tasks)
 
-    async def _store(self, batch: list[Checked], now: datetime) -> None:
-        by_traits: defaultdict[ClientTraits, list[Checked]] = defaultdict(list)
-        for checked in batch:
-            by_traits[_traits(checked[0])].append(checked)
-        for traits, events in by_traits.items():
-            results = await self._record(events, Client(door=DOOR, traits=traits), now)
-            duplicates = sum(1 for result in results if result.duplicate)
-            self.summary.duplicates += duplicates
-            self.summary.stored += len(results) - duplicates
+    async def _store(self, batch: list[Checked]) -> None:
+        events = [event for event, _ in batch]
+        engines = [engine for _, engine in batch]
+        written = await self._record(events, engines)
+        duplicates = sum(1 for outcome in written if outcome.duplicate)
+        self.summary.duplicates += duplicates
+        self.summary.stored += len(written) - duplicates
 
-    async def _record(self, events: list[Checked], client: Client, now: datetime) -> list[Any]:
-        drafts = [imported.draft for imported, _ in events]
-        engines = [engine for _, engine in events]
+    async def _record(self, events: list[NewEvent], engines: list[EngineRecord]) -> list[Written]:
         for attempt in range(RETRIES):
             try:
-                return await record_valid_events(
-                    runtime=self.runtime,
-                    principal=self.principal,
-                    drafts=drafts,
-                    client=client,
-                    batch=True,
-                    now=now,
-                    engines=engines,
-                    publish=self.publishing,
+                return await store_new_events(
+                    runtime=self.runtime, events=events, engines=engines, publish=self.publishing
                 )
             except Unavailable as error:
                 if attempt == RETRIES - 1:
@@ -156,14 +153,6 @@ def statistics_due(*, stored: int, analyzed_at: int) -> bool:
     """Whether the planner's statistics are to be refreshed, ``stored`` events into an import
     whose last refresh was at ``analyzed_at``."""
     return stored - analyzed_at >= max(ANALYZE_FIRST, ANALYZE_GROWTH * analyzed_at)
-
-
-def _traits(imported: ImportedEvent) -> ClientTraits:
-    if imported.device is None and imported.is_bot is None:
-        return UNKNOWN_CLIENT
-    return ClientTraits(
-        device=imported.device or UNKNOWN_CLIENT.device, is_bot=bool(imported.is_bot)
-    )
 
 
 async def import_events(
@@ -200,12 +189,12 @@ async def import_events(
                     break
                 continue
             if len(batch) >= batch_size:
-                await importer.submit(batch, now)
+                await importer.submit(batch)
                 batch = []
                 now = datetime.now(UTC)
                 await importer.refresh_statistics()
         if batch:
-            await importer.submit(batch, now)
+            await importer.submit(batch)
         await importer.drain()
         if importer.summary.stored:
             await refresh_statistics(runtime.database)  # stats questions plan well right after

@@ -76,9 +76,24 @@ async def record_valid_events(
         engines = await _engines(runtime, principal, drafts, batch)
     traits = client.traits or client_traits(client.user_agent)
     events = [
-        _new_event(draft, engine, traits, now, client.door)
+        new_event(draft, engine, traits, now, client.door)
         for draft, engine in zip(drafts, engines, strict=True)
     ]
+    written = await store_new_events(
+        runtime=runtime, events=events, engines=engines, publish=publish
+    )
+    return [RecordResult(str(w.id), w.duplicate, w.query_id) for w in written]
+
+
+async def store_new_events(
+    *,
+    runtime: Runtime,
+    events: Sequence[NewEvent],
+    engines: Sequence[EngineRecord],
+    publish: bool = True,
+) -> list[Written]:
+    """Group-commit events already bound to their ``engines`` and enriched, count them, and
+    publish them (a bulk import builds its rows itself)."""
     written = await runtime.recorder.record(events)
     runtime.metrics.count_events(
         (event.kind.value, event.door)
@@ -87,7 +102,7 @@ async def record_valid_events(
     )
     if publish:
         await _publish(runtime, events, engines, written)
-    return [RecordResult(str(w.id), w.duplicate, w.query_id) for w in written]
+    return written
 
 
 async def _engines(
@@ -125,7 +140,7 @@ async def _engine_of(
     return await runtime.engines.engine_for(principal, draft.engine)
 
 
-def _new_event(
+def new_event(
     draft: EventDraft, engine: EngineRecord, traits: ClientTraits, now: datetime, door: str
 ) -> NewEvent:
     kind = draft.kind
