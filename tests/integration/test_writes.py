@@ -15,7 +15,7 @@ from sqlmodel import col
 from app.domain.events import EventKind
 from app.services.runtime import Runtime
 from app.storage.models import Event, Rollup
-from app.storage.writes import COPY_ROWS, NewEvent, write_batch
+from app.storage.writes import COPY_ROWS, LOOKUP_CHUNK, NewEvent, write_batch
 from tests.api.helpers import engine_id, rollup_totals
 from tests.conftest import Tenant
 
@@ -129,3 +129,21 @@ async def test_large_batch_stores_every_row_with_its_id(runtime: Runtime, tenant
     for event, outcome in zip(events, written, strict=True):
         assert rows[outcome.id] == event.event_id
     assert len(rows) == sum(1 for w in written if not w.duplicate)
+
+
+async def test_a_batch_finds_every_stored_event_id_however_many(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    """More eventIds than one bound list holds (SQLite: one JSON array; PostgreSQL: chunks),
+    with one eventId quoted as JSON must be: each is found, answered with its stored id."""
+    engine = await engine_id(runtime, tenant.hashid)
+    event_ids = [f"e{n}" for n in range(3 * LOOKUP_CHUNK)] + ['q"uote\\d', "é ü"]
+    async with runtime.database.engine.begin() as conn:
+        first = await write_batch(conn, [visit(engine, event_id) for event_id in event_ids])
+    again = [visit(engine, event_id) for event_id in reversed(event_ids)] + [visit(engine, "new")]
+    async with runtime.database.engine.begin() as conn:
+        second = await write_batch(conn, again)
+    assert not any(outcome.duplicate for outcome in first)
+    assert [(w.id, w.duplicate) for w in second[:-1]] == [(w.id, True) for w in reversed(first)]
+    assert not second[-1].duplicate
+    assert await count(runtime, col(Event.id)) == len(event_ids) + 1
