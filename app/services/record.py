@@ -64,24 +64,16 @@ async def record_valid_events(
     client: Client,
     batch: bool = False,
     now: datetime,
-    engines: Sequence[EngineRecord] | None = None,
-    publish: bool = True,
 ) -> list[RecordResult]:
-    """``record_events`` for drafts already validated at ``now`` (a bulk import checks each
-    line itself, to name the line of a bad one): bind, enrich, group-commit, publish.
-
-    A bulk import passes the ``engines`` it already bound, and ``publish=False`` when nobody
-    can be listening."""
-    if engines is None:
-        engines = await _engines(runtime, principal, drafts, batch)
+    """``record_events`` for drafts already validated at ``now``: bind, enrich, group-commit,
+    publish."""
+    engines = await _engines(runtime, principal, drafts, batch)
     traits = client.traits or client_traits(client.user_agent)
     events = [
         new_event(draft, engine, traits, now, client.door)
         for draft, engine in zip(drafts, engines, strict=True)
     ]
-    written = await store_new_events(
-        runtime=runtime, events=events, engines=engines, publish=publish
-    )
+    written = await store_new_events(runtime=runtime, events=events, engines=engines)
     return [RecordResult(str(w.id), w.duplicate, w.query_id) for w in written]
 
 
@@ -93,7 +85,7 @@ async def store_new_events(
     publish: bool = True,
 ) -> list[Written]:
     """Group-commit events already bound to their ``engines`` and enriched, count them, and
-    publish them (a bulk import builds its rows itself)."""
+    publish them unless told nobody can be listening (a bulk import builds its rows itself)."""
     written = await runtime.recorder.record(events)
     runtime.metrics.count_events(
         (event.kind.value, event.door)
