@@ -79,13 +79,6 @@ class _Importer:
     analyzed_at: int = 0  # events stored at the last refresh of the planner's statistics
     engines: dict[str | None, EngineRecord] = field(default_factory=dict)  # bound, by hashid
 
-    @property
-    def publishing(self) -> bool:
-        """Live subscribers may hear of the events: another process's, through a shared
-        broker, or this one's. An import's own in-process broker has none."""
-        runtime = self.runtime
-        return runtime.settings.broker_url is not None or runtime.broker.subscriber_count > 0
-
     async def check(self, document: Any, now: datetime) -> Checked:
         """The line's row, by the doors' rules at ``now``; BadParams says what is wrong."""
         if isinstance(document, SearchStatsError):
@@ -139,9 +132,7 @@ class _Importer:
     async def _record(self, events: list[NewEvent], engines: list[EngineRecord]) -> list[Written]:
         for attempt in range(RETRIES):
             try:
-                return await store_new_events(
-                    runtime=self.runtime, events=events, engines=engines, publish=self.publishing
-                )
+                return await store_new_events(runtime=self.runtime, events=events, engines=engines)
             except Unavailable as error:
                 if attempt == RETRIES - 1:
                     raise

@@ -78,22 +78,17 @@ async def record_valid_events(
 
 
 async def store_new_events(
-    *,
-    runtime: Runtime,
-    events: Sequence[NewEvent],
-    engines: Sequence[EngineRecord],
-    publish: bool = True,
+    *, runtime: Runtime, events: Sequence[NewEvent], engines: Sequence[EngineRecord]
 ) -> list[Written]:
-    """Group-commit events already bound to their ``engines`` and enriched, count them, and
-    publish them unless told nobody can be listening (a bulk import builds its rows itself)."""
+    """Group-commit events already bound to their ``engines`` and enriched (a bulk import builds
+    its rows itself), count them, and publish them to whoever can hear."""
     written = await runtime.recorder.record(events)
     runtime.metrics.count_events(
         (event.kind.value, event.door)
         for event, outcome in zip(events, written, strict=True)
         if not outcome.duplicate
     )
-    if publish:
-        await _publish(runtime, events, engines, written)
+    await _publish(runtime, events, engines, written)
     return written
 
 

@@ -60,7 +60,8 @@ async def add(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
 
 def _columns(rows: Mapping[RollupKey, int]) -> list[tuple[Any, ...]]:
     """The rows as one sequence per column of ``_COLUMNS``."""
-    return list(zip(*((*key, count) for key, count in rows.items()), strict=True)) or [()] * 6
+    columns = zip(*((*key, count) for key, count in rows.items()), strict=True)
+    return list(columns) or [()] * len(_COLUMNS)
 
 
 async def subtract_coarse(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
