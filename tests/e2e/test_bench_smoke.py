@@ -129,3 +129,21 @@ def test_profile_of_a_door_runs() -> None:
     assert batches is not None, result.stdout
     assert int(batches[1].replace(",", "")) > 0
     assert float(batches[2]) >= 1
+
+
+@pytest.mark.parametrize("door", ["REST visit", "GraphQL recordVisit"])
+def test_request_cpu_runs(door: str) -> None:
+    sizes = ["--requests", "300", "--clients", "8", "--rounds", "1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.request_cpu", "--door", door, *sizes],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Both the yardstick and the door served every request (a failed one ends the run).
+    figures = re.findall(r"^(.+?): ([\d,.]+) µs CPU a request", result.stdout, re.MULTILINE)
+    assert [name for name, _ in figures] == ["bare endpoint", door]
+    assert all(float(value.replace(",", "")) > 0 for _, value in figures)
