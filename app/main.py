@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from app.collector import settle_garbage_collector
-from app.http.access_log import AccessLog
+from app.http.access_log import AccessLog, lean_log_records
 from app.http.bodies import BodyLimits
 from app.http.cors import CrossOrigin
 from app.http.health import health_routes
@@ -81,6 +81,7 @@ def _dashboard() -> list[BaseRoute]:
 
 def app_from_environment() -> Starlette:
     """The factory ``uvicorn`` workers call: settings come from the environment."""
+    lean_log_records()
     app = create_app(Settings())
     settle_garbage_collector()
     return app

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from app.http.access_log import log_config
+from app.http.access_log import lean_log_records, log_config
 from app.main import create_app
 from app.services import accounts
 from app.services.runtime import build_runtime
@@ -173,6 +173,7 @@ def main() -> None:
     for handler in config["handlers"].values():
         handler["stream"] = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
     logging.config.dictConfig(config)
+    lean_log_records()
     with (
         tempfile.TemporaryDirectory(prefix="searchstats-cpu-") as directory,
         asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,

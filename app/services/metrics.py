@@ -100,7 +100,9 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        # Labelled children, looked up once: ``labels()`` checks and copies its arguments.
         self._latency: dict[tuple[str, str], Any] = {}
+        self._event_counts: dict[tuple[str, str], Any] = {}
         self._sampler: asyncio.Task[None] | None = None
         self._subscriber_count: Callable[[], int] | None = None
 
@@ -111,8 +113,11 @@ class Metrics:
         self.commit_seconds.observe(seconds)
 
     def count_events(self, kinds_and_doors: Iterable[tuple[str, str]]) -> None:
-        for (kind, door), amount in Tally(kinds_and_doors).items():
-            self.events.labels(kind, door).inc(amount)
+        for labels, amount in Tally(kinds_and_doors).items():
+            child = self._event_counts.get(labels)
+            if child is None:
+                child = self._event_counts[labels] = self.events.labels(*labels)
+            child.inc(amount)
 
     def observe_request(self, route: str, method: str, seconds: float) -> None:
         child = self._latency.get((route, method))

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -29,9 +29,7 @@ TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 @dataclass(slots=True)
 class _Submission:
     events: Sequence[NewEvent]
-    done: asyncio.Future[list[Written]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[list[Written]]
 
 
 class Recorder:
@@ -70,10 +68,12 @@ class Recorder:
         """Store the events atomically; returns once they are committed."""
         if not self._tasks:
             raise Unavailable("the recorder is not running")
-        submission = _Submission(events)
+        submission = _Submission(events, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(submission)
-        # Shielded: a client hanging up must not cancel its events' share of a batch.
-        return await asyncio.shield(submission.done)
+        # A client hanging up cancels only this wait: the submission stays queued, its events
+        # are committed with their batch all the same (a done future is skipped when results
+        # are handed out).
+        return await submission.done
 
     async def _run(self) -> None:
         while True:

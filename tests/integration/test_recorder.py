@@ -102,6 +102,29 @@ async def test_stop_commits_what_was_already_submitted(
     await runtime.recorder.start()  # the fixture stops it again
 
 
+async def test_a_client_hanging_up_does_not_take_its_events_out_of_the_batch(
+    runtime: Runtime, principal: Principal, verifier: Database
+) -> None:
+    engine = await runtime.engines.engine_for(principal, None)
+    now = datetime.now(UTC)
+    waiters = [
+        asyncio.ensure_future(runtime.recorder.record([_event(engine.id, now, session=f"h{n}")]))
+        for n in range(10)
+    ]
+    await asyncio.sleep(0)  # every submission is queued
+    for waiter in waiters[::2]:
+        waiter.cancel()  # what a request's task gets when its client disconnects
+    kept = await asyncio.gather(*waiters[1::2])
+    await runtime.recorder.stop()  # and whatever was submitted is committed
+    await runtime.recorder.start()
+
+    assert all(waiter.cancelled() for waiter in waiters[::2])
+    assert len(kept) == 5
+    async with verifier.sessions() as session:
+        stored = set((await session.execute(select(col(Event.session_id)))).scalars())
+    assert stored == {f"h{n}" for n in range(10)}
+
+
 async def test_one_failing_submission_does_not_fail_the_others(
     runtime: Runtime, principal: Principal, caplog: pytest.LogCaptureFixture
 ) -> None:

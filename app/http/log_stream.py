@@ -1,0 +1,64 @@
+"""Log lines written once per turn of the event loop, not once per line.
+
+A busy worker logs one access line per request: written and flushed one by one, that is a
+``write`` system call per request on the serving thread. Here lines logged from the event loop's
+thread gather until the loop has run what was ready, then go out in one write. A line is never
+held longer than that turn (a fraction of a millisecond under load); a line logged from any other
+thread, or with no loop running (startup, shutdown, the command line), is written at once, with
+whatever was waiting before it, so the order of lines is kept. Exit flushes what is left
+(``logging.shutdown`` flushes every handler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+
+class LoopBatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
+    def __init__(self, stream: object = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._flush_scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called with the handler's lock held (Handler.handle).
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:  # logging never raises into the code that logs
+            self.handleError(record)
+            return
+        loop = _running_loop()
+        if loop is None:
+            self._write_pending()  # with what was waiting before it, in order
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self.lock or _NO_LOCK:
+            self._flush_scheduled = False
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:
+            # A stream that fails (a closed pipe) must not take the serving thread down.
+            self.handleError(logging.makeLogRecord({"msg": text.rstrip()}))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_NO_LOCK = threading.RLock()
