@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +36,7 @@ class Authenticator:
         self._vault = vault
         self._ttl = cache_seconds
         self._cache: dict[str, _Cached] = {}
+        self._lookups: dict[str, asyncio.Future[Any]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization or len(authorization) > MAX_HEADER:
@@ -53,14 +56,33 @@ class Authenticator:
         digest = key_digest(api_key)
         cached = self._recall("key:" + digest)
         if cached is None:
-            async with unavailable_when_down(), self._database.sessions() as session:
-                account = await directory.account_by_key_digest(session, digest)
-            cached = None if account is None else Principal(account.id, account.name)
-            self._remember("key:" + digest, cached)
+            cached = await self._looked_up_once("key:" + digest, self._account_of_key, digest)
         if cached is None:
             raise NotAuthenticated("Invalid API key")
         principal: Principal = cached
         return principal
+
+    async def _account_of_key(self, digest: str) -> Principal | None:
+        async with unavailable_when_down(), self._database.sessions() as session:
+            account = await directory.account_by_key_digest(session, digest)
+        return None if account is None else Principal(account.id, account.name)
+
+    async def _looked_up_once(
+        self, key: str, look_up: Callable[[str], Awaitable[Any]], argument: str
+    ) -> Any:
+        """``look_up(argument)``, remembered under ``key``; concurrent callers share one lookup.
+
+        When a busy credential's entry expires, every request in flight misses it at once:
+        without this each would query the database for the same answer.
+        """
+        pending = self._lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(look_up(argument))
+            self._lookups[key] = pending
+            pending.add_done_callback(lambda done: self._looked_up(key, done))
+        value = await asyncio.shield(pending)  # one caller hanging up must not fail the others
+        self._remember(key, value)
+        return value
 
     async def _by_jwt(self, token: str) -> Principal:
         try:
@@ -80,18 +102,23 @@ class Authenticator:
     async def _account_keys(self, name: str) -> tuple[Principal, list[str]]:
         cached = self._recall("account:" + name)
         if cached is None:
-            async with unavailable_when_down(), self._database.sessions() as session:
-                account = await directory.account_by_name(session, name)
-                sealed = (
-                    [] if account is None else await directory.key_ciphertexts(session, account.id)
-                )
-            keys = [key for key in map(self._vault.open, sealed) if key]
-            cached = None if account is None else (Principal(account.id, account.name), keys)
-            self._remember("account:" + name, cached)
+            cached = await self._looked_up_once("account:" + name, self._keys_of_account, name)
         if cached is None:
             raise NotAuthenticated("Invalid or expired token")
         found: tuple[Principal, list[str]] = cached
         return found
+
+    def _looked_up(self, key: str, done: asyncio.Future[Any]) -> None:
+        self._lookups.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: a failure whose callers all hung up is not an error
+
+    async def _keys_of_account(self, name: str) -> tuple[Principal, list[str]] | None:
+        async with unavailable_when_down(), self._database.sessions() as session:
+            account = await directory.account_by_name(session, name)
+            sealed = [] if account is None else await directory.key_ciphertexts(session, account.id)
+        keys = [key for key in map(self._vault.open, sealed) if key]
+        return None if account is None else (Principal(account.id, account.name), keys)
 
     def _recall(self, key: str) -> Any:
         entry = self._cache.get(key)

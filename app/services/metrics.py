@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections import Counter as Tally
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -113,7 +112,10 @@ class Metrics:
         self.commit_seconds.observe(seconds)
 
     def count_events(self, kinds_and_doors: Iterable[tuple[str, str]]) -> None:
-        for labels, amount in Tally(kinds_and_doors).items():
+        counts: dict[tuple[str, str], int] = {}  # collections.Counter costs more for one or two
+        for labels in kinds_and_doors:
+            counts[labels] = counts.get(labels, 0) + 1
+        for labels, amount in counts.items():
             child = self._event_counts.get(labels)
             if child is None:
                 child = self._event_counts[labels] = self.events.labels(*labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -11,7 +12,13 @@ import time
 import httpx
 import jwt
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.credentials import Authenticator
+from app.errors import Unavailable
+from app.services.runtime import Runtime
+from app.storage import directory
+from app.storage.directory import AccountRecord
 from tests.api.helpers import data, error_code, gql
 from tests.conftest import Tenant
 
@@ -158,3 +165,45 @@ async def test_bad_credentials_are_not_authenticated(
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     assert error_code(await gql(client, headers, ENGINES)) == "not_authenticated"
+
+
+async def test_concurrent_requests_share_one_credential_lookup(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a busy credential's cache entry expires, the requests in flight ask the database
+    once between them, not once each; a failed lookup fails them all and is not remembered."""
+    lookups: list[str] = []
+    real_by_key, real_by_name = directory.account_by_key_digest, directory.account_by_name
+
+    async def by_key(session: AsyncSession, digest: str) -> AccountRecord | None:
+        lookups.append("key")
+        await asyncio.sleep(0.01)
+        return await real_by_key(session, digest)
+
+    async def by_name(session: AsyncSession, name: str) -> AccountRecord | None:
+        lookups.append("name")
+        await asyncio.sleep(0.01)
+        return await real_by_name(session, name)
+
+    monkeypatch.setattr(directory, "account_by_key_digest", by_key)
+    monkeypatch.setattr(directory, "account_by_name", by_name)
+    token = jwt.encode(good_claims(tenant), tenant.api_key, algorithm="HS256")
+    credentials = [f"Token {tenant.api_key}", f"Bearer {token}"] * 10
+    principals = await asyncio.gather(*map(runtime.authenticator.authenticate, credentials))
+    assert {p.account_name for p in principals} == {tenant.account}
+    assert sorted(lookups) == ["key", "name"]
+
+    async def failing(session: AsyncSession, digest: str) -> AccountRecord | None:
+        lookups.append("failed")
+        await asyncio.sleep(0.01)
+        raise Unavailable(retry_after=1)
+
+    monkeypatch.setattr(directory, "account_by_key_digest", failing)
+    other = Authenticator(runtime.database, runtime.vault, cache_seconds=5)
+    outcomes = await asyncio.gather(
+        *(other.authenticate(f"Token {tenant.api_key}") for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(outcome, Unavailable) for outcome in outcomes)
+    assert lookups.count("failed") == 1
+    monkeypatch.setattr(directory, "account_by_key_digest", real_by_key)
+    assert (await other.authenticate(f"Token {tenant.api_key}")).account_name == tenant.account
