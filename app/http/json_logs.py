@@ -55,9 +55,13 @@ _new_request_id = _RequestIds()
 class JsonLines(logging.Formatter):
     """``{"time", "level", "logger", "message", "request_id", ...}`` on one line."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._cached_time = (-1, "")  # one tuple, replaced whole: safe across threads
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time_of(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -70,3 +74,14 @@ class JsonLines(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
+
+    def _time_of(self, created: float) -> str:
+        # Lines come many to a millisecond under load: the text is made once for each.
+        millisecond = int(created * 1000)
+        cached_millisecond, text = self._cached_time
+        if millisecond != cached_millisecond:
+            text = datetime.fromtimestamp(millisecond / 1000, UTC).isoformat(
+                timespec="milliseconds"
+            )
+            self._cached_time = (millisecond, text)
+        return text

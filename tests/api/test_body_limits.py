@@ -184,3 +184,25 @@ async def test_a_body_arriving_in_time_is_read(settings: Settings) -> None:
         )
         assert "errors" not in response.json(), response.text
         assert [e.query for e in await stored_events(runtime)] == ["slow but steady"]
+
+
+@pytest.mark.parametrize("name", DOORS)
+async def test_a_body_that_stops_arriving_is_refused_with_408_while_it_waits(
+    settings: Settings, name: str
+) -> None:
+    """The deadline also ends a read that is waiting, not only one that resumes late."""
+    door = DOORS[name]
+    async with serving(settings, body_timeout_seconds=0.3) as (runtime, tenant, client):
+
+        async def stalls() -> AsyncIterator[bytes]:
+            yield b'{"store": "'
+            await asyncio.sleep(5)  # never sends the rest in time
+            yield b'x"}'
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await client.post(door.path, content=stalls(), headers=headers(door, tenant))
+        assert response.status_code == 408, response.text
+        assert loop.time() - started < 1.5  # the deadline plus at most one sweep, not 5 s
+        assert door.read(response.json())[0] == CODES[name][408]
+        assert await stored_events(runtime) == []

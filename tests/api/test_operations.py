@@ -199,3 +199,19 @@ def test_other_lines_carry_the_request_id_they_were_logged_under() -> None:
         "ERROR",
     )
     assert "method" not in fields
+
+
+def test_json_lines_time_is_the_records_millisecond() -> None:
+    formatter = JsonLines()
+    times = []
+    for created in (1733300000.1239, 1733300000.1231, 1733300000.9999, 1733300001.0004, 0.0005):
+        record_ = logging.makeLogRecord({"msg": "x"})
+        record_.created = created
+        times.append(orjson.loads(formatter.format(record_))["time"])
+    assert times == [
+        "2024-12-04T08:13:20.123+00:00",
+        "2024-12-04T08:13:20.123+00:00",
+        "2024-12-04T08:13:20.999+00:00",
+        "2024-12-04T08:13:21.000+00:00",
+        "1970-01-01T00:00:00.000+00:00",
+    ]
