@@ -1,12 +1,7 @@
 """Rate limits: one rule for every door, counted per account (or anonymous client).
 
 Reads (stats, REST GETs, GraphQL queries and subscriptions) and writes (REST POSTs, GraphQL
-mutations) have separate budgets, each a sliding window counter from the ``limits`` library (the
-current window's count plus the previous window's, weighted by how much of it the sliding window
-still covers, as if the previous window's requests had come evenly spread): nearly as smooth as a
-log of every request, in constant memory and time per request, where a log of timestamps costs
-work in proportion to the rate allowed (measured: 16 µs a request at 1000/second, 29 at
-1000000/second, against 5 and 7). One account's
+mutations) have separate budgets, each a moving window from the ``limits`` library. One account's
 burst uses its own budget only: the key is the account the credential proves, not the credential
 itself, so a key and a JWT of one account share a budget. Callers without a credential (DSpace's
 anonymous doors, and failed credentials) are counted by the pseudonym of their address.
@@ -27,7 +22,7 @@ from enum import StrEnum
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from app.auth.credentials import Authenticator
@@ -56,15 +51,15 @@ class RateLimits:
             Access.READ: parse(settings.read_rate_limit),
             Access.WRITE: parse(settings.write_rate_limit),
         }
-        self._local = SlidingWindowCounterRateLimiter(MemoryStorage())
-        self._shared: SlidingWindowCounterRateLimiter | None = None
+        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._shared: MovingWindowRateLimiter | None = None
         self._pool: object | None = None
         self._shared_down_until = 0.0
         url = settings.broker_url or ""
         if url.startswith(("redis://", "rediss://")):
             self._shared = self._redis_limiter(url)
 
-    def _redis_limiter(self, url: str) -> SlidingWindowCounterRateLimiter:
+    def _redis_limiter(self, url: str) -> MovingWindowRateLimiter:
         import redis.asyncio as aioredis
 
         # Our own pool, so that stop() can close its connections.
@@ -81,7 +76,7 @@ class RateLimits:
             key_prefix=KEY_PREFIX,
             connection_pool=pool,  # type: ignore[arg-type]
         )
-        return SlidingWindowCounterRateLimiter(storage)
+        return MovingWindowRateLimiter(storage)
 
     @property
     def shared(self) -> bool:
@@ -104,7 +99,7 @@ class RateLimits:
 
     async def _count(
         self, rate: RateLimitItem, subject: str, access: Access
-    ) -> tuple[SlidingWindowCounterRateLimiter | None, bool]:
+    ) -> tuple[MovingWindowRateLimiter | None, bool]:
         """The counters that took the request, and whether it fits in the window."""
         if self._shared is not None:
             allowed = await self._hit_shared(rate, subject, access)
@@ -141,11 +136,7 @@ class RateLimits:
         self._shared_down_until = time.monotonic() + REDIS_RETRY_SECONDS
 
     async def _retry_after(
-        self,
-        limiter: SlidingWindowCounterRateLimiter,
-        rate: RateLimitItem,
-        access: Access,
-        subject: str,
+        self, limiter: MovingWindowRateLimiter, rate: RateLimitItem, access: Access, subject: str
     ) -> int:
         """Whole seconds until the window frees a slot (at least 1)."""
         try:
