@@ -18,6 +18,7 @@ after its deadline.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -79,7 +80,7 @@ class _Deadlines:
         try:
             while self._waiting:
                 await asyncio.sleep(SWEEP_SECONDS)
-                now = asyncio.get_running_loop().time()
+                now = time.monotonic()
                 for body in [body for body in self._waiting if body.deadline <= now]:
                     self._waiting.discard(body)
                     body.expire()
@@ -99,7 +100,7 @@ class _BoundedBody:
         self._receive = receive
         self._max = max_bytes
         self._timeout = timeout_seconds
-        self.deadline = asyncio.get_running_loop().time() + timeout_seconds
+        self.deadline = time.monotonic() + timeout_seconds
         self._declared = declared
         self._deadlines = deadlines
         self._reader: asyncio.Task[object] | None = None
@@ -129,7 +130,7 @@ class _BoundedBody:
         return message
 
     async def _within_deadline(self) -> Message:
-        if asyncio.get_running_loop().time() >= self.deadline:
+        if time.monotonic() >= self.deadline:
             raise self._timed_out()
         self._reader = self._reader or asyncio.current_task()
         waiting = self._receive()
