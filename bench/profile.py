@@ -165,7 +165,8 @@ def main() -> None:
             commits = group_commit(answer.read().decode())
     print(
         f"{args.door} on {args.backend}: {result.requests_per_second:,.0f} requests/s "
-        f"({result.requests_per_second * per_request:,.0f} events/s) while sampled; "
+        f"({result.requests_per_second * per_request:,.0f} events/s, p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms) while sampled; "
         f"{profile.samples:,} samples of the event loop's thread"
     )
     print()

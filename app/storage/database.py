@@ -60,7 +60,8 @@ def create_engine(
 ) -> AsyncEngine:
     """An engine; with ``writes``, each PostgreSQL statement waits at most
     ``db_write_timeout_seconds`` for its answer (asyncpg's ``command_timeout``: past it the
-    statement is cancelled in the server and ``TimeoutError`` raised)."""
+    statement is cancelled in the server and ``TimeoutError`` raised), and connections
+    autocommit."""
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(settings)
@@ -68,9 +69,13 @@ def create_engine(
         "timeout": settings.db_connect_timeout_seconds,
         "server_settings": {"application_name": "searchstats"},
     }
+    options: dict[str, Any] = {"pool_pre_ping": True, "connect_args": connect_args}
     if writes:
         connect_args["command_timeout"] = settings.db_write_timeout_seconds
-    options: dict[str, Any] = {"pool_pre_ping": True, "connect_args": connect_args}
+        # A plain batch is one statement, its own transaction (app/storage/batch_commit.py);
+        # autocommit also makes the ping before each batch one round trip, not BEGIN, ping,
+        # ROLLBACK. A batch of several statements asks for its transaction.
+        options["isolation_level"] = "AUTOCOMMIT"
     if pooled:
         size = pool_size or settings.db_pool_size
         options |= {

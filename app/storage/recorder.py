@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.errors import Unavailable
+from app.storage.batch_commit import store_batch
 from app.storage.database import Database
 from app.storage.outages import is_storage_down
-from app.storage.writes import NewEvent, Written, write_batch
+from app.storage.writes import NewEvent, Written
 
 log = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 3
@@ -114,8 +115,7 @@ class Recorder:
         started = time.perf_counter()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                async with self._database.writes.begin() as conn:
-                    written = await write_batch(conn, flat)
+                written = await store_batch(self._database, flat)
                 break
             except DBAPIError as error:
                 # PostgreSQL broke a deadlock with a concurrent batch, or one stored the same

@@ -9,10 +9,12 @@ events leaves all rollups alone.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, and_, delete, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -43,19 +45,35 @@ async def add(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
     """Add a batch's 15-minute amounts to the 15-minute, hourly and daily rollups."""
     if not amounts:
         return
-    grains = [dict(sorted(amounts.items()))] + [folded(amounts, grain) for grain, _ in COARSE]
     if conn.dialect.name == "postgresql":
-        parameters = {
-            f"{table.name}_{column}": list(values)
-            for table, rows in zip(_TABLES, grains, strict=True)
-            for column, values in zip(_COLUMNS, _columns(rows), strict=True)
-        }
-        await conn.execute(_ADD_ALL, parameters)
+        await conn.execute(_ADD_ALL, postgresql_parameters(amounts))
         return
     upserts = _UPSERTS[conn.dialect.name]
-    for table, rows in zip(_TABLES, grains, strict=True):
+    for table, rows in zip(_TABLES, _grains(amounts), strict=True):
         values = [{**dict(zip(_KEY, key, strict=True)), "count": n} for key, n in rows.items()]
         await conn.execute(upserts[table.name], values)
+
+
+def add_on_sqlite_thread(connection: sqlite3.Connection, amounts: Mapping[RollupKey, int]) -> None:
+    """``add`` on the driver's own connection, in its thread (app/storage/batch_commit.py)."""
+    for table, rows in zip(_TABLES, _grains(amounts), strict=True):
+        # One JSON array a table: one statement, not one step per row (why: batch_commit.py).
+        array = orjson.dumps([(*key, n) for key, n in rows.items()]).decode()
+        connection.execute(_SQLITE_UPSERTS[table.name], (array,))
+
+
+def postgresql_parameters(amounts: Mapping[RollupKey, int]) -> dict[str, list[Any]]:
+    """The bound arrays of ``upsert_steps``: one per table and column."""
+    return {
+        f"{table.name}_{column}": list(values)
+        for table, rows in zip(_TABLES, _grains(amounts), strict=True)
+        for column, values in zip(_COLUMNS, _columns(rows), strict=True)
+    }
+
+
+def _grains(amounts: Mapping[RollupKey, int]) -> list[dict[RollupKey, int]]:
+    """The amounts of each table of ``_TABLES``, in key order."""
+    return [dict(sorted(amounts.items()))] + [folded(amounts, grain) for grain, _ in COARSE]
 
 
 def _columns(rows: Mapping[RollupKey, int]) -> list[tuple[Any, ...]]:
@@ -122,12 +140,24 @@ def _add_to(table: Table, after: str | None) -> str:
     )
 
 
-def _add_all() -> str:
+def upsert_steps(after: str | None = None) -> str:
+    """The three upserts as the steps of a PostgreSQL ``WITH``, the first one reading ``after``
+    (an earlier step of the same statement) if given, the last one named ``rollup_day_added``."""
     steps = []
     for before, table in zip((None, *_TABLES[:-1]), _TABLES, strict=True):
-        after = None if before is None else f"{before.name}_added"
-        steps.append(f"{table.name}_added AS ({_add_to(table, after)})")
-    return f"WITH {', '.join(steps)} SELECT count(*) FROM {_TABLES[-1].name}_added"
+        previous = after if before is None else f"{before.name}_added"
+        steps.append(f"{table.name}_added AS ({_add_to(table, previous)})")
+    return ", ".join(steps)
 
 
-_ADD_ALL = text(_add_all())
+_ADD_ALL = text(f"WITH {upsert_steps()} SELECT count(*) FROM {_TABLES[-1].name}_added")
+_SQLITE_UPSERTS = {
+    table.name: (
+        f"INSERT INTO {table.name} ({', '.join(_COLUMNS)}) SELECT "
+        + ", ".join(f"json_extract(value, '$[{n}]')" for n in range(len(_COLUMNS)))
+        # WHERE true: without it SQLite would read ON CONFLICT as a join's ON.
+        + " FROM json_each(?) WHERE true ORDER BY key "
+        f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET count = count + excluded.count"
+    )
+    for table in _TABLES
+}

@@ -52,7 +52,7 @@ INSERTED = (
     "score",
     "payload",
 )
-_SQLITE_INSERT = (
+SQLITE_INSERT = (
     f"INSERT INTO event ({', '.join(INSERTED)}) VALUES ({', '.join('?' for _ in INSERTED)}) "
     "ON CONFLICT (engine_id, event_id) DO NOTHING"
 )
@@ -258,11 +258,16 @@ async def _insert(
     for index, row_id in inserted:
         event = events[index]
         outcomes[index] = Written(row_id, False, event.query_id)
-        micros = to_micros(event.occurred_at)
-        key = (event.engine_id, micros - micros % ROLLUP_MICROS)
-        for metric, amount in rollup_counters(event):
-            rollups[(*key, metric, event.device, event.is_bot)] += amount
+        count_new_event(event, rollups)
     return [index for index, _ in inserted]
+
+
+def count_new_event(event: NewEvent, rollups: defaultdict[RollupKey, int]) -> None:
+    """Add a newly stored event's counters to the batch's 15-minute rollup amounts."""
+    micros = to_micros(event.occurred_at)
+    key = (event.engine_id, micros - micros % ROLLUP_MICROS)
+    for metric, amount in rollup_counters(event):
+        rollups[(*key, metric, event.device, event.is_bot)] += amount
 
 
 async def _insert_sqlite(
@@ -279,7 +284,7 @@ async def _insert_sqlite(
     each row in turn, so the rows inserted hold the consecutive run of ids ending at
     ``last_insert_rowid()``, in the order given.
     """
-    result = await conn.exec_driver_sql(_SQLITE_INSERT, [events[i].values() for i in indexes])
+    result = await conn.exec_driver_sql(SQLITE_INSERT, [events[i].values() for i in indexes])
     stored = int(result.rowcount)
     last = int((await conn.exec_driver_sql("SELECT last_insert_rowid()")).scalar_one())
     first = last - stored + 1
@@ -489,4 +494,11 @@ def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence
         yield items[start : start + size]
 
 
-__all__ = ["Counted", "NewEvent", "Written", "rollup_counters", "write_batch"]
+__all__ = [
+    "Counted",
+    "NewEvent",
+    "Written",
+    "count_new_event",
+    "rollup_counters",
+    "write_batch",
+]

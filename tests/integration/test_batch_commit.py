@@ -1,0 +1,126 @@
+"""A plain batch's one hand-off stores what the statement-by-statement way stores, atomically."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from app.domain.buckets import DAY_MICROS, HOUR_MICROS, ROLLUP_MICROS
+from app.domain.events import EventKind
+from app.services.runtime import Runtime
+from app.storage.batch_commit import is_plain, store_batch
+from app.storage.rollups import ROLLUP, ROLLUP_DAY, ROLLUP_HOUR
+from app.storage.writes import EVENT, NewEvent, rollup_counters, write_batch
+from tests.api.helpers import engine_id
+from tests.conftest import Tenant
+from tests.integration.test_rollup_add import expected, stored
+
+START = datetime(2026, 3, 1, 23, 40, tzinfo=UTC)
+
+
+def plain_events(engine: int) -> list[NewEvent]:
+    """Every kind a plain batch holds, over two days' buckets, with every column set somewhere."""
+    events = []
+    for n in range(40):
+        kind = list(EventKind)[n % len(EventKind)]
+        events.append(
+            NewEvent(
+                engine_id=engine,
+                kind=kind,
+                occurred_at=START + timedelta(minutes=7 * n, microseconds=n),
+                received_at=START + timedelta(hours=1, microseconds=n),
+                door="test",
+                device=("desktop", "mobile", "unknown")[n % 3],
+                is_bot=n % 4 == 0,
+                session_id=f"s{n}",
+                user_id=f"u{n % 5}" if n % 2 else None,
+                query=f"query {n} é" if kind is EventKind.SEARCH else None,
+                query_id=f"q{n}" if kind is EventKind.SEARCH else None,
+                result_count=n % 3 if kind is EventKind.SEARCH else None,
+                document_id=f"d{n}" if kind is EventKind.CLICK else None,
+                content_source_id="src" if n % 5 == 0 else None,
+                product_type="book" if n % 6 == 0 else None,
+                rank=n % 4 if kind is EventKind.CLICK else None,
+                page=1 if n % 7 == 0 else None,
+                score=(1 if n % 2 else -1) if kind is EventKind.FEEDBACK else None,
+                payload={"url": f"/p/{n}", "n": n, "nested": {"a": [1, "b", None]}},
+            )
+        )
+    return events
+
+
+async def stored_rows(runtime: Runtime, engine: int) -> dict[int, dict[str, Any]]:
+    async with runtime.database.engine.connect() as conn:
+        rows = await conn.execute(select(EVENT).where(EVENT.c.engine_id == engine))
+        return {row.id: {k: v for k, v in row._asdict().items() if k != "id"} for row in rows}
+
+
+async def test_a_plain_batch_stores_what_write_batch_stores(
+    runtime: Runtime, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    one = await engine_id(runtime, tenant.hashid)
+    two = await engine_id(runtime, other_tenant.hashid)
+    assert is_plain(plain_events(one))
+
+    written = await store_batch(runtime.database, plain_events(one))
+    async with runtime.database.engine.begin() as conn:
+        reference = await write_batch(conn, plain_events(two))
+
+    ones, twos = await stored_rows(runtime, one), await stored_rows(runtime, two)
+    assert [ones[w.id] | {"engine_id": two} for w in written] == [twos[w.id] for w in reference]
+    assert [w.query_id for w in written] == [e.query_id for e in plain_events(one)]
+    assert not any(w.duplicate for w in written)
+    assert len(ones) == len(written) == len({w.id for w in written})
+
+
+async def test_a_plain_batch_rolls_up_exactly(runtime: Runtime, tenant: Tenant) -> None:
+    engine = await engine_id(runtime, tenant.hashid)
+    batches = [plain_events(engine), plain_events(engine)[::3]]
+    amounts: list[dict[tuple[int, int, str, str, bool], int]] = []
+    for events in batches:
+        await store_batch(runtime.database, events)
+        counted: dict[tuple[int, int, str, str, bool], int] = {}
+        for event in events:
+            micros = int(event.occurred_at.timestamp() * 1_000_000)
+            bucket = micros - micros % ROLLUP_MICROS
+            for metric, amount in rollup_counters(event):
+                key = (engine, bucket, metric, event.device, event.is_bot)
+                counted[key] = counted.get(key, 0) + amount
+        amounts.append(counted)
+
+    assert await stored(runtime, ROLLUP) == expected(amounts, ROLLUP_MICROS)
+    assert await stored(runtime, ROLLUP_HOUR) == expected(amounts, HOUR_MICROS)
+    assert await stored(runtime, ROLLUP_DAY) == expected(amounts, DAY_MICROS)
+    assert len(expected(amounts, DAY_MICROS)) < len(expected(amounts, ROLLUP_MICROS))
+
+
+async def test_a_failing_plain_batch_leaves_nothing(runtime: Runtime, tenant: Tenant) -> None:
+    engine = await engine_id(runtime, tenant.hashid)
+    events = plain_events(engine)
+    events[-1].engine_id = engine + 1000  # no such engine: the last row breaks a foreign key
+
+    with pytest.raises(Exception, match=r"(?i)foreign key"):
+        await store_batch(runtime.database, events)
+
+    assert await stored_rows(runtime, engine) == {}
+    assert await stored(runtime, ROLLUP) == {}
+    assert await stored(runtime, ROLLUP_DAY) == {}
+    [written] = await store_batch(runtime.database, events[:1])  # the connection serves again
+    assert list(await stored_rows(runtime, engine)) == [written.id]
+
+
+def test_plain_means_nothing_to_look_up_or_link() -> None:
+    now = datetime.now(UTC)
+
+    def event(kind: EventKind, **fields: Any) -> NewEvent:
+        kept: dict[str, Any] = {"occurred_at": now, "received_at": now, "door": "t"}
+        return NewEvent(engine_id=1, kind=kind, device="d", **kept, **fields)
+
+    assert is_plain([event(EventKind.VISIT), event(EventKind.SEARCH, query_id="q")])
+    assert is_plain([event(EventKind.CLICK, document_id="d")])
+    assert not is_plain([event(EventKind.VISIT), event(EventKind.VISIT, event_id="e")])
+    assert not is_plain([event(EventKind.CLICK, query_id="q")])
+    assert not is_plain([event(EventKind.FEEDBACK, query_id="q", score=1)])
