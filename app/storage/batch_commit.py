@@ -11,6 +11,7 @@ statements in a transaction.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ import aiosqlite
 import orjson
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.events import EventKind
 from app.storage import rollups
@@ -36,9 +38,49 @@ from app.storage.writes import (
 Result = TypeVar("Result")
 
 
-async def store_batch(database: Database, events: Sequence[NewEvent]) -> list[Written]:
-    """Store the events atomically and commit; one outcome per event, in order."""
+class HeldSqliteWriter:
+    """The group commit's own SQLite connection, kept from one plain batch to the next.
+
+    Checked out of the pool for each batch, a connection costs the batch one more turn of the
+    busy event loop: the pool's reset (a rollback on aiosqlite's thread) when it is returned,
+    before the batch's requests are answered. One writer at a time writes to SQLite anyway, so
+    the recorder keeps one. After a failure it is closed, and the next batch opens another.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._conn: AsyncConnection | None = None
+        self._driver: Any = None
+
+    async def store_plain(self, events: Sequence[NewEvent]) -> list[Written]:
+        rows, amounts = _rows_and_rollups(events)
+        if self._conn is None:
+            self._conn = await self._database.writes.connect()
+            self._driver = (await self._conn.get_raw_connection()).driver_connection
+        try:
+            ids = await _on_sqlite_thread(self._driver, _store_on_sqlite, rows, amounts)
+        except BaseException:
+            await self.close()
+            raise
+        return _written(ids, events)
+
+    async def close(self) -> None:
+        conn, self._conn, self._driver = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: it is being let go of
+                await conn.close()
+
+
+async def store_batch(
+    database: Database, events: Sequence[NewEvent], *, held: HeldSqliteWriter | None = None
+) -> list[Written]:
+    """Store the events atomically and commit; one outcome per event, in order.
+
+    ``held``: on SQLite, the connection plain batches are written on (else one of the pool's).
+    """
     if is_plain(events):
+        if held is not None and database.is_sqlite:
+            return await held.store_plain(events)
         return await _store_plain(database, events)
     async with database.writes.connect() as conn:
         if not database.is_sqlite:
@@ -57,11 +99,21 @@ def is_plain(events: Sequence[NewEvent]) -> bool:
     )
 
 
-async def _store_plain(database: Database, events: Sequence[NewEvent]) -> list[Written]:
+def _rows_and_rollups(
+    events: Sequence[NewEvent],
+) -> tuple[list[tuple[Any, ...]], dict[RollupKey, int]]:
     amounts: defaultdict[RollupKey, int] = defaultdict(int)
     for event in events:
         count_new_event(event, amounts)
-    rows = [event.values() for event in events]
+    return [event.values() for event in events], amounts
+
+
+def _written(ids: Sequence[int], events: Sequence[NewEvent]) -> list[Written]:
+    return [Written(row_id, False, e.query_id) for row_id, e in zip(ids, events, strict=True)]
+
+
+async def _store_plain(database: Database, events: Sequence[NewEvent]) -> list[Written]:
+    rows, amounts = _rows_and_rollups(events)
     async with database.writes.connect() as conn:
         if database.is_sqlite:
             driver = (await conn.get_raw_connection()).driver_connection
@@ -69,7 +121,7 @@ async def _store_plain(database: Database, events: Sequence[NewEvent]) -> list[W
         else:
             parameters = rollups.postgresql_parameters(amounts) | _event_arrays(rows)
             ids = sorted((await conn.execute(_STORE_ON_POSTGRESQL, parameters)).scalars())
-    return [Written(row_id, False, e.query_id) for row_id, e in zip(ids, events, strict=True)]
+    return _written(ids, events)
 
 
 async def _on_sqlite_thread(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.errors import Unavailable
-from app.storage.batch_commit import store_batch
+from app.storage.batch_commit import HeldSqliteWriter, store_batch
 from app.storage.database import Database
 from app.storage.outages import is_storage_down
 from app.storage.writes import NewEvent, Written
@@ -45,6 +45,8 @@ class Recorder:
         on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self._database = database
+        # One flusher writes its plain batches on a connection of its own (SQLite).
+        self._held = HeldSqliteWriter(database) if flushers == 1 else None
         self._max_batch = max_batch
         self._flushers = flushers
         # Told each committed batch's size and the seconds it took to write and commit (metrics).
@@ -64,6 +66,8 @@ class Recorder:
             self._queue.put_nowait(None)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._held is not None:
+            await self._held.close()
 
     async def record(self, events: Sequence[NewEvent]) -> list[Written]:
         """Store the events atomically; returns once they are committed."""
@@ -115,7 +119,7 @@ class Recorder:
         started = time.perf_counter()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                written = await store_batch(self._database, flat)
+                written = await store_batch(self._database, flat, held=self._held)
                 break
             except DBAPIError as error:
                 # PostgreSQL broke a deadlock with a concurrent batch, or one stored the same

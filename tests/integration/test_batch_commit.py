@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.domain.buckets import DAY_MICROS, HOUR_MICROS, ROLLUP_MICROS
 from app.domain.events import EventKind
 from app.services.runtime import Runtime
-from app.storage.batch_commit import is_plain, store_batch
+from app.storage.batch_commit import HeldSqliteWriter, is_plain, store_batch
 from app.storage.rollups import ROLLUP, ROLLUP_DAY, ROLLUP_HOUR
 from app.storage.writes import EVENT, NewEvent, rollup_counters, write_batch
 from tests.api.helpers import engine_id
@@ -97,19 +97,26 @@ async def test_a_plain_batch_rolls_up_exactly(runtime: Runtime, tenant: Tenant) 
     assert len(expected(amounts, DAY_MICROS)) < len(expected(amounts, ROLLUP_MICROS))
 
 
-async def test_a_failing_plain_batch_leaves_nothing(runtime: Runtime, tenant: Tenant) -> None:
+@pytest.mark.parametrize("held", [False, True], ids=["pooled", "held"])
+async def test_a_failing_plain_batch_leaves_nothing(
+    runtime: Runtime, tenant: Tenant, held: bool
+) -> None:
     engine = await engine_id(runtime, tenant.hashid)
     events = plain_events(engine)
     events[-1].engine_id = engine + 1000  # no such engine: the last row breaks a foreign key
+    writer = HeldSqliteWriter(runtime.database) if held else None
 
+    [first] = await store_batch(runtime.database, events[:1], held=writer)
     with pytest.raises(Exception, match=r"(?i)foreign key"):
-        await store_batch(runtime.database, events)
+        await store_batch(runtime.database, events, held=writer)
 
-    assert await stored_rows(runtime, engine) == {}
-    assert await stored(runtime, ROLLUP) == {}
-    assert await stored(runtime, ROLLUP_DAY) == {}
-    [written] = await store_batch(runtime.database, events[:1])  # the connection serves again
-    assert list(await stored_rows(runtime, engine)) == [written.id]
+    assert list(await stored_rows(runtime, engine)) == [first.id]
+    assert sum((await stored(runtime, ROLLUP_DAY)).values()) == 1  # the first batch's alone
+    # The connection serves again (a held one is replaced after a failure).
+    [written] = await store_batch(runtime.database, events[:1], held=writer)
+    assert list(await stored_rows(runtime, engine)) == [first.id, written.id]
+    if writer is not None:
+        await writer.close()
 
 
 def test_plain_means_nothing_to_look_up_or_link() -> None:

@@ -187,8 +187,14 @@ async def test_sqlite_full_disk_then_room_again(
         pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
         dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
 
+    async def reconnect() -> None:
+        # New connections for the pool and for the group commit, which keeps its own.
+        await sqlite_runtime.recorder.stop()
+        await sqlite_runtime.database.engine.dispose()
+        await sqlite_runtime.recorder.start()
+
     event.listen(engine, "connect", no_room)
-    await sqlite_runtime.database.engine.dispose()  # new connections, each with no room
+    await reconnect()  # each with no room
     try:
         payload = {"store": "x" * 36, "url": "/" + "y" * 4000}
         responses = [
@@ -201,7 +207,7 @@ async def test_sqlite_full_disk_then_room_again(
         ]
     finally:
         event.remove(engine, "connect", no_room)
-        await sqlite_runtime.database.engine.dispose()
+        await reconnect()
     statuses = {response.status_code for response in responses}
     assert 503 in statuses, statuses
     assert statuses <= {200, 503}  # the first few may still fit in free pages
