@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 
 
 class LoopBatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
@@ -37,9 +36,12 @@ class LoopBatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        with self.lock or _NO_LOCK:
+        self.acquire()  # as StreamHandler.flush does: emit and flush never interleave
+        try:
             self._flush_scheduled = False
             self._write_pending()
+        finally:
+            self.release()
 
     def _write_pending(self) -> None:
         if not self._pending:
@@ -59,6 +61,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-_NO_LOCK = threading.RLock()

@@ -172,7 +172,9 @@ _SQLITE_INSERT_ARRAY = (
 )
 
 
-# The event table's columns in ``INSERTED`` order, as PostgreSQL array types.
+# The event table's columns in ``INSERTED`` order, as PostgreSQL array types. Written out, not
+# compiled from the table: strings go as ``text``, because a cast to ``varchar(n)`` would cut an
+# over-long value silently, where the insert into the column refuses it.
 _EVENT_TYPES = {
     "engine_id": "bigint",
     "kind": "text",
