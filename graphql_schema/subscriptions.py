@@ -23,13 +23,13 @@ from graphql import (
     OperationType,
 )
 from graphql.pyutils import Path
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from app.domain.events import EventKind
 from app.services import live
 from app.services.expiry import until_expired
 from app.services.stats import StatsReport
 from graphql_schema.context import Info
+from graphql_schema.execution import AcyclicExecutionContext
 from graphql_schema.fanout import LiveSink, current_socket
 from graphql_schema.stats_args import StatsFilterInput, stats_query
 from graphql_schema.stats_types import DeviceEnum, Granularity, Stats
@@ -143,7 +143,7 @@ def _direct_sink() -> LiveSink | None:
     return LiveSink(socket, executor.encoder())
 
 
-class SharedLiveResults(StrawberryGraphQLCoreExecutionContext):
+class SharedLiveResults(AcyclicExecutionContext):
     """Executes a liveStats selection once per report for all identical subscriptions.
 
     Every watcher of a feed receives the same report: subscribers that sent the same document
