@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from app.collector import settle_garbage_collector
 from app.http.access_log import lean_log_records, log_config
 from app.main import create_app
 from app.services import accounts
@@ -134,6 +135,7 @@ async def measure(door: str, requests: int, clients: int, rounds: int, directory
     await database.dispose()
     runtime = build_runtime(settings)
     app = create_app(settings, runtime=runtime)
+    settle_garbage_collector()  # as a server's worker does once its app is built
     ours_stop = await lifespan(app)
     created = await accounts.create_account(
         database=runtime.database, vault=runtime.vault, name="b"
