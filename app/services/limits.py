@@ -1,16 +1,17 @@
 """Rate limits: one rule for every door, counted per account (or anonymous client).
 
 Reads (stats, REST GETs, GraphQL queries and subscriptions) and writes (REST POSTs, GraphQL
-mutations) have separate budgets, each a moving window from the ``limits`` library. One account's
-burst uses its own budget only: the key is the account the credential proves, not the credential
-itself, so a key and a JWT of one account share a budget. Callers without a credential (DSpace's
-anonymous doors, and failed credentials) are counted by the pseudonym of their address.
+mutations) have separate budgets, each a moving window (rates written as the ``limits`` library
+reads them). One account's burst uses its own budget only: the key is the account the credential
+proves, not the credential itself, so a key and a JWT of one account share a budget. Callers
+without a credential (DSpace's anonymous doors, and failed credentials) are counted by the
+pseudonym of their address.
 
-Counters live in this worker's memory, or in Redis when ``SEARCHSTATS_BROKER_URL`` is a Redis URL,
-so that every worker enforces one shared limit. When Redis does not answer, writes are admitted
-(an event is never lost to the limiter) and reads are counted in this worker's memory, so each
-worker allows the full read rate on its own until Redis is back; Redis is tried again a few seconds
-later.
+Counters live in this worker's memory (app/services/local_window.py), or in Redis (``limits``'
+moving window) when ``SEARCHSTATS_BROKER_URL`` is a Redis URL, so that every worker enforces one
+shared limit. When Redis does not answer, writes are admitted (an event is never lost to the
+limiter) and reads are counted in this worker's memory, so each worker allows the full read rate
+on its own until Redis is back; Redis is tried again a few seconds later.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import time
 from enum import StrEnum
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from app.auth.credentials import Authenticator
 from app.auth.principal import Principal
 from app.errors import NotAuthenticated, TooManyRequests
+from app.services.local_window import LocalMovingWindow
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class RateLimits:
             Access.READ: parse(settings.read_rate_limit),
             Access.WRITE: parse(settings.write_rate_limit),
         }
-        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._local = LocalMovingWindow()
         self._shared: MovingWindowRateLimiter | None = None
         self._pool: object | None = None
         self._shared_down_until = 0.0
@@ -90,24 +92,27 @@ class RateLimits:
     async def admit(self, subject: str, access: Access) -> None:
         """Count one request of the subject, or refuse it with ``TooManyRequests``."""
         rate = self._rates[access]
-        limiter, allowed = await self._count(rate, subject, access)
-        if limiter is not None and not allowed:
-            raise TooManyRequests(
-                f"over the {access.value} rate limit of {rate}",
-                retry_after=await self._retry_after(limiter, rate, access, subject),
-            )
-
-    async def _count(
-        self, rate: RateLimitItem, subject: str, access: Access
-    ) -> tuple[MovingWindowRateLimiter | None, bool]:
-        """The counters that took the request, and whether it fits in the window."""
         if self._shared is not None:
             allowed = await self._hit_shared(rate, subject, access)
             if allowed is not None:
-                return self._shared, allowed
+                if not allowed:
+                    raise self._refusal(
+                        rate, access, await self._shared_wait(rate, access, subject)
+                    )
+                return
             if access is Access.WRITE:
-                return None, True  # Redis does not answer: an event is never lost to the limiter
-        return self._local, await self._local.hit(rate, access.value, subject)
+                return  # Redis does not answer: an event is never lost to the limiter
+        if not self._local.hit(rate, access.value, subject):
+            raise self._refusal(
+                rate, access, self._local.seconds_until_free(rate, access.value, subject)
+            )
+
+    @staticmethod
+    def _refusal(rate: RateLimitItem, access: Access, seconds: float) -> TooManyRequests:
+        # Retry-After is in whole seconds, at least one.
+        return TooManyRequests(
+            f"over the {access.value} rate limit of {rate}", retry_after=max(1, math.ceil(seconds))
+        )
 
     async def admit_caller(self, principal: Principal | None, client: str, access: Access) -> None:
         """Count one request of an account, or of the client's address when there is none."""
@@ -135,15 +140,14 @@ class RateLimits:
             )
         self._shared_down_until = time.monotonic() + REDIS_RETRY_SECONDS
 
-    async def _retry_after(
-        self, limiter: MovingWindowRateLimiter, rate: RateLimitItem, access: Access, subject: str
-    ) -> int:
-        """Whole seconds until the window frees a slot (at least 1)."""
+    async def _shared_wait(self, rate: RateLimitItem, access: Access, subject: str) -> float:
+        """Seconds until the shared window frees a slot."""
+        assert self._shared is not None
         try:
-            stats = await limiter.get_window_stats(rate, access.value, subject)
+            stats = await self._shared.get_window_stats(rate, access.value, subject)
         except StorageError:
-            return 1
-        return max(1, math.ceil(stats.reset_time - time.time()))
+            return 1.0
+        return stats.reset_time - time.time()
 
 
 def account_subject(principal: Principal) -> str:
