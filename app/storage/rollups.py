@@ -19,7 +19,7 @@ from sqlalchemy import Table, and_, delete, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.buckets import DAY_MICROS, HOUR_MICROS
+from app.domain.buckets import DAY_MICROS, HOUR_MICROS, ROLLUP_MICROS
 from app.storage.models import Rollup, RollupDay, RollupHour
 
 ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
@@ -147,6 +147,30 @@ def upsert_steps(after: str | None = None) -> str:
     for before, table in zip((None, *_TABLES[:-1]), _TABLES, strict=True):
         previous = after if before is None else f"{before.name}_added"
         steps.append(f"{table.name}_added AS ({_add_to(table, previous)})")
+    return ", ".join(steps)
+
+
+def sum_steps(counted: str, *, after: str) -> str:
+    """The three upserts as the steps of a PostgreSQL ``WITH``, each adding up the rows of
+    ``counted`` (an earlier step with the columns of ``_COLUMNS``, 15-minute buckets) per bucket
+    of its table, in key order as ``_grains`` sorts it ("C": by code point, as Python does); the
+    first one once the earlier step ``after`` is done, the tables taken in the order of
+    ``_TABLES``, as in ``upsert_steps``."""
+    grains = (ROLLUP_MICROS, *(grain for grain, _ in COARSE))
+    steps = []
+    previous = [after, *(f"{table.name}_added" for table in _TABLES[:-1])]
+    for before, table, grain in zip(previous, _TABLES, grains, strict=True):
+        t = table.name
+        steps.append(
+            f"{t}_added AS (INSERT INTO {t} AS r ({', '.join(_COLUMNS)}) "
+            f"SELECT {', '.join(_KEY)}, sum(count) FROM (SELECT engine_id, "
+            f"bucket - bucket % {grain} AS bucket, metric, device, is_bot, count FROM {counted}"
+            f") AS c WHERE (SELECT count(*) FROM {before}) >= 0 "
+            f"GROUP BY {', '.join(_KEY)} HAVING sum(count) <> 0 "
+            'ORDER BY engine_id, bucket, metric COLLATE "C", device COLLATE "C", is_bot '
+            f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET count = r.count + excluded.count "
+            "RETURNING 1)"
+        )
     return ", ".join(steps)
 
 

@@ -1,0 +1,176 @@
+"""A write batch's transaction on SQLite, run whole on the connection's own thread."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import aiosqlite
+import orjson
+from sqlalchemy.exc import DBAPIError
+
+from app.domain.buckets import ROLLUP_MICROS
+from app.domain.events import EventKind
+from app.storage import rollups
+from app.storage.batch_plan import Plan, links_searches, outcomes
+from app.storage.writes import INSERTED, NewEvent, RollupKey, Written, count_new_event
+
+Result = TypeVar("Result")
+
+
+async def on_sqlite_thread(
+    driver: Any, function: Callable[..., Result], *arguments: object
+) -> Result:
+    """Run ``function(connection, *arguments)`` on aiosqlite's thread, the one that owns the
+    connection, as one job of its queue (what each of its own methods does, one call at a time);
+    a failure is raised as SQLAlchemy raises it from a statement."""
+    assert isinstance(driver, aiosqlite.Connection)
+    try:
+        result: Result = await driver._execute(  # type: ignore[no-untyped-call]
+            function, driver._conn, *arguments
+        )
+        return result
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(function.__name__, None, error, sqlite3.Error) from error
+
+
+def store_on_sqlite(
+    connection: sqlite3.Connection, events: Sequence[NewEvent], batch: Plan
+) -> list[Written]:
+    """The batch's transaction, ``write_batch``'s steps as few statements as can be; each
+    event's outcome, in order.
+
+    Each statement lets go of the interpreter lock while SQLite works, and taking it back from
+    the busy event loop's thread can wait for a whole switch interval (5 ms). So rows go in and
+    are looked up as one JSON array a statement, not one step per row. BEGIN IMMEDIATE takes the
+    write lock first: nothing else writes until COMMIT, so what the lookups find stays true, and
+    an insert's rows get consecutive ids ending at the last one (INTEGER PRIMARY KEY:
+    max(rowid) + 1).
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        written = _write(connection, events, batch)
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    return outcomes(batch, written)
+
+
+def _write(
+    connection: sqlite3.Connection, events: Sequence[NewEvent], batch: Plan
+) -> dict[int, Written]:
+    written = _stored_event_ids(connection, events, batch.order)
+    fresh = [i for i in batch.order if i not in written]
+    amounts: defaultdict[RollupKey, int] = defaultdict(int)
+    if links_searches(events, fresh):
+        # The searches first: an event of the batch may name one of them.
+        searches = [i for i in fresh if events[i].kind is EventKind.SEARCH]
+        others = [i for i in fresh if events[i].kind is not EventKind.SEARCH]
+        written |= _insert(connection, events, searches, amounts)
+        _link_to_searches(connection, events, others)
+        written |= _insert(connection, events, others, amounts)
+    else:
+        written |= _insert(connection, events, fresh, amounts)
+    _mark_clicked_searches(connection, [events[i] for i in fresh], amounts)
+    rollups.add_on_sqlite_thread(connection, amounts)
+    return written
+
+
+def _stored_event_ids(
+    connection: sqlite3.Connection, events: Sequence[NewEvent], indexes: list[int]
+) -> dict[int, Written]:
+    """The events whose eventId is stored already, answered with the stored row."""
+    keyed = {(events[i].engine_id, events[i].event_id): i for i in indexes if events[i].event_id}
+    if not keyed:
+        return {}
+    rows = connection.execute(_STORED_EVENT_IDS, (orjson.dumps(list(keyed)).decode(),))
+    return {
+        keyed[(engine_id, event_id)]: Written(row_id, True, query_id)
+        for row_id, engine_id, event_id, query_id in rows
+    }
+
+
+def _insert(
+    connection: sqlite3.Connection,
+    events: Sequence[NewEvent],
+    indexes: list[int],
+    amounts: defaultdict[RollupKey, int],
+) -> dict[int, Written]:
+    if not indexes:
+        return {}
+    rows = orjson.dumps([events[i].values() for i in indexes]).decode()
+    inserted = connection.execute(_INSERT_ARRAY, (rows,))
+    last = inserted.lastrowid
+    if last is None or inserted.rowcount != len(indexes):
+        raise RuntimeError(f"{inserted.rowcount} of a batch's {len(indexes)} rows inserted")
+    written = {}
+    for index, row_id in zip(indexes, range(last - len(indexes) + 1, last + 1), strict=True):
+        event = events[index]
+        count_new_event(event, amounts)
+        written[index] = Written(row_id, False, event.query_id)
+    return written
+
+
+def _link_to_searches(
+    connection: sqlite3.Connection, events: Sequence[NewEvent], indexes: list[int]
+) -> None:
+    """An event naming a recorded search's queryId takes its id, query text and count (of
+    several searches with one queryId, the last stored)."""
+    wanted = {(events[i].engine_id, events[i].query_id) for i in indexes if events[i].query_id}
+    found = {
+        (engine_id, query_id): (row_id, query, result_count)
+        for engine_id, query_id, row_id, query, result_count in connection.execute(
+            _SEARCHES, (orjson.dumps(sorted(wanted)).decode(),)
+        )
+    }
+    for index in indexes:
+        event = events[index]
+        search = found.get((event.engine_id, event.query_id))
+        if search is not None:
+            event.search_id, event.query, event.result_count = search
+
+
+def _mark_clicked_searches(
+    connection: sqlite3.Connection,
+    events: Sequence[NewEvent],
+    amounts: defaultdict[RollupKey, int],
+) -> None:
+    """Count each search once, at its own time, the first time one of its results is clicked."""
+    search_ids = sorted(
+        {e.search_id for e in events if e.kind is EventKind.CLICK and e.search_id is not None}
+    )
+    if not search_ids:
+        return
+    marked = connection.execute(_MARK_CLICKED, (orjson.dumps(search_ids).decode(),)).fetchall()
+    for engine_id, occurred_at, device, is_bot in marked:
+        bucket = occurred_at - occurred_at % ROLLUP_MICROS
+        amounts[(engine_id, bucket, "search_clicked", device, bool(is_bot))] += 1
+
+
+_INSERT_ARRAY = (
+    f"INSERT INTO event ({', '.join(INSERTED)}) SELECT "
+    + ", ".join(f"json_extract(value, '$[{n}]')" for n in range(len(INSERTED)))
+    + " FROM json_each(?) ORDER BY key"
+)
+# The keys first (CROSS JOIN: SQLite keeps that order), each looked up in the unique index;
+# the keys as ``[engine_id, value]`` pairs.
+_STORED_EVENT_IDS = (
+    "SELECT e.id, e.engine_id, e.event_id, e.query_id FROM json_each(?) AS k CROSS JOIN event AS e "
+    "WHERE e.engine_id = json_extract(k.value, '$[0]') "
+    "AND e.event_id = json_extract(k.value, '$[1]')"
+)
+# ``kind || ''`` as SEARCHES writes it (app/storage/models.py): the partial index of searches.
+# In id order, so that of several searches with one queryId the last stored is kept.
+_SEARCHES = (
+    "SELECT e.engine_id, e.query_id, e.id, e.query, e.result_count "
+    "FROM json_each(?) AS k CROSS JOIN event AS e "
+    "WHERE e.engine_id = json_extract(k.value, '$[0]') "
+    "AND e.query_id = json_extract(k.value, '$[1]') AND e.kind || '' = 'search' ORDER BY e.id"
+)
+_MARK_CLICKED = (
+    "UPDATE event SET clicked = 1 WHERE id IN (SELECT value FROM json_each(?)) AND clicked = 0 "
+    "RETURNING engine_id, occurred_at, device, is_bot"
+)
