@@ -41,7 +41,8 @@ async def store(conn: AsyncConnection, events: Sequence[NewEvent], batch: Plan) 
 
     An eventId looked up as not stored, but stored by a concurrent batch before this one's
     insert, makes the insert fail (unique_violation) and the statement write nothing: the
-    caller tells it by ``is_lost_race`` and writes the batch again some other way.
+    caller tells it by ``is_lost_race`` and writes the batch again by ``write_batch``. The
+    events linked to a search take its id, query text and count once the statement is done.
     """
     order = batch.order
     parameters = _event_arrays([events[i].values() for i in order]) | _counters(events, order)
@@ -69,8 +70,9 @@ def _counters(events: Sequence[NewEvent], order: list[int]) -> dict[str, list[st
         event = events[index]
         alone = rollup_counters(event)
         linked = alone
-        if event.query_id is not None and event.kind is not EventKind.SEARCH:
-            linked = rollup_counters(dataclasses.replace(event, search_id=event.search_id or 0))
+        if event.search_id is None and event.query_id and event.kind is not EventKind.SEARCH:
+            # As if linked: which search it is does not change the counters.
+            linked = rollup_counters(dataclasses.replace(event, search_id=0))
         counters.append(orjson.dumps(alone).decode())
         linked_counters.append(orjson.dumps([c for c in linked if c not in alone]).decode())
     return {"counters": counters, "linked_counters": linked_counters}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -18,6 +19,8 @@ from app.storage.batch_plan import Plan, links_searches, outcomes
 from app.storage.writes import INSERTED, NewEvent, RollupKey, Written, count_new_event
 
 Result = TypeVar("Result")
+# A search as a click or feedback naming it takes it: its id, query text and result count.
+Search = tuple[int, str | None, int | None]
 
 
 async def on_sqlite_thread(
@@ -51,32 +54,44 @@ def store_on_sqlite(
     """
     connection.execute("BEGIN IMMEDIATE")
     try:
-        written = _write(connection, events, batch)
+        written, links = _write(connection, events, batch)
         connection.commit()
     except BaseException:
         connection.rollback()
         raise
+    # Only now, as write_batch's caller sees them after its commit: a batch that failed may be
+    # written again, and must not carry a link to a search its rollback took away.
+    for index, (search_id, query, result_count) in links.items():
+        event = events[index]
+        event.search_id, event.query, event.result_count = search_id, query, result_count
     return outcomes(batch, written)
 
 
 def _write(
     connection: sqlite3.Connection, events: Sequence[NewEvent], batch: Plan
-) -> dict[int, Written]:
+) -> tuple[dict[int, Written], dict[int, Search]]:
+    """Each candidate's outcome, and the searches the linked ones name."""
     written = _stored_event_ids(connection, events, batch.order)
     fresh = [i for i in batch.order if i not in written]
     amounts: defaultdict[RollupKey, int] = defaultdict(int)
+    links: dict[int, Search] = {}
+    stored = list(events)  # the events as stored: a linked one replaced by its linked copy
     if links_searches(events, fresh):
         # The searches first: an event of the batch may name one of them.
         searches = [i for i in fresh if events[i].kind is EventKind.SEARCH]
         others = [i for i in fresh if events[i].kind is not EventKind.SEARCH]
-        written |= _insert(connection, events, searches, amounts)
-        _link_to_searches(connection, events, others)
-        written |= _insert(connection, events, others, amounts)
+        written |= _insert(connection, stored, searches, amounts)
+        links = _searches_named(connection, events, others)
+        for index, (search_id, query, result_count) in links.items():
+            stored[index] = replace(
+                events[index], search_id=search_id, query=query, result_count=result_count
+            )
+        written |= _insert(connection, stored, others, amounts)
     else:
-        written |= _insert(connection, events, fresh, amounts)
-    _mark_clicked_searches(connection, [events[i] for i in fresh], amounts)
+        written |= _insert(connection, stored, fresh, amounts)
+    _mark_clicked_searches(connection, [stored[i] for i in fresh], amounts)
     rollups.add_on_sqlite_thread(connection, amounts)
-    return written
+    return written, links
 
 
 def _stored_event_ids(
@@ -114,23 +129,23 @@ def _insert(
     return written
 
 
-def _link_to_searches(
+def _searches_named(
     connection: sqlite3.Connection, events: Sequence[NewEvent], indexes: list[int]
-) -> None:
-    """An event naming a recorded search's queryId takes its id, query text and count (of
-    several searches with one queryId, the last stored)."""
+) -> dict[int, Search]:
+    """For each event naming a recorded search's queryId, that search's id, query text and
+    count (of several searches with one queryId, the last stored)."""
     wanted = {(events[i].engine_id, events[i].query_id) for i in indexes if events[i].query_id}
-    found = {
+    found: dict[tuple[int, str | None], Search] = {
         (engine_id, query_id): (row_id, query, result_count)
         for engine_id, query_id, row_id, query, result_count in connection.execute(
             _SEARCHES, (orjson.dumps(sorted(wanted)).decode(),)
         )
     }
-    for index in indexes:
-        event = events[index]
-        search = found.get((event.engine_id, event.query_id))
-        if search is not None:
-            event.search_id, event.query, event.result_count = search
+    return {
+        index: found[key]
+        for index in indexes
+        if (key := (events[index].engine_id, events[index].query_id)) in found
+    }
 
 
 def _mark_clicked_searches(

@@ -191,6 +191,7 @@ async def test_a_failing_batch_leaves_nothing(runtime: Runtime, held: bool) -> N
     with pytest.raises(Exception, match=r"(?i)foreign key"):
         await store_batch(runtime.database, batch, held=writer)
 
+    assert all(e.search_id is None for e in batch)  # no link to a search rolled back
     rows = await stored_rows(runtime, one) | await stored_rows(runtime, two)
     assert sorted(rows) == sorted(w.id for w in before)
     assert not rows[before[0].id]["clicked"]  # its clicks were not stored: still unclicked
