@@ -9,7 +9,6 @@ the insert, not read back from the table.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +21,14 @@ from app.domain.buckets import ROLLUP_MICROS
 from app.domain.events import EventKind
 from app.storage import rollups
 from app.storage.batch_plan import Plan, outcomes
-from app.storage.writes import INSERTED, NewEvent, RollupKey, Written, rollup_counters
+from app.storage.writes import (
+    INSERTED,
+    NewEvent,
+    RollupKey,
+    Written,
+    linked_counters,
+    rollup_counters,
+)
 
 # PostgreSQL's unique_violation.
 UNIQUE_VIOLATION = "23505"
@@ -65,17 +71,14 @@ def _counters(events: Sequence[NewEvent], order: list[int]) -> dict[str, list[st
     """Each candidate's rollup counters, as JSON ``[[metric, amount], …]``: those it adds to
     in any case, and those it adds to only if linked to a search, which the statement finds
     out."""
-    counters, linked_counters = [], []
+    counters, if_linked = [], []
     for index in order:
         event = events[index]
-        alone = rollup_counters(event)
-        linked = alone
-        if event.search_id is None and event.query_id and event.kind is not EventKind.SEARCH:
-            # As if linked: which search it is does not change the counters.
-            linked = rollup_counters(dataclasses.replace(event, search_id=0))
-        counters.append(orjson.dumps(alone).decode())
-        linked_counters.append(orjson.dumps([c for c in linked if c not in alone]).decode())
-    return {"counters": counters, "linked_counters": linked_counters}
+        counters.append(orjson.dumps(rollup_counters(event)).decode())
+        linkable = event.search_id is None and event.query_id is not None
+        linkable = linkable and event.kind is not EventKind.SEARCH
+        if_linked.append(orjson.dumps(linked_counters(event) if linkable else []).decode())
+    return {"counters": counters, "linked_counters": if_linked}
 
 
 # The event table's columns in ``INSERTED`` order, as PostgreSQL array types. Written out, not

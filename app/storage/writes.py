@@ -476,10 +476,17 @@ def rollup_counters(event: Counted) -> list[tuple[str, int]]:
         metrics.append(("search_no_result", 1))
     elif event.kind is EventKind.FEEDBACK and event.score is not None:
         metrics.append(("feedback_positive" if event.score > 0 else "feedback_negative", 1))
-    elif event.kind is EventKind.CLICK and event.search_id is not None and event.rank is not None:
-        # Positions are 1-based: rank 0 is the first result.
-        metrics += [("linked_click", 1), ("linked_click_position", event.rank + 1)]
+    elif event.search_id is not None:
+        metrics += linked_counters(event)
     return metrics
+
+
+def linked_counters(event: Counted) -> list[tuple[str, int]]:
+    """The rollup counters an event adds to, besides its own, once linked to its search."""
+    if event.kind is EventKind.CLICK and event.rank is not None:
+        # Positions are 1-based: rank 0 is the first result.
+        return [("linked_click", 1), ("linked_click_position", event.rank + 1)]
+    return []
 
 
 def _json(payload: dict[str, Any]) -> str:
@@ -499,6 +506,7 @@ __all__ = [
     "NewEvent",
     "Written",
     "count_new_event",
+    "linked_counters",
     "rollup_counters",
     "write_batch",
 ]
