@@ -75,8 +75,11 @@ def _counters(events: Sequence[NewEvent], order: list[int]) -> dict[str, list[st
     for index in order:
         event = events[index]
         counters.append(orjson.dumps(rollup_counters(event)).decode())
-        linkable = event.search_id is None and event.query_id is not None
-        linkable = linkable and event.kind is not EventKind.SEARCH
+        linkable = (
+            event.search_id is None
+            and event.query_id is not None
+            and event.kind is not EventKind.SEARCH
+        )
         if_linked.append(orjson.dumps(linked_counters(event) if linkable else []).decode())
     return {"counters": counters, "linked_counters": if_linked}
 
