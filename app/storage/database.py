@@ -72,9 +72,9 @@ def create_engine(
     options: dict[str, Any] = {"pool_pre_ping": True, "connect_args": connect_args}
     if writes:
         connect_args["command_timeout"] = settings.db_write_timeout_seconds
-        # A plain batch is one statement, its own transaction (app/storage/batch_commit.py);
+        # A batch is one statement, its own transaction (app/storage/batch_commit.py);
         # autocommit also makes the ping before each batch one round trip, not BEGIN, ping,
-        # ROLLBACK. A batch of several statements asks for its transaction.
+        # ROLLBACK. A batch written again statement by statement asks for its transaction.
         options["isolation_level"] = "AUTOCOMMIT"
     if pooled:
         size = pool_size or settings.db_pool_size

@@ -45,7 +45,7 @@ class Recorder:
         on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self._database = database
-        # One flusher writes its plain batches on a connection of its own (SQLite).
+        # One flusher writes its batches on a connection of its own (SQLite).
         self._held = HeldSqliteWriter(database) if flushers == 1 else None
         self._max_batch = max_batch
         self._flushers = flushers
