@@ -55,9 +55,9 @@ async def add(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
 
 
 def add_on_sqlite_thread(connection: sqlite3.Connection, amounts: Mapping[RollupKey, int]) -> None:
-    """``add`` on the driver's own connection, in its thread (app/storage/batch_commit.py)."""
+    """``add`` on the driver's own connection, in its thread (app/storage/batch_sqlite.py)."""
     for table, rows in zip(_TABLES, _grains(amounts), strict=True):
-        # One JSON array a table: one statement, not one step per row (why: batch_commit.py).
+        # One JSON array a table: one statement, not one step per row (why: batch_sqlite.py).
         array = orjson.dumps([(*key, n) for key, n in rows.items()]).decode()
         connection.execute(_SQLITE_UPSERTS[table.name], (array,))
 
