@@ -7,7 +7,8 @@ PostgreSQL one statement of data-modifying ``WITH`` steps, which is its own tran
 plain batch (no eventId to look up, nothing to link to a search: what the single-event doors
 mostly send) the insert and the rollup upserts; for any other the eventId lookup, the links to
 searches and the searches marked clicked too. Both store what ``write_batch`` stores; it still
-writes a batch on PostgreSQL whose eventId a concurrent batch stored after it looked.
+writes, on PostgreSQL, a batch whose eventId a concurrent batch stored after it looked, and a
+bulk import's batches.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from app.storage import batch_postgresql
 from app.storage.batch_plan import plan
 from app.storage.batch_sqlite import on_sqlite_thread, store_on_sqlite
 from app.storage.database import Database
-from app.storage.writes import NewEvent, RollupKey, Written, count_new_event, write_batch
+from app.storage.writes import (
+    COPY_ROWS,
+    NewEvent,
+    RollupKey,
+    Written,
+    count_new_event,
+    write_batch,
+)
 
 
 class HeldSqliteWriter:
@@ -74,6 +82,16 @@ async def store_batch(
             return await on_sqlite_thread(driver, store_on_sqlite, events, plan(events))
     if is_plain(events):
         return await _store_plain_on_postgresql(database, events)
+    if len(events) < COPY_ROWS:
+        return await _store_on_postgresql(database, events)
+    # A bulk import's batch: its round trips are few for its size, and write_batch sends only
+    # the eventIds to look up, then only the new rows (by COPY), where the one statement would
+    # send every row, duplicates too (a file imported again: 106 ms a batch of 5,000 instead of
+    # 60, timed in-process).
+    return await _write_statement_by_statement(database, events)
+
+
+async def _store_on_postgresql(database: Database, events: Sequence[NewEvent]) -> list[Written]:
     try:
         async with database.writes.connect() as conn:
             return await batch_postgresql.store(conn, events, plan(events))
@@ -82,6 +100,12 @@ async def store_batch(
             raise
     # A concurrent batch stored one of the eventIds after this one looked: nothing was written.
     # write_batch's statements, each seeing what committed before it, answer it as a duplicate.
+    return await _write_statement_by_statement(database, events)
+
+
+async def _write_statement_by_statement(
+    database: Database, events: Sequence[NewEvent]
+) -> list[Written]:
     async with database.writes.connect() as conn:
         # The write pool's connections autocommit (app/storage/database.py): these statements
         # need a transaction of their own.

@@ -14,7 +14,7 @@ from app.domain.events import EventKind
 from app.services.runtime import Runtime
 from app.storage.batch_commit import HeldSqliteWriter, is_plain, store_batch
 from app.storage.rollups import ROLLUP, ROLLUP_DAY, ROLLUP_HOUR
-from app.storage.writes import NewEvent, Written, write_batch
+from app.storage.writes import COPY_ROWS, NewEvent, Written, write_batch
 from tests.api.helpers import engine_id, rollup_totals
 from tests.conftest import make_tenant
 from tests.integration.test_batch_commit import stored_rows
@@ -111,13 +111,19 @@ def linked(events: list[NewEvent], ids: dict[int, int]) -> list[tuple[Any, ...]]
 
 
 @pytest.mark.parametrize("held", [False, True], ids=["pooled", "held"])
-async def test_any_batch_stores_what_write_batch_stores(runtime: Runtime, held: bool) -> None:
+@pytest.mark.parametrize("copies", [1, COPY_ROWS // 20], ids=["request", "import"])
+async def test_any_batch_stores_what_write_batch_stores(
+    runtime: Runtime, held: bool, copies: int
+) -> None:
+    """A request's batch, and a bulk import's (on PostgreSQL written by write_batch itself)."""
     one, two, three, four = await four_engines(runtime)
     writer = HeldSqliteWriter(runtime.database) if held else None
     before = await write_reference(runtime, stored_before(one, two))
     reference_before = await write_reference(runtime, stored_before(three, four))
-    batch, reference_batch = mixed_batch(one, two), mixed_batch(three, four)
+    batch = [e for _ in range(copies) for e in mixed_batch(one, two)]
+    reference_batch = [e for _ in range(copies) for e in mixed_batch(three, four)]
     assert not is_plain(batch)
+    assert (len(batch) >= COPY_ROWS) is (copies > 1)
 
     written = await store_batch(runtime.database, batch, held=writer)
     reference = await write_reference(runtime, reference_batch)
@@ -129,13 +135,14 @@ async def test_any_batch_stores_what_write_batch_stores(runtime: Runtime, held: 
     assert [(ids[w.id], w.duplicate, w.query_id) for w in written] == [
         (r.id, r.duplicate, r.query_id) for r in reference
     ]
-    assert [w.duplicate for w in written].count(True) == 7
+    assert [w.duplicate for w in written[:21]].count(True) == 7
     assert linked(batch, ids) == linked(reference_batch, {r: r for r in ids.values()})
     # Every row as write_batch's: links, query text and count taken, searches marked clicked.
     engines = {one: three, two: four}
     rows = await stored_rows(runtime, one) | await stored_rows(runtime, two)
     reference_rows = await stored_rows(runtime, three) | await stored_rows(runtime, four)
-    assert len(rows) == len(reference_rows) == len(before) + 14
+    new = [w.duplicate for w in written].count(False)
+    assert len(rows) == len(reference_rows) == len(before) + new
     for row_id, row in rows.items():
         translated = row | {
             "engine_id": engines[row["engine_id"]],
