@@ -31,10 +31,9 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Subprotocol
 
 from bench.common import fresh_database, searchstats_server, write_section
+from bench.subscriber import Received, SubscriberProcess
 
 LIVE = """
 subscription($from: String!, $to: String!, $interval: Int!) {
@@ -43,15 +42,16 @@ subscription($from: String!, $to: String!, $interval: Int!) {
 VISIT = orjson.dumps({"store": "b0b0a7a5-5b3c-4d7e-8f9a-bb5a7e0f1c2d", "url": "/shoes"})
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
 CONNECTIONS = 32  # HTTP connections driving the ingest
-OPEN_PER_BATCH = 50  # websocket handshakes in flight at once
 
 
 class CpuMeter:
-    """CPU time used by the server (its workers included) and by this process, in cores."""
+    """CPU time used by the server (its workers included) and by the benchmark's clients (this
+    process and the subscribers' one), in cores."""
 
     def __init__(self, server_pid: int) -> None:
         self._pid = server_pid
         self._tick = os.sysconf("SC_CLK_TCK")
+        self.clients: list[int] = []  # the benchmark's processes besides this one
 
     def _server_seconds(self) -> float:
         return sum(self._cpu(pid) for pid in self._tree(self._pid)) / self._tick
@@ -69,20 +69,16 @@ class CpuMeter:
             return 0
         return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
 
+    def _client_seconds(self) -> float:
+        return time.process_time() + sum(self._cpu(pid) for pid in self.clients) / self._tick
+
     def start(self) -> tuple[float, float, float]:
-        return time.monotonic(), self._server_seconds(), time.process_time()
+        return time.monotonic(), self._server_seconds(), self._client_seconds()
 
     def shares(self, started: tuple[float, float, float]) -> tuple[float, float]:
         wall = time.monotonic() - started[0]
         server = (self._server_seconds() - started[1]) / wall
-        return server, (time.process_time() - started[2]) / wall
-
-
-@dataclass
-class Subscriber:
-    ws: ClientConnection
-    seen: list[tuple[float, int]] = field(default_factory=list)  # (arrival, visits so far)
-    ended: str | None = None
+        return server, (self._client_seconds() - started[2]) / wall
 
 
 @dataclass
@@ -141,44 +137,13 @@ async def ingest(http: aiohttp.ClientSession, *, seconds: float, rate: float | N
                 body = await response.read()
                 if response.status != 200:
                     raise RuntimeError(f"ingest refused: {response.status} {body[:200]!r}")
-            acks.append(loop.time())
+            acks.append(time.monotonic())  # the clock the subscribers read arrivals on
 
     await asyncio.gather(*(client() for _ in range(CONNECTIONS)))
     return sorted(acks)
 
 
-async def subscribe(url: str, key: str, index: int, variables: dict[str, object]) -> Subscriber:
-    ws = await connect(
-        url, subprotocols=[Subprotocol("graphql-transport-ws")], proxy=None, compression=None
-    )
-    await ws.send(
-        orjson.dumps({"type": "connection_init", "payload": {"Authorization": key}}).decode()
-    )
-    if orjson.loads(await ws.recv())["type"] != "connection_ack":
-        raise RuntimeError("connection refused")
-    payload = {"query": LIVE, "variables": variables}
-    await ws.send(
-        orjson.dumps({"id": str(index), "type": "subscribe", "payload": payload}).decode()
-    )
-    return Subscriber(ws)
-
-
-async def listen(subscriber: Subscriber) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        async for raw in subscriber.ws:
-            message = orjson.loads(raw)
-            if message["type"] == "next" and "errors" not in message["payload"]:
-                count = message["payload"]["data"]["liveStats"]["visits"]["totalCount"]
-                subscriber.seen.append((loop.time(), count))
-            elif message["type"] in ("next", "error", "complete"):
-                subscriber.ended = orjson.dumps(message["payload"]).decode()[:200]
-                return
-    except Exception as error:  # a closed connection ends the subscriber, and is counted
-        subscriber.ended = type(error).__name__
-
-
-def latencies(subscribers: Sequence[Subscriber], acks: Sequence[float], base: int) -> list[float]:
+def latencies(subscribers: Sequence[Received], acks: Sequence[float], base: int) -> list[float]:
     """For each acknowledged event and subscriber: first arrival counting it, minus its ack."""
     found: list[float] = []
     for subscriber in subscribers:
@@ -236,56 +201,38 @@ async def with_subscribers(
         "to": str(today + timedelta(days=1)),
         "interval": interval_ms,
     }
-    subscribers: list[Subscriber] = []
-    for first in range(0, args.subscribers, OPEN_PER_BATCH):
-        batch = range(first, min(first + OPEN_PER_BATCH, args.subscribers))
-        subscribers += await asyncio.gather(
-            *(subscribe(ws_url, credential, i, variables) for i in batch)
-        )
-    listeners = [asyncio.create_task(listen(s)) for s in subscribers]
-    await _until(lambda: all(s.seen or s.ended for s in subscribers), 60)
-    base = max(s.seen[0][1] for s in subscribers if s.seen)
-    started = meter.start()
-    paced = await ingest(http, seconds=args.seconds, rate=args.rate)
-    paced_cpu = meter.shares(started)
-    # Let the last interval's messages arrive before measuring the second load.
-    expected = base + len(paced)
-    await _until(lambda: all(_last(s) >= expected or s.ended for s in subscribers), 10)
-    measured = latencies(subscribers, paced, base)
-    undelivered = sum(_last(s) < expected for s in subscribers)
-    started = meter.start()
-    loaded = await ingest(http, seconds=args.seconds, rate=None)
-    loaded_cpu = meter.shares(started)
-    for subscriber in subscribers:
-        await subscriber.ws.close()
-    await asyncio.gather(*listeners)
+    process = SubscriberProcess(ws_url, credential, args.subscribers, LIVE, variables)
+    meter.clients = [process.pid]
+    try:
+        first = await process.connected()
+        base = max(s.seen[0][1] for s in first if s.seen)
+        started = meter.start()
+        paced = await ingest(http, seconds=args.seconds, rate=args.rate)
+        paced_cpu = meter.shares(started)
+        # Let the last interval's messages arrive before measuring the second load.
+        expected = base + len(paced)
+        received = await process.delivered(expected)
+        started = meter.start()
+        loaded = await ingest(http, seconds=args.seconds, rate=None)
+        loaded_cpu = meter.shares(started)
+    finally:
+        final = await process.close()
+        meter.clients = []
     return Figures(
         subscribers=args.subscribers,
-        connected=sum(1 for s in subscribers if s.seen),
+        connected=sum(1 for s in first if s.seen),
         rate=args.rate,
         interval_ms=interval_ms,
         baseline_per_s=baseline[0],
         paced_per_s=len(paced) / args.seconds,
         after_per_s=baseline[0],  # until measured, at the end of the run
         loaded_per_s=len(loaded) / args.seconds,
-        latencies_ms=measured,
-        undelivered=undelivered,
-        dropped=sum(1 for s in subscribers if s.ended and "closed" not in s.ended.lower()),
-        messages=sum(len(s.seen) for s in subscribers),
+        latencies_ms=latencies(received, paced, base),
+        undelivered=sum(s.last < expected for s in received),
+        dropped=sum(1 for s in final if s.ended),
+        messages=sum(len(s.seen) for s in final),
         cpu={"baseline": baseline[1], "paced": paced_cpu, "loaded": loaded_cpu},
     )
-
-
-def _last(subscriber: Subscriber) -> int:
-    return subscriber.seen[-1][1] if subscriber.seen else -1
-
-
-async def _until(condition: object, within: float) -> None:
-    assert callable(condition)
-    for _ in range(int(within / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
 
 
 def markdown(
