@@ -9,7 +9,8 @@ Against a real ``searchstats serve`` on loopback, in one run:
 2. --subscribers websocket clients subscribe to the same ``liveStats`` question; events are
    ingested at --rate per second for --seconds; each event's delivery latency is the time from
    its acknowledgement to the first message of each subscriber that counts it (p50, p99 over
-   every event and subscriber);
+   every event and subscriber). The subscribers run in a process of their own (see
+   ``bench.subscriber``), so reading them does not hold the ingest client's loop;
 3. ingest throughput again, with every subscriber connected and receiving;
 4. once every interval is done and the subscribers are gone, ingest with no subscriber again:
    the slowdown is against the mean of the two runs with no subscriber, so a drift of the
