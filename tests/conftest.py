@@ -8,12 +8,14 @@ not answer, its half of the suite is skipped with a clear reason, unless ``CI`` 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import hypothesis
@@ -239,3 +241,18 @@ def empty_database_url(
         yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def saved_garbage() -> Iterator[list[Any]]:
+    """What the cyclic collector finds unreachable while the test runs, kept for inspection
+    (the collector is off meanwhile: what it finds is what reference counting left behind)."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield gc.garbage
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()

@@ -4,11 +4,9 @@ and variables are freed when each operation ends, not at the cyclic collector's 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from graphql import Executor
 
 from graphql_schema.context import Context
@@ -19,19 +17,6 @@ VISIT = {"sessionId": "s", "store": "shop"}
 STATS = """
 query { stats(from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z") { visits { total } } }
 """
-
-
-@pytest.fixture
-def saved_garbage() -> Iterator[list[Any]]:
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        yield gc.garbage
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
 
 
 async def test_mutations_and_queries_leave_no_cycles(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -47,20 +47,6 @@ class Subscription:
 schema = strawberry.Schema(
     query=Query, subscription=Subscription, execution_context_class=AcyclicExecutionContext
 )
-
-
-@pytest.fixture
-def saved_garbage() -> Iterator[list[Any]]:
-    """What the cyclic collector finds unreachable while the test runs, kept for inspection."""
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        yield gc.garbage
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
 
 
 async def test_an_operation_leaves_no_cycle(saved_garbage: list[Any]) -> None:
