@@ -21,9 +21,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.events import EventKind
 from app.storage import batch_postgresql
-from app.storage.batch_plan import plan
+from app.storage.batch_plan import names_search, plan
 from app.storage.batch_sqlite import on_sqlite_thread, store_on_sqlite
 from app.storage.database import Database
 from app.storage.writes import (
@@ -116,10 +115,7 @@ async def _write_statement_by_statement(
 
 def is_plain(events: Sequence[NewEvent]) -> bool:
     """No event has an eventId to look up, none a queryId to link to its search."""
-    return all(
-        event.event_id is None and (event.query_id is None or event.kind is EventKind.SEARCH)
-        for event in events
-    )
+    return all(event.event_id is None and not names_search(event) for event in events)
 
 
 async def _store_plain_on_postgresql(

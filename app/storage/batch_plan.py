@@ -58,8 +58,11 @@ def outcomes(batch: Plan, written: Mapping[int, Written]) -> list[Written]:
     return result
 
 
+def names_search(event: NewEvent) -> bool:
+    """Whether the event (a click, a feedback) names a search to link to by its queryId."""
+    return event.query_id is not None and event.kind is not EventKind.SEARCH
+
+
 def links_searches(events: Sequence[NewEvent], indexes: Sequence[int]) -> bool:
     """Whether one of these events names a search to link to by its queryId."""
-    return any(
-        events[i].query_id is not None and events[i].kind is not EventKind.SEARCH for i in indexes
-    )
+    return any(names_search(events[i]) for i in indexes)

@@ -18,9 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.buckets import ROLLUP_MICROS
-from app.domain.events import EventKind
 from app.storage import rollups
-from app.storage.batch_plan import Plan, outcomes
+from app.storage.batch_plan import Plan, names_search, outcomes
 from app.storage.writes import (
     INSERTED,
     NewEvent,
@@ -75,11 +74,7 @@ def _counters(events: Sequence[NewEvent], order: list[int]) -> dict[str, list[st
     for index in order:
         event = events[index]
         counters.append(orjson.dumps(rollup_counters(event)).decode())
-        linkable = (
-            event.search_id is None
-            and event.query_id is not None
-            and event.kind is not EventKind.SEARCH
-        )
+        linkable = event.search_id is None and names_search(event)
         if_linked.append(orjson.dumps(linked_counters(event) if linkable else []).decode())
     return {"counters": counters, "linked_counters": if_linked}
 

@@ -45,8 +45,8 @@ class Recorder:
         on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self._database = database
-        # One flusher writes its batches on a connection of its own (SQLite).
-        self._held = HeldSqliteWriter(database) if flushers == 1 else None
+        # On SQLite, one flusher writes its batches on a connection of its own.
+        self._held = HeldSqliteWriter(database) if flushers == 1 and database.is_sqlite else None
         self._max_batch = max_batch
         self._flushers = flushers
         # Told each committed batch's size and the seconds it took to write and commit (metrics).

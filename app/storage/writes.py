@@ -52,7 +52,7 @@ INSERTED = (
     "score",
     "payload",
 )
-SQLITE_INSERT = (
+_SQLITE_INSERT = (
     f"INSERT INTO event ({', '.join(INSERTED)}) VALUES ({', '.join('?' for _ in INSERTED)}) "
     "ON CONFLICT (engine_id, event_id) DO NOTHING"
 )
@@ -284,7 +284,7 @@ async def _insert_sqlite(
     each row in turn, so the rows inserted hold the consecutive run of ids ending at
     ``last_insert_rowid()``, in the order given.
     """
-    result = await conn.exec_driver_sql(SQLITE_INSERT, [events[i].values() for i in indexes])
+    result = await conn.exec_driver_sql(_SQLITE_INSERT, [events[i].values() for i in indexes])
     stored = int(result.rowcount)
     last = int((await conn.exec_driver_sql("SELECT last_insert_rowid()")).scalar_one())
     first = last - stored + 1
