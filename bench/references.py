@@ -2,6 +2,10 @@
 
 - ``/bare``: a Starlette endpoint that parses the same JSON body and answers: the HTTP limit.
 - ``/naive``: the same, inserting one row and committing per request: the naive design.
+- ``/grouped``: the same row, committed with the rows of concurrent requests in one transaction
+  (one writer; a request is answered once its row committed), and nothing else: no credential,
+  validation, enrichment, rollups, log or metrics. What the group-commit design alone reaches on
+  the machine, the ceiling of every door built on it.
 - ``/graphql``: a plain Strawberry schema with a ``recordEvents`` mutation that takes a typed list
   of visit inputs of the same shape as ours (``[EventInput!]!``, each ``{visit: VisitInput}``), as
   a careful user would write it: Strawberry's own input conversion, its parser and validation
@@ -14,14 +18,17 @@ Run: ``python -m bench.references --database-url URL --port P`` (one uvicorn wor
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import asyncpg
 import orjson
 import strawberry
 import uvicorn
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -120,12 +127,93 @@ class PlainGraphQL(GraphQL[dict[str, object], None]):
         return {"request": request, "response": response, "engine": self.engine}
 
 
+class GroupCommit:
+    """Rows of concurrent requests inserted and committed together, one batch at a time.
+
+    Each batch is one hand-off to the database, as searchstats' own batches are: on SQLite one
+    function on a thread of its own from BEGIN to COMMIT, on PostgreSQL one statement (its own
+    transaction); a batch that took a round trip per statement would make this yardstick slower
+    than the doors it is the ceiling of.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self._url = make_url(database_url)
+        self._sqlite: sqlite3.Connection | None = None
+        self._postgresql: asyncpg.Connection | None = None
+        self._pending: list[tuple[tuple[str, str | None, str | None], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def insert(self, store: str, session_id: str | None, url: str | None) -> None:
+        """Returns once the row is committed."""
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append(((store, session_id, url), done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        await done
+
+    async def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._postgresql is not None:
+            await self._postgresql.close()
+
+    async def _write(self) -> None:
+        # What arrives while a batch commits waits for the next one.
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._store([row for row, _ in batch])
+                except Exception as error:
+                    for _, done in batch:
+                        done.set_exception(error)
+                else:
+                    for _, done in batch:
+                        done.set_result(None)
+        finally:
+            self._writer = None
+
+    async def _store(self, rows: list[tuple[str, str | None, str | None]]) -> None:
+        if self._url.get_backend_name() == "sqlite":
+            if self._sqlite is None:
+                # One batch at a time uses it, from whichever thread runs that batch.
+                self._sqlite = sqlite3.connect(
+                    self._url.database or "", isolation_level=None, check_same_thread=False
+                )
+            await asyncio.to_thread(_insert_on_sqlite, self._sqlite, rows)
+            return
+        if self._postgresql is None:
+            dsn = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._postgresql = await asyncpg.connect(dsn)
+        await self._postgresql.execute(
+            "INSERT INTO naive_event (store, session_id, url) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
+            *zip(*rows, strict=True),
+        )
+
+
+def _insert_on_sqlite(
+    connection: sqlite3.Connection, rows: list[tuple[str, str | None, str | None]]
+) -> None:
+    connection.execute("BEGIN")
+    try:
+        connection.executemany(
+            "INSERT INTO naive_event (store, session_id, url) VALUES (?, ?, ?)", rows
+        )
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
 def reference_app(database_url: str) -> Starlette:
     engine = (
         create_async_engine(database_url, pool_size=64, max_overflow=0)
         if (not database_url.startswith("sqlite"))
         else create_async_engine(database_url)
     )
+
+    group_commit = GroupCommit(database_url)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -134,6 +222,7 @@ def reference_app(database_url: str) -> Starlette:
                 await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             await conn.run_sync(metadata.create_all)
         yield
+        await group_commit.close()
         await engine.dispose()
 
     async def bare(request: Request) -> Response:
@@ -152,10 +241,16 @@ def reference_app(database_url: str) -> Starlette:
             )
         return Response(REGISTERED, media_type="application/json")
 
+    async def grouped(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        await group_commit.insert(body["store"], body.get("session_id"), body.get("url"))
+        return Response(REGISTERED, media_type="application/json")
+
     return Starlette(
         routes=[
             Route("/bare", bare, methods=["POST"]),
             Route("/naive", naive, methods=["POST"]),
+            Route("/grouped", grouped, methods=["POST"]),
             Route("/graphql", PlainGraphQL(engine), methods=["POST"]),
         ],
         lifespan=lifespan,
