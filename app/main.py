@@ -51,7 +51,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         *_dashboard(),
     ]
     middleware = [
-        Middleware(AccessLog, addresses=runtime.addresses, metrics=runtime.metrics),
+        Middleware(
+            AccessLog,
+            addresses=runtime.addresses,
+            metrics=runtime.metrics,
+            lines=settings.access_log,
+        ),
         Middleware(
             CrossOrigin,
             allow_origins=settings.cors_origins,

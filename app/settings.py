@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     body_timeout_seconds: float = Field(default=30.0, gt=0)
     log_format: Literal["json", "text"] = "json"
+    access_log: bool = True
     graphql_max_depth: int = Field(default=12, ge=2)
     graphql_max_aliases: int = Field(default=30, ge=1)
     graphql_max_tokens: int = Field(default=10_000, ge=100)

@@ -82,6 +82,7 @@ RECORD_EVENTS = f"GraphQL recordEvents, {BATCH} per request"
 BARE = "bare Starlette endpoint (same JSON parsing)"
 NAIVE = "commit per request"
 GROUPED = "group commit alone"
+QUIET_VISIT = f"{REST_VISIT}, access log off"
 PLAIN = f"plain Strawberry list input, {BATCH} per request"
 # (label, path, body, credential scheme, events per request)
 DOORS: tuple[tuple[str, str, object, str, int], ...] = (
@@ -219,14 +220,27 @@ def real_doors(
     backend: str, args: argparse.Namespace, *, workers: int, doors: tuple[str, ...]
 ) -> list[Row]:
     """Each door on its own fresh database and server."""
-    rows = []
-    for door in doors:
-        with fresh_database(backend) as url, searchstats_server(url, workers=workers) as server:
-            result, per_request = measure_door(server.url, server.api_key, door, args)
-            stop(server.process)
-            stored = asyncio.run(stored_events(url))
-            rows.append(Row(door, backend, result, stored, per_request, workers))
-    return rows
+    return [door_row(door, door, backend, args, workers=workers) for door in doors]
+
+
+def door_row(
+    label: str,
+    door: str,
+    backend: str,
+    args: argparse.Namespace,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+) -> Row:
+    """One door on a fresh database and server (``env``: its settings beyond the defaults)."""
+    with (
+        fresh_database(backend) as url,
+        searchstats_server(url, workers=workers, env=env) as server,
+    ):
+        result, per_request = measure_door(server.url, server.api_key, door, args)
+        stop(server.process)
+        stored = asyncio.run(stored_events(url))
+    return Row(label, backend, result, stored, per_request, workers)
 
 
 async def prefill(url: str, size: int) -> str:
@@ -368,6 +382,9 @@ def _measure_doors(backends: list[str], args: argparse.Namespace) -> list[Row]:
         rows.append(reference_row(NAIVE, backend, "/naive", VISIT, 1, args))
         rows.append(reference_row(GROUPED, backend, "/grouped", VISIT, 1, args))
         rows += real_doors(backend, args, workers=args.workers, doors=tuple(d[0] for d in DOORS))
+        # What the line per request costs, end to end (docs/operations.md, Logs).
+        quiet = {"SEARCHSTATS_ACCESS_LOG": "false"}
+        rows.append(door_row(QUIET_VISIT, REST_VISIT, backend, args, env=quiet))
         rows.append(reference_row(PLAIN, backend, "/graphql", GRAPHQL_BATCH, BATCH, args))
         if backend == "postgresql" and args.scale_workers > 1:
             scaled = args.scale_workers
@@ -387,7 +404,8 @@ def _doors_section(rows: list[Row], backends: list[str], args: argparse.Namespac
             "validation, rollups, log or metrics (the group-commit design alone: the ceiling of "
             "the doors built on it, on this machine); a plain Strawberry schema taking the "
             f"same {BATCH}-event `recordEvents` body as a typed list input, with its parser "
-            "and validation caches, one `executemany` and one commit per request.",
+            "and validation caches, one `executemany` and one commit per request. REST visit "
+            "runs once more with `SEARCHSTATS_ACCESS_LOG=false` (no line per request).",
             "",
             _main_table(rows),
             "",

@@ -1,6 +1,7 @@
 """CPU per request of the ASGI application itself, driven in-process without sockets.
 
     python -m bench.request_cpu [--door "REST visit"] [--requests 20000] [--clients 64] [--rounds 3]
+                                [--access-log on|off|both]
 
 The same request bodies as ``bench.ingest``, sent straight to the application's ASGI callable by
 ``--clients`` concurrent coroutines (no HTTP server, no sockets, no load generator sharing the
@@ -8,7 +9,8 @@ cores), against the bare Starlette endpoint of ``bench.references`` driven the s
 the process's CPU time per request (SQLite's own thread included) for each, alternating rounds and
 keeping each one's best, and their ratio. This isolates what the application does per request from
 the HTTP server's share, which ``bench.ingest`` measures with it; it is the loop to iterate with
-when changing the request path.
+when changing the request path. ``--access-log both`` measures the door with its access line
+(the default) and without it (``SEARCHSTATS_ACCESS_LOG=false``), alternating with the rest.
 """
 
 from __future__ import annotations
@@ -121,7 +123,9 @@ async def lifespan(app: ASGIApp) -> Callable[[], Awaitable[None]]:
     return shutdown
 
 
-async def measure(door: str, requests: int, clients: int, rounds: int, directory: Path) -> None:
+async def measure(
+    door: str, requests: int, clients: int, rounds: int, access_log: str, directory: Path
+) -> None:
     url = f"sqlite+aiosqlite:///{directory / 'searchstats.db'}"
     settings = Settings(
         database_url=url,
@@ -135,6 +139,7 @@ async def measure(door: str, requests: int, clients: int, rounds: int, directory
     await database.dispose()
     runtime = build_runtime(settings)
     app = create_app(settings, runtime=runtime)
+    quiet = create_app(settings.model_copy(update={"access_log": False}), runtime=runtime)
     settle_garbage_collector()  # as a server's worker does once its app is built
     ours_stop = await lifespan(app)
     created = await accounts.create_account(
@@ -150,17 +155,26 @@ async def measure(door: str, requests: int, clients: int, rounds: int, directory
     bare_body = orjson.dumps(VISIT)
     bare = scope_for("/bare", bare_body, [])
 
-    await drive(app, ours, body, min(requests, 2000), clients)  # warm-up: caches, engines
+    apps = {
+        "on": [(door, app)],
+        "off": [(f"{door}, access log off", quiet)],
+        "both": [(door, app), (f"{door}, access log off", quiet)],
+    }[access_log]
+    for _label, served in apps:  # warm-up: caches, engines
+        await drive(served, ours, body, min(requests, 2000), clients)
     await drive(reference, bare, bare_body, min(requests, 2000), clients)
-    best_ours = best_bare = float("inf")
+    best_bare = float("inf")
+    best = dict.fromkeys((label for label, _ in apps), float("inf"))
     for _ in range(rounds):
         best_bare = min(best_bare, await drive(reference, bare, bare_body, requests, clients))
-        best_ours = min(best_ours, await drive(app, ours, body, requests, clients))
+        for label, served in apps:
+            best[label] = min(best[label], await drive(served, ours, body, requests, clients))
     await ours_stop()
     await reference_stop()
     print(f"bare endpoint: {best_bare * 1e6:,.1f} µs CPU a request")
-    times = best_ours / best_bare
-    print(f"{door}: {best_ours * 1e6:,.1f} µs CPU a request ({times:.1f} times bare)")
+    for label, seconds in best.items():
+        times = seconds / best_bare
+        print(f"{label}: {seconds * 1e6:,.1f} µs CPU a request ({times:.1f} times bare)")
 
 
 def main() -> None:
@@ -169,6 +183,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--access-log", choices=["on", "off", "both"], default="on")
     args = parser.parse_args()
     # Logged as the server logs (one JSON access line per request), into nothing.
     config = log_config(json=True)
@@ -180,7 +195,8 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="searchstats-cpu-") as directory,
         asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
     ):
-        runner.run(measure(args.door, args.requests, args.clients, args.rounds, Path(directory)))
+        door, log = args.door, args.access_log
+        runner.run(measure(door, args.requests, args.clients, args.rounds, log, Path(directory)))
 
 
 if __name__ == "__main__":

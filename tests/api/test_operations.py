@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.http.json_logs import JsonLines
+from app.main import create_app
 from app.services.runtime import Runtime
 from tests.api.helpers import RECORD_EVENTS, gql, record
 from tests.conftest import BROWSER_UA, Tenant
@@ -215,3 +216,24 @@ def test_json_lines_time_is_the_records_millisecond() -> None:
         "2024-12-04T08:13:21.000+00:00",
         "1970-01-01T00:00:00.000+00:00",
     ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_access_log_lines_can_be_turned_off_and_nothing_else_goes(
+    runtime: Runtime, tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="searchstats.access")
+    quiet = runtime.settings.model_copy(update={"access_log": False})
+    transport = httpx.ASGITransport(app=create_app(quiet, runtime=runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        response = await http.post(
+            "/api/v2/stats/visit",
+            json={**VISIT, "hashid": tenant.hashid},
+            headers={**tenant.token, "X-Request-ID": "req-quiet"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-request-id"] == "req-quiet"
+        metrics = await scrape(http)
+    assert not [r for r in caplog.records if r.name == "searchstats.access"]
+    route = {"route": "/api/v2/stats/visit", "method": "POST"}
+    assert value(metrics, "searchstats_request_duration_seconds_count", **route) == 1

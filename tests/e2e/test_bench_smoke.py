@@ -49,7 +49,8 @@ def test_ingest_benchmark_runs(tmp_path: Path) -> None:
     )
     rows = [line for line in output.splitlines() if line.startswith(("| REST", "| GraphQL"))]
     doors = [row for row in rows if "| sqlite |" in row and row.count("|") == 11]
-    assert len(doors) == 4
+    assert len(doors) == 5
+    assert any(row.startswith("| REST visit, access log off |") for row in doors)
     # The prefill table: REST visit and recordEvents, on an empty database and over 3,000 events.
     prefilled = [row for row in rows if row.count("|") == 10]
     assert [row.split("|")[3].strip() for row in prefilled] == ["0", "0", "3,000", "3,000"]
