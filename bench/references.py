@@ -166,10 +166,12 @@ class GroupCommit:
                     await self._store([row for row, _ in batch])
                 except Exception as error:
                     for _, done in batch:
-                        done.set_exception(error)
+                        if not done.done():  # not a request cancelled meanwhile
+                            done.set_exception(error)
                 else:
                     for _, done in batch:
-                        done.set_result(None)
+                        if not done.done():
+                            done.set_result(None)
         finally:
             self._writer = None
 
