@@ -6,7 +6,7 @@ string, which may carry what users searched for. Each request gets an id (the cl
 ``X-Request-ID`` when well-formed), returned in the response's ``X-Request-ID`` and carried by every
 line logged while it is served. The same place times each request for the metrics, by route
 template (never the raw path), and counts the errors answered, by code. The line can be turned
-off (``SEARCHSTATS_ACCESS_LOG=false``: it is 12–14% of a REST event's CPU); the rest cannot: the
+off (``SEARCHSTATS_ACCESS_LOG=false``: it is 12 to 14% of a REST event's CPU); the rest cannot: the
 request id, the metrics and every other line stay.
 """
 
