@@ -23,7 +23,9 @@ from graphql_schema.inputs import (
 from graphql_schema.types import ForgetUserResult, RecordResult
 
 # Each input arrives as the EventDraft its type's from_input hook builds (graphql_schema/drafts.py);
-# the schema keeps the declared input types.
+# the schema keeps the declared input types. What runs for the event mutations is the resolver of
+# graphql_schema/batches.py, which does the same from the values graphql-core coerced, without
+# Strawberry's conversion: these resolvers declare the fields and their arguments.
 View = Annotated[EventDraft, strawberry.argument(graphql_type=ViewInput)]
 Search = Annotated[EventDraft, strawberry.argument(graphql_type=SearchInput)]
 Visit = Annotated[EventDraft, strawberry.argument(graphql_type=VisitInput)]
@@ -72,8 +74,6 @@ class Mutation:
         description="Record up to 1,000 events all together: one invalid event rejects them all."
     )
     async def record_events(self, info: Info, input: Events) -> list[RecordResult]:
-        # What runs is graphql_schema/batches.py's resolver, which does the same on the list
-        # graphql-core coerced, without Strawberry's item-by-item conversion.
         return await record(info.context, input, batch=True)
 
     @strawberry.mutation(

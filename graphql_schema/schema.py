@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import MaxIntrospectionDepthRule, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.settings import Settings
-from graphql_schema.batches import read_batches_directly
+from graphql_schema.batches import read_inputs_directly
 from graphql_schema.extensions import OperationGuards
+from graphql_schema.guards_runner import guarded_runner
 from graphql_schema.mutations import Mutation
 from graphql_schema.queries import Query
 from graphql_schema.scalars import SCALARS
@@ -21,6 +23,15 @@ from graphql_schema.subscriptions import SharedLiveResults, Subscription
 
 
 class Schema(strawberry.Schema):
+    def __init__(self, *, guards: OperationGuards, **options: Any) -> None:
+        super().__init__(**options)
+        self.guards = guards
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return guarded_runner(execution_context, extensions, self.guards)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -41,19 +52,15 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if not settings.graphql_introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
-    tokens = settings.graphql_max_tokens
-    extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: OperationGuards(rules=rules, max_tokens=tokens)
-    ]
     built = Schema(
+        guards=OperationGuards(rules=rules, max_tokens=settings.graphql_max_tokens),
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=extensions,
         execution_context_class=SharedLiveResults,
         config=StrawberryConfig(scalar_map=SCALARS),
     )
-    read_batches_directly(built)
+    read_inputs_directly(built)
     return built
 
 
