@@ -6,14 +6,13 @@ it through an exit stack. With one extension, that machinery cost more than the 
 about a tenth of a single-event mutation's CPU (docs/performance.md). Here each stage is a small
 context manager of its own that calls the guards (graphql_schema/extensions.py) at the point where
 the hook ran, the "after" part only when the stage raised nothing, as with a hook's ``yield``.
-The schema has no Strawberry extension left (``guarded_runner`` refuses one).
+The schema has no Strawberry extension left (graphql_schema/schema.py refuses one).
 """
 
 from __future__ import annotations
 
 from types import TracebackType
 
-from strawberry.extensions import SchemaExtension
 from strawberry.extensions.context import (
     ExecutingContextManager,
     OperationContextManager,
@@ -46,17 +45,6 @@ class GuardedRunner(SchemaExtensionsRunner):
 
     def on_stream_result(self, result: StreamExecutionResult) -> StreamResultContextManager:
         return _StreamResult(self._guards, result)
-
-
-def guarded_runner(
-    execution_context: ExecutionContext,
-    extensions: list[SchemaExtension],
-    guards: OperationGuards,
-) -> GuardedRunner:
-    if extensions:
-        # Their hooks would not run: the stages below call the guards alone.
-        raise TypeError(f"unexpected schema extensions: {extensions}")
-    return GuardedRunner(execution_context, guards)
 
 
 class _Stage:

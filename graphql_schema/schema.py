@@ -15,7 +15,7 @@ from strawberry.types import ExecutionContext
 from app.settings import Settings
 from graphql_schema.batches import read_inputs_directly
 from graphql_schema.extensions import OperationGuards
-from graphql_schema.guards_runner import guarded_runner
+from graphql_schema.guards_runner import GuardedRunner
 from graphql_schema.mutations import Mutation
 from graphql_schema.queries import Query
 from graphql_schema.scalars import SCALARS
@@ -23,14 +23,19 @@ from graphql_schema.subscriptions import SharedLiveResults, Subscription
 
 
 class Schema(strawberry.Schema):
+    """Strawberry's schema, each operation guarded by ``guards`` at every stage."""
+
     def __init__(self, *, guards: OperationGuards, **options: Any) -> None:
         super().__init__(**options)
+        if self.extensions or self.directives:
+            # Their hooks would never run: the runner calls the guards alone.
+            raise TypeError("this schema runs its guards only: no extension, no directive")
         self.guards = guards
 
     def create_extensions_runner(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
     ) -> SchemaExtensionsRunner:
-        return guarded_runner(execution_context, extensions, self.guards)
+        return GuardedRunner(execution_context, self.guards)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

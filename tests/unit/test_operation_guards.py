@@ -6,10 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import strawberry
+from strawberry.extensions import MaskErrors
 
 from app.settings import Settings
 from graphql_schema import extensions
-from graphql_schema.schema import build_schema
+from graphql_schema.schema import Schema, build_schema
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
 
@@ -52,4 +54,32 @@ async def test_the_cache_keeps_rule_sets_apart(validations: Callable[[], int]) -
 async def test_a_syntax_error_is_answered_with_its_code() -> None:
     result = await build_schema(_settings()).execute("{ __typename ")
     assert result.errors
+    assert result.errors[0].extensions == {"code": "bad_params"}
+
+
+async def test_a_strawberry_extension_is_refused_as_it_would_never_run() -> None:
+    # The schema's runner calls its guards alone: an extension's hooks would be skipped silently.
+    @strawberry.type
+    class Query:
+        @strawberry.field
+        def ok(self) -> bool:
+            return True
+
+    guards = extensions.OperationGuards(rules=[], max_tokens=1000)
+    schema = Schema(guards=guards, query=Query)
+    assert (await schema.execute("{ ok }")).data == {"ok": True}
+    # The rate limit is awaited: a synchronous execution is refused, as Strawberry refuses an
+    # asynchronous hook in one.
+    refused = schema.execute_sync("{ ok }")
+    assert refused.errors
+    assert "synchronously" in refused.errors[0].message
+    with pytest.raises(TypeError, match="no extension"):
+        Schema(guards=guards, query=Query, extensions=[MaskErrors])
+
+
+async def test_the_token_limit_is_set_before_parsing() -> None:
+    schema = build_schema(_settings(graphql_max_tokens=100))
+    result = await schema.execute("{ " + "__typename " * 120 + "}")
+    assert result.errors
+    assert "token" in result.errors[0].message.lower()
     assert result.errors[0].extensions == {"code": "bad_params"}
