@@ -20,26 +20,19 @@ import strawberry
 from graphql import GraphQLResolveInfo
 from strawberry.schema.config import StrawberryConfig
 
+from graphql_schema import inputs
 from graphql_schema.context import Context
 from graphql_schema.drafts import build_draft
-from graphql_schema.inputs import (
-    ClickInput,
-    EventInput,
-    FeedbackInput,
-    SearchInput,
-    ViewInput,
-    VisitInput,
-)
 from graphql_schema.mutations import record
 from graphql_schema.types import RecordResult
 
 # Each single-event mutation, by its GraphQL name, and the input type of its ``input``.
 SINGLE_EVENT_MUTATIONS: dict[str, type] = {
-    "recordView": ViewInput,
-    "recordSearch": SearchInput,
-    "recordVisit": VisitInput,
-    "recordClick": ClickInput,
-    "recordFeedback": FeedbackInput,
+    "recordView": inputs.ViewInput,
+    "recordSearch": inputs.SearchInput,
+    "recordVisit": inputs.VisitInput,
+    "recordClick": inputs.ClickInput,
+    "recordFeedback": inputs.FeedbackInput,
 }
 
 Resolver = Callable[
@@ -58,7 +51,7 @@ def read_inputs_directly(schema: strawberry.Schema) -> None:
     async def record_events(
         _root: object, info: GraphQLResolveInfo[Context], input: list[Mapping[str, Any]]
     ) -> list[RecordResult]:
-        drafts = [build_draft(EventInput, event, config) for event in input]
+        drafts = [build_draft(inputs.EventInput, event, config) for event in input]
         return await record(info.context, drafts, batch=True)
 
     mutation.fields["recordEvents"].resolve = record_events
