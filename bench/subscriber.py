@@ -203,6 +203,16 @@ async def subscribe(
     return subscriber
 
 
+@dataclass(frozen=True)
+class _Question:
+    """What every subscriber of the process asks, and where (sent to the process whole)."""
+
+    url: str
+    credential: str
+    query: str
+    variables: dict[str, object]
+
+
 class SubscriberProcess:
     """``count`` subscribers of one liveStats question, connected and read in another process."""
 
@@ -212,7 +222,9 @@ class SubscriberProcess:
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
         self._process = context.Process(
-            target=_run, args=(child, url, credential, count, query, variables), daemon=True
+            target=_run,
+            args=(child, _Question(url, credential, query, variables), count),
+            daemon=True,
         )
         self._process.start()
         child.close()
@@ -248,34 +260,21 @@ class SubscriberProcess:
         return reply
 
 
-def _run(
-    pipe: Connection,
-    url: str,
-    credential: str,
-    count: int,
-    query: str,
-    variables: dict[str, object],
-) -> None:
+def _run(pipe: Connection, question: _Question, count: int) -> None:
     try:
         # uvloop, as the server runs: its reads cost the benchmark a third less than asyncio's.
-        uvloop.run(_serve(pipe, url, credential, count, query, variables))
+        uvloop.run(_serve(pipe, question, count))
     except Exception as error:
         pipe.send(error)
 
 
-async def _serve(
-    pipe: Connection,
-    url: str,
-    credential: str,
-    count: int,
-    query: str,
-    variables: dict[str, object],
-) -> None:
+async def _serve(pipe: Connection, question: _Question, count: int) -> None:
+    q = question
     subscribers: list[Subscriber] = []
     for first in range(0, count, OPEN_PER_BATCH):
         batch = range(first, min(first + OPEN_PER_BATCH, count))
         subscribers += await asyncio.gather(
-            *(subscribe(url, credential, str(i), query, variables) for i in batch)
+            *(subscribe(q.url, q.credential, str(i), q.query, q.variables) for i in batch)
         )
     await until(lambda: all(s.seen or s.ended for s in subscribers), 60)
     pipe.send(_received(subscribers))
