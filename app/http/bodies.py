@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, SearchStatsError, Timeout
+from app.event_loop import current_task
 
 SWEEP_SECONDS = 0.25
 
@@ -132,7 +133,7 @@ class _BoundedBody:
     async def _within_deadline(self) -> Message:
         if time.monotonic() >= self.deadline:
             raise self._timed_out()
-        self._reader = self._reader or asyncio.current_task()
+        self._reader = self._reader or current_task()
         waiting = self._receive()
         self._deadlines.watch(self)
         try:

@@ -11,8 +11,9 @@ whatever was waiting before it, so the order of lines is kept. Exit flushes what
 
 from __future__ import annotations
 
-import asyncio
 import logging
+
+from app.event_loop import running_loop
 
 
 class LoopBatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
@@ -28,7 +29,7 @@ class LoopBatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # logging never raises into the code that logs
             self.handleError(record)
             return
-        loop = _running_loop()
+        loop = running_loop()
         if loop is None:
             self._write_pending()  # with what was waiting before it, in order
         elif not self._flush_scheduled:
@@ -54,10 +55,3 @@ class LoopBatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             # A stream that fails (a closed pipe) must not take the serving thread down.
             self.handleError(logging.makeLogRecord({"msg": text.rstrip()}))
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

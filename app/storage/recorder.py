@@ -53,9 +53,13 @@ class Recorder:
         self._on_commit = on_commit
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
 
     async def start(self) -> None:
+        # The loop the submissions' futures belong to, looked up once (a lookup per request
+        # is a system call: app/event_loop.py).
+        self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self._run(), name=f"recorder-{n}") for n in range(self._flushers)
         ]
@@ -71,9 +75,9 @@ class Recorder:
 
     async def record(self, events: Sequence[NewEvent]) -> list[Written]:
         """Store the events atomically; returns once they are committed."""
-        if not self._tasks:
+        if not self._tasks or self._loop is None:
             raise Unavailable("the recorder is not running")
-        submission = _Submission(events, asyncio.get_running_loop().create_future())
+        submission = _Submission(events, self._loop.create_future())
         self._queue.put_nowait(submission)
         # A client hanging up cancels only this wait: the submission stays queued, its events
         # are committed with their batch all the same (a done future is skipped when results
