@@ -13,6 +13,7 @@ request id, the metrics and every other line stay.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from typing import Any
@@ -84,27 +85,55 @@ class AccessLog:
             return
         path = scope["path"][:200]
         duration_ms = round(seconds * 1000, 1)
-        # Logger.info would also look up the caller's file and line, which the line never shows:
-        # the record is made and handled directly, at a fraction of the cost per request.
-        record = log.makeRecord(
-            log.name,
-            logging.INFO,
-            __file__,
-            0,
-            "%s %s %d %.1fms",
-            (method, path, status, duration_ms),
-            None,
-            extra={
-                "request_id": request_id.get(),
-                "method": method,
-                "path": path,
-                "route": route,
-                "status": status,
-                "duration_ms": duration_ms,
-                "client": self.addresses.of_scope(scope),
-            },
-        )
-        log.handle(record)
+        fields = {
+            "request_id": request_id.get(),
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "client": self.addresses.of_scope(scope),
+        }
+        log.handle(_access_record(f"{method} {path} {status} {duration_ms:.1f}ms", fields))
+
+
+class _AccessRecord(logging.LogRecord):
+    """One access line's record, made at a fraction of ``LogRecord``'s cost.
+
+    ``LogRecord.__init__`` works out for each record what is the same for every access line:
+    the source file's name and module, the level's name, and (unless ``lean_log_records``
+    turned them off) the thread and process. Here that is copied from a record made once; only
+    the time, the message and the line's fields are the record's own. It is an ordinary record
+    otherwise, handled by the logger's filters and handlers like any other (a factory set with
+    ``logging.setLogRecordFactory`` is not used for it).
+    """
+
+    def __init__(self, message: str, fields: dict[str, object], constant: dict[str, object]):
+        # LogRecord.__init__ is not called: everything it sets is set here.
+        self.__dict__.update(constant)
+        self.__dict__.update(fields)
+        created = time.time()
+        self.created = created
+        self.msecs = int((created - int(created)) * 1000) + 0.0
+        self.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
+        self.msg = message
+
+
+def _access_record(message: str, fields: dict[str, object]) -> logging.LogRecord:
+    if logging.logThreads or logging.logProcesses or logging.logMultiprocessing:
+        # The thread and process are the record's own: made the ordinary way.
+        return log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None, extra=fields)
+    return _AccessRecord(message, fields, _constant_fields())
+
+
+@functools.cache
+def _constant_fields() -> dict[str, object]:
+    model = logging.LogRecord(log.name, logging.INFO, __file__, 0, "", (), None)
+    return {
+        name: value
+        for name, value in model.__dict__.items()
+        if name not in ("created", "msecs", "relativeCreated", "msg")
+    }
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
