@@ -6,6 +6,7 @@ import itertools
 import logging
 import os
 import re
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -60,19 +61,40 @@ class JsonLines(logging.Formatter):
         self._cached_time = (-1, "")  # one tuple, replaced whole: safe across threads
 
     def format(self, record: logging.LogRecord) -> str:
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            record.__dict__,
+            exception=exception,
+        )
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        fields: Mapping[str, object],
+        *,
+        exception: str | None = None,
+    ) -> str:
+        """The line of a record with these attributes (``fields``: its ``extra=`` ones)."""
         line: dict[str, object] = {
-            "time": self._time_of(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": record.__dict__.get("request_id") or request_id.get(),
+            "time": self._time_of(created),
+            "level": level,
+            "logger": logger,
+            "message": message,
+            "request_id": fields.get("request_id") or request_id.get(),
         }
         for name in FIELDS:
-            value = record.__dict__.get(name)
+            value = fields.get(name)
             if value is not None:
                 line[name] = value
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+        if exception is not None:
+            line["exception"] = exception
         return orjson.dumps(line, default=str).decode()
 
     def _time_of(self, created: float) -> str:

@@ -25,10 +25,22 @@ class LoopBatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         # Called with the handler's lock held (Handler.handle).
         try:
-            self._pending.append(self.format(record) + self.terminator)
+            line = self.format(record)
         except Exception:  # logging never raises into the code that logs
             self.handleError(record)
             return
+        self._add(line)
+
+    def write_line(self, line: str) -> None:
+        """A line already formatted, written as a record's would be (in order with them)."""
+        self.acquire()
+        try:
+            self._add(line)
+        finally:
+            self.release()
+
+    def _add(self, line: str) -> None:
+        self._pending.append(line + self.terminator)
         loop = running_loop()
         if loop is None:
             self._write_pending()  # with what was waiting before it, in order

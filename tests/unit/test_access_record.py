@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
+import orjson
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
+from app.auth.addresses import ClientAddresses
 from app.http import access_log
-from app.http.access_log import _access_record, log
+from app.http.access_log import AccessLog, _access_record, log
+from app.http.json_logs import JsonLines
+from app.http.log_stream import LoopBatchedStream
+from app.services.metrics import Metrics
 
 FIELDS: dict[str, object] = {
     "request_id": "r1",
@@ -69,3 +77,111 @@ def test_a_record_carries_its_thread_when_threads_are_logged(
     thread.join()
     assert seen == [thread.ident]
     assert _access_record(MESSAGE, FIELDS).thread == threading.get_ident()
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def answered(scope_path: str) -> None:
+    """One request through the access log, to an app that answers 204."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    middleware = AccessLog(
+        app, addresses=ClientAddresses(trusted_proxies=[], secret="s"), metrics=Metrics()
+    )
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": scope_path,
+        "headers": [(b"x-request-id", b"rid-1")],
+        "client": ("192.0.2.1", 5000),
+    }
+    await middleware(scope, receive, send)
+
+
+class JsonStream:
+    """The service's own logging: the root's one handler, JSON lines batched per loop turn."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.text = io.StringIO()
+        self.handler = LoopBatchedStream(self.text)
+        self.handler.setFormatter(JsonLines())
+        self._monkeypatch = monkeypatch
+
+    def alone(self) -> None:
+        """Made the root's only handler (called in the test: pytest adds its own before)."""
+        self._monkeypatch.setattr(logging.root, "handlers", [self.handler])
+
+    def lines(self) -> list[dict[str, object]]:
+        self.handler.flush()
+        return [orjson.loads(line) for line in self.text.getvalue().splitlines()]
+
+
+@pytest.fixture
+def json_stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[JsonStream]:
+    monkeypatch.setattr(log, "handlers", [])
+    levels = logging.root.level, log.level
+    logging.root.setLevel(logging.INFO)
+    log.setLevel(logging.NOTSET)
+    yield JsonStream(monkeypatch)
+    logging.root.setLevel(levels[0])
+    log.setLevel(levels[1])
+
+
+async def test_the_line_written_directly_is_the_one_its_record_makes(
+    json_stream: JsonStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    json_stream.alone()
+
+    def no_record(*_: object) -> logging.LogRecord:
+        raise AssertionError("a record was made")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(access_log, "_access_record", no_record)
+        await answered("/direct")
+    [direct] = json_stream.lines()
+
+    captured = Captured()
+    log.addHandler(captured)  # another handler: the record is made, and goes to both
+    try:
+        await answered("/direct")
+    finally:
+        log.removeHandler(captured)
+    [record] = captured.records
+    through_record = json_stream.lines()[1]
+    assert through_record == orjson.loads(JsonLines().format(record))
+    assert set(direct) == set(through_record)
+    for name in set(direct) - {"time", "duration_ms"}:
+        assert direct[name] == through_record[name], name
+    assert str(direct["message"]).startswith("POST /direct 204 ")
+    assert direct["request_id"] == "rid-1"
+
+
+async def test_a_filter_on_the_access_logger_still_sees_every_line(
+    json_stream: JsonStream,
+) -> None:
+    json_stream.alone()
+    refused = logging.Filter("nothing.matches")
+    log.addFilter(refused)
+    try:
+        await answered("/filtered")
+    finally:
+        log.removeFilter(refused)
+    assert json_stream.lines() == []  # the filter refused the record: no line went directly
+    await answered("/unfiltered")
+    assert [line["path"] for line in json_stream.lines()] == ["/unfiltered"]
