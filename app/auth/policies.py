@@ -39,6 +39,14 @@ class EnginePolicy:
             raise AccessDenied(f"engine {hashid} belongs to another account")
         return engine
 
+    def known_engine_for(self, principal: Principal, hashid: str | None) -> EngineRecord | None:
+        """``engine_for``'s answer when it is known without a lookup, else None (then
+        ``engine_for`` looks it up, or refuses). Most events name an engine already seen."""
+        if hashid is None:
+            return self._defaults.get(principal.account_id)
+        engine = self._by_hashid.get(hashid)
+        return engine if engine is not None and engine.account_id == principal.account_id else None
+
     async def engines_for(
         self,
         principal: Principal,

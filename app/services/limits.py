@@ -102,10 +102,9 @@ class RateLimits:
                 return
             if access is Access.WRITE:
                 return  # Redis does not answer: an event is never lost to the limiter
-        if not self._local.hit(rate, access.value, subject):
-            raise self._refusal(
-                rate, access, self._local.seconds_until_free(rate, access.value, subject)
-            )
+        # ``access`` is its own value (a str enum): its ``.value`` is a slower lookup.
+        if not self._local.hit(rate, access, subject):
+            raise self._refusal(rate, access, self._local.seconds_until_free(rate, access, subject))
 
     @staticmethod
     def _refusal(rate: RateLimitItem, access: Access, seconds: float) -> TooManyRequests:

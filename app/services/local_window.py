@@ -7,8 +7,8 @@ thread. Under load that came to about 20 µs of a request's CPU, a sixth of a RE
 (docs/performance.md). Here each log is a deque, oldest first: a request appends its time and
 the times that left the window drop off the other end, both in constant time. The rule is the
 library's moving window (a request is admitted when fewer than ``amount`` were admitted in the
-last window, one at the window's very edge still counted); ``limits`` still parses the rates,
-names the keys and, with Redis, keeps the shared counters.
+last window, one at the window's very edge still counted); ``limits`` still parses the rates
+and, with Redis, names the keys and keeps the shared counters.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class LocalMovingWindow:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         # Per key: when each request still in its window was admitted, and the window's length.
-        self._logs: dict[str, tuple[deque[float], float]] = {}
+        self._logs: dict[_Key, tuple[deque[float], float]] = {}
         self._next_sweep = clock() + SWEEP_SECONDS
 
     def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
@@ -37,7 +37,7 @@ class LocalMovingWindow:
         now = self._clock()
         if now >= self._next_sweep:
             self._sweep(now)
-        key = item.key_for(*identifiers)
+        key = _key(item, identifiers)
         entry = self._logs.get(key)
         if entry is None:
             entry = self._logs[key] = (deque(), float(item.get_expiry()))
@@ -50,7 +50,7 @@ class LocalMovingWindow:
 
     def seconds_until_free(self, item: RateLimitItem, *identifiers: str) -> float:
         """How long until the window has room for one more request (0 if it has now)."""
-        entry = self._logs.get(item.key_for(*identifiers))
+        entry = self._logs.get(_key(item, identifiers))
         if entry is None:
             return 0.0
         admitted, window = entry
@@ -74,6 +74,15 @@ class LocalMovingWindow:
         ]
         for key in idle:
             del self._logs[key]
+
+
+_Key = tuple[int, int, tuple[str, ...]]
+
+
+def _key(item: RateLimitItem, identifiers: tuple[str, ...]) -> _Key:
+    # The rate's amount and window, then the identifiers: what ``item.key_for`` names, as a
+    # tuple (the text key, escaped and joined, is for shared storages: 0.7 µs a request).
+    return item.amount, item.get_expiry(), identifiers
 
 
 def _drop_before(admitted: deque[float], start: float) -> None:

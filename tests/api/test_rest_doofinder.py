@@ -113,12 +113,16 @@ async def test_engine_of_another_account_is_access_denied(
     client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, runtime: Runtime
 ) -> None:
     body = {"store": "s", "hashid": other_tenant.hashid}
-    response = await client.post(VISIT, json=body, headers=tenant.token)
-    assert response.status_code == 403
-    assert response.json() == error(
-        "access_denied", f"engine {other_tenant.hashid} belongs to another account"
-    )
-    assert await stored(runtime) == []
+    for owners_events in range(2):  # refused before its owner used it, and after (known then)
+        response = await client.post(VISIT, json=body, headers=tenant.token)
+        assert response.status_code == 403
+        assert response.json() == error(
+            "access_denied", f"engine {other_tenant.hashid} belongs to another account"
+        )
+        stored_hashids = [hashid for _, hashid in await stored(runtime)]
+        assert stored_hashids == [other_tenant.hashid] * owners_events
+        own = await client.post(VISIT, json=body, headers=other_tenant.token)
+        assert own.status_code == 200
 
 
 async def test_unknown_engine_is_not_found(
