@@ -6,8 +6,8 @@ string, which may carry what users searched for. Each request gets an id (the cl
 ``X-Request-ID`` when well-formed), returned in the response's ``X-Request-ID`` and carried by every
 line logged while it is served. The same place times each request for the metrics, by route
 template (never the raw path), and counts the errors answered, by code. The line can be turned
-off (``SEARCHSTATS_ACCESS_LOG=false``: it is 12 to 14% of a REST event's CPU); the rest cannot: the
-request id, the metrics and every other line stay.
+off (``SEARCHSTATS_ACCESS_LOG=false``: it is about a tenth of a REST event's CPU); the rest
+cannot: the request id, the metrics and every other line stay.
 """
 
 from __future__ import annotations
@@ -110,9 +110,9 @@ def _direct_json_stream() -> tuple[LoopBatchedStream, JsonLines] | None:
     filter, to the root's one handler, a ``LoopBatchedStream`` of ``JsonLines``.
 
     There the line is what the record would have become, made directly: the record, its trip
-    through the loggers and handler, and its formatting were the access line's cost, 10% of a
-    REST event's CPU. Any other wiring (a handler or filter added, text lines, a test capturing
-    records) gets the record.
+    through the loggers and handler, and its formatting were most of the access line's cost.
+    Any other wiring (a handler or filter added, text lines, a test capturing records) gets
+    the record.
     """
     root = logging.root
     if (

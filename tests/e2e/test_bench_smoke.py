@@ -147,3 +147,24 @@ def test_request_cpu_runs(door: str) -> None:
     figures = re.findall(r"^(.+?): ([\d,.]+) µs CPU a request", output, re.MULTILINE)
     assert [name for name, _ in figures] == ["bare endpoint", door]
     assert all(float(value.replace(",", "")) > 0 for _, value in figures)
+
+
+def test_compare_of_two_checkouts_runs() -> None:
+    if shutil.which("wrk") is None:
+        if IN_CI:
+            pytest.fail("wrk is required in CI (apt-get install wrk)")
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    sizes = ["--rounds", "2", "--seconds", "1", "--connections", "8"]
+    output = run_bench(
+        "bench.compare", "--before", str(ROOT), "--doors", "REST visit", *sizes, writes=False
+    )
+    runs = re.findall(r"^sqlite round (\d) (before|after): REST visit ([\d,]+)", output, re.M)
+    # Each round serves both sides, the order reversed in the second.
+    assert [(number, side) for number, side, _ in runs] == [
+        ("1", "before"),
+        ("1", "after"),
+        ("2", "after"),
+        ("2", "before"),
+    ]
+    assert all(int(served.replace(",", "")) > 0 for _, _, served in runs)
+    assert re.search(r"^\| REST visit \| [\d,]+ \| [\d,]+ \| [\d.]+ \|$", output, re.M)
