@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from app.auth.principal import Principal
@@ -74,18 +74,25 @@ def _is_json(content_type: str | None) -> bool:
 async def _read_at_most(request: Request, limit: int) -> bytes:
     # Counted while streaming, so a body without (or lying about) Content-Length is capped too,
     # and the 413 is answered in the dialect's own format. Chunks are joined once at the end: a
-    # growing buffer would be copied as it grows, holding the body twice at times.
+    # growing buffer would be copied as it grows, holding the body twice at times. Read from
+    # ``receive`` itself, not through ``Request.stream``, an async generator costing 2% of a
+    # REST event's instructions; the body is read once, here.
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the request body is over {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def caller(runtime: Runtime, request: Request, access: Access) -> Principal:
