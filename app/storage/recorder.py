@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 3
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+# A batch far smaller than the one before it (under a quarter) is mostly requests that just missed
+# that one, queued while it committed; the rest of their wave follows, sent as that batch's
+# answers went out. Committed at once, such a batch costs a whole commit and holds the wave
+# behind it: on PostgreSQL under load every other batch was of one or two events. It waits this
+# long, once, for the wave (a lone request after a lone request never waits).
+STRAGGLERS_SHARE = 4
+STRAGGLERS_WAIT_SECONDS = 0.001
 
 
 @dataclass(slots=True)
@@ -85,20 +92,30 @@ class Recorder:
         return await submission.done
 
     async def _run(self) -> None:
+        previous = 0  # the size of the batch before
         while True:
             first = await self._queue.get()
             if first is None:
                 return
             batch = [first]
-            size = len(first.events)
-            while size < self._max_batch and not self._queue.empty():
-                more = self._queue.get_nowait()
-                if more is None:
-                    self._queue.put_nowait(None)  # keep the stop signal for after this batch
-                    break
-                batch.append(more)
-                size += len(more.events)
+            size, stopping = self._gather(batch, len(first.events))
+            if not stopping and size * STRAGGLERS_SHARE < previous:
+                await asyncio.sleep(STRAGGLERS_WAIT_SECONDS)
+                size, stopping = self._gather(batch, size)
+            previous = size
             await self._flush(batch)
+
+    def _gather(self, batch: list[_Submission], size: int) -> tuple[int, bool]:
+        """Add what is queued to the batch, up to its limit: its size in events, and whether
+        the stop signal was met."""
+        while size < self._max_batch and not self._queue.empty():
+            more = self._queue.get_nowait()
+            if more is None:
+                self._queue.put_nowait(None)  # keep the stop signal for after this batch
+                return size, True
+            batch.append(more)
+            size += len(more.events)
+        return size, False
 
     async def _flush(self, batch: list[_Submission]) -> None:
         try:
