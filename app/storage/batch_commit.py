@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -66,23 +66,71 @@ class HeldSqliteWriter:
                 await conn.close()
 
 
+class HeldPostgresConnection:
+    """The group commit's own PostgreSQL connection, kept from one batch to the next.
+
+    Checked out of the pool for each batch, a connection costs the batch a round trip before
+    its statement, the pool's ping, answered a turn of the busy event loop later (measured:
+    the REST doors' throughput 9 to 18% lower). A held one is looked at instead: asyncpg knows
+    when the server closed it (a restart), and such a connection is let go of before the next
+    batch, which takes a fresh one, pinged, from the pool. After a failure it is closed, and the
+    next batch takes another.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._conn: AsyncConnection | None = None
+        self._driver: Any = None
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        if self._conn is not None and self._driver.is_closed():
+            await self.close()
+        if self._conn is None:
+            self._conn = await self._database.writes.connect()
+            self._driver = (await self._conn.get_raw_connection()).driver_connection
+        try:
+            yield self._conn
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        conn, self._conn, self._driver = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: it is being let go of
+                await conn.close()
+
+
+HeldWriter = HeldSqliteWriter | HeldPostgresConnection
+Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
+
+
+def held_writer(database: Database) -> HeldWriter:
+    """The connection a group commit with one flusher keeps for its batches."""
+    return HeldSqliteWriter(database) if database.is_sqlite else HeldPostgresConnection(database)
+
+
 async def store_batch(
-    database: Database, events: Sequence[NewEvent], *, held: HeldSqliteWriter | None = None
+    database: Database, events: Sequence[NewEvent], *, held: HeldWriter | None = None
 ) -> list[Written]:
     """Store the events atomically and commit; one outcome per event, in order.
 
-    ``held``: on SQLite, the connection batches are written on (else one of the pool's).
+    ``held``: the connection batches are written on (else one of the pool's).
     """
     if database.is_sqlite:
-        if held is not None:
+        if isinstance(held, HeldSqliteWriter):
             return await held.store(events)
         async with database.writes.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             return await on_sqlite_thread(driver, store_on_sqlite, events, plan(events))
+    connect = (
+        held.connection if isinstance(held, HeldPostgresConnection) else database.writes.connect
+    )
     if is_plain(events):
-        return await _store_plain_on_postgresql(database, events)
+        return await _store_plain_on_postgresql(connect, events)
     if len(events) < COPY_ROWS:
-        return await _store_on_postgresql(database, events)
+        return await _store_on_postgresql(database, connect, events)
     # A bulk import's batch: its round trips are few for its size, and write_batch sends only
     # the eventIds to look up, then only the new rows (by COPY), where the one statement would
     # send every row, duplicates too (a file imported again: 106 ms a batch of 5,000 instead of
@@ -90,9 +138,11 @@ async def store_batch(
     return await _write_statement_by_statement(database, events)
 
 
-async def _store_on_postgresql(database: Database, events: Sequence[NewEvent]) -> list[Written]:
+async def _store_on_postgresql(
+    database: Database, connect: Connect, events: Sequence[NewEvent]
+) -> list[Written]:
     try:
-        async with database.writes.connect() as conn:
+        async with connect() as conn:
             return await batch_postgresql.store(conn, events, plan(events))
     except IntegrityError as error:
         if not batch_postgresql.is_lost_race(error):
@@ -118,13 +168,11 @@ def is_plain(events: Sequence[NewEvent]) -> bool:
     return all(event.event_id is None and not names_search(event) for event in events)
 
 
-async def _store_plain_on_postgresql(
-    database: Database, events: Sequence[NewEvent]
-) -> list[Written]:
+async def _store_plain_on_postgresql(connect: Connect, events: Sequence[NewEvent]) -> list[Written]:
     amounts: defaultdict[RollupKey, int] = defaultdict(int)
     for event in events:
         count_new_event(event, amounts)
     rows = [event.values() for event in events]
-    async with database.writes.connect() as conn:
+    async with connect() as conn:
         ids = await batch_postgresql.store_plain(conn, rows, amounts)
     return [Written(row_id, False, e.query_id) for row_id, e in zip(ids, events, strict=True)]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.domain.buckets import DAY_MICROS, HOUR_MICROS, ROLLUP_MICROS
 from app.domain.events import EventKind
 from app.services.runtime import Runtime
-from app.storage.batch_commit import HeldSqliteWriter, is_plain, store_batch
+from app.storage.batch_commit import HeldPostgresConnection, held_writer, is_plain, store_batch
 from app.storage.rollups import ROLLUP, ROLLUP_DAY, ROLLUP_HOUR
 from app.storage.writes import EVENT, NewEvent, rollup_counters, write_batch
 from tests.api.helpers import engine_id
@@ -104,7 +105,7 @@ async def test_a_failing_plain_batch_leaves_nothing(
     engine = await engine_id(runtime, tenant.hashid)
     events = plain_events(engine)
     events[-1].engine_id = engine + 1000  # no such engine: the last row breaks a foreign key
-    writer = HeldSqliteWriter(runtime.database) if held else None
+    writer = held_writer(runtime.database) if held else None
 
     [first] = await store_batch(runtime.database, events[:1], held=writer)
     with pytest.raises(Exception, match=r"(?i)foreign key"):
@@ -131,3 +132,32 @@ def test_plain_means_nothing_to_look_up_or_link() -> None:
     assert not is_plain([event(EventKind.VISIT), event(EventKind.VISIT, event_id="e")])
     assert not is_plain([event(EventKind.CLICK, query_id="q")])
     assert not is_plain([event(EventKind.FEEDBACK, query_id="q", score=1)])
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_held_postgresql_connection_outlives_a_server_that_closed_it(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    engine = await engine_id(runtime, tenant.hashid)
+    writer = held_writer(runtime.database)
+    assert isinstance(writer, HeldPostgresConnection)
+
+    async def backend_of_writer() -> int:
+        async with writer.connection() as conn:
+            pid: int = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            return pid
+
+    try:
+        first = await backend_of_writer()
+        await store_batch(runtime.database, plain_events(engine)[:5], held=writer)
+        assert await backend_of_writer() == first  # one connection, batch after batch
+        # The server ends that connection, as a restart does.
+        async with runtime.database.engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        await asyncio.sleep(0.2)  # asyncpg hears the connection close
+        written = await store_batch(runtime.database, plain_events(engine)[:5], held=writer)
+        assert len(written) == 5  # the next batch goes through, on a fresh connection
+        assert await backend_of_writer() != first
+    finally:
+        await writer.close()
+    assert len(await stored_rows(runtime, engine)) == 10
