@@ -35,71 +35,66 @@ from app.storage.writes import (
 )
 
 
-class HeldSqliteWriter:
-    """The group commit's own SQLite connection, kept from one batch to the next.
-
-    Checked out of the pool for each batch, a connection costs the batch one more turn of the
-    busy event loop: the pool's reset (a rollback on aiosqlite's thread) when it is returned,
-    before the batch's requests are answered. One writer at a time writes to SQLite anyway, so
-    the recorder keeps one. After a failure it is closed, and the next batch opens another.
-    """
+class _HeldConnection:
+    """A write connection kept from one batch to the next; closed after a failure, so that
+    the next batch opens another."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
         self._conn: AsyncConnection | None = None
         self._driver: Any = None
 
-    async def store(self, events: Sequence[NewEvent]) -> list[Written]:
+    async def _opened(self) -> AsyncConnection:
         if self._conn is None:
             self._conn = await self._database.writes.connect()
             self._driver = (await self._conn.get_raw_connection()).driver_connection
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn, self._driver = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: it is being let go of
+                await conn.close()
+
+
+class HeldSqliteWriter(_HeldConnection):
+    """The group commit's own SQLite connection.
+
+    Checked out of the pool for each batch, a connection costs the batch one more turn of the
+    busy event loop: the pool's reset (a rollback on aiosqlite's thread) when it is returned,
+    before the batch's requests are answered. One writer at a time writes to SQLite anyway, so
+    the recorder keeps one.
+    """
+
+    async def store(self, events: Sequence[NewEvent]) -> list[Written]:
+        await self._opened()
         try:
             return await on_sqlite_thread(self._driver, store_on_sqlite, events, plan(events))
         except BaseException:
             await self.close()
             raise
 
-    async def close(self) -> None:
-        conn, self._conn, self._driver = self._conn, None, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # already broken: it is being let go of
-                await conn.close()
 
-
-class HeldPostgresConnection:
-    """The group commit's own PostgreSQL connection, kept from one batch to the next.
+class HeldPostgresConnection(_HeldConnection):
+    """The group commit's own PostgreSQL connection.
 
     Checked out of the pool for each batch, a connection costs the batch a round trip before
     its statement, the pool's ping, answered a turn of the busy event loop later (measured:
     the REST doors' throughput 9 to 18% lower). A held one is looked at instead: asyncpg knows
     when the server closed it (a restart), and such a connection is let go of before the next
-    batch, which takes a fresh one, pinged, from the pool. After a failure it is closed, and the
-    next batch takes another.
+    batch, which takes a fresh one, pinged, from the pool.
     """
-
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._conn: AsyncConnection | None = None
-        self._driver: Any = None
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
         if self._conn is not None and self._driver.is_closed():
             await self.close()
-        if self._conn is None:
-            self._conn = await self._database.writes.connect()
-            self._driver = (await self._conn.get_raw_connection()).driver_connection
+        conn = await self._opened()
         try:
-            yield self._conn
+            yield conn
         except BaseException:
             await self.close()
             raise
-
-    async def close(self) -> None:
-        conn, self._conn, self._driver = self._conn, None, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # already broken: it is being let go of
-                await conn.close()
 
 
 HeldWriter = HeldSqliteWriter | HeldPostgresConnection

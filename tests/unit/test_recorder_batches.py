@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import pytest
@@ -46,53 +46,46 @@ def event() -> NewEvent:
     return cast(NewEvent, object())
 
 
-async def started_recorder() -> Recorder:
-    recorder = Recorder(cast(Database, FakeDatabase()), max_batch=1000, flushers=1)
-    await recorder.start()
-    return recorder
+@pytest.fixture
+async def recorder(commits: Commits) -> AsyncIterator[Recorder]:
+    """Started, its batches committed by ``commits``; stopped after the test."""
+    started = Recorder(cast(Database, FakeDatabase()), max_batch=1000, flushers=1)
+    await started.start()
+    yield started
+    await started.stop()
 
 
-async def test_stragglers_of_a_wave_are_committed_with_the_rest_of_it(commits: Commits) -> None:
-    recorder = await started_recorder()
-    try:
-        wave = [asyncio.ensure_future(recorder.record([event()])) for _ in range(40)]
-        await commits.started.wait()
-        # Two requests arrive while the wave's batch commits; the next wave comes as its
-        # answers go out.
-        stragglers = [asyncio.ensure_future(recorder.record([event()])) for _ in range(2)]
-        await asyncio.gather(*wave)
-        next_wave = [asyncio.ensure_future(recorder.record([event()])) for _ in range(30)]
-        await asyncio.gather(*stragglers, *next_wave)
-    finally:
-        await recorder.stop()
+async def test_stragglers_of_a_wave_are_committed_with_the_rest_of_it(
+    commits: Commits, recorder: Recorder
+) -> None:
+    wave = [asyncio.ensure_future(recorder.record([event()])) for _ in range(40)]
+    await commits.started.wait()
+    # Two requests arrive while the wave's batch commits; the next wave comes as its answers
+    # go out.
+    stragglers = [asyncio.ensure_future(recorder.record([event()])) for _ in range(2)]
+    await asyncio.gather(*wave)
+    next_wave = [asyncio.ensure_future(recorder.record([event()])) for _ in range(30)]
+    await asyncio.gather(*stragglers, *next_wave)
     assert commits.sizes == [40, 32]  # not 40, then 2, then 30
 
 
 async def test_a_lone_request_after_a_lone_request_does_not_wait(
-    commits: Commits, monkeypatch: pytest.MonkeyPatch
+    commits: Commits, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(recorder_module, "STRAGGLERS_WAIT_SECONDS", 60.0)
-    recorder = await started_recorder()
-    try:
-        for _ in range(3):
-            await asyncio.wait_for(recorder.record([event()]), timeout=5)
-    finally:
-        await recorder.stop()
+    for _ in range(3):
+        await asyncio.wait_for(recorder.record([event()]), timeout=5)
     assert commits.sizes == [1, 1, 1]
 
 
 async def test_a_small_batch_still_goes_when_nothing_more_comes(
-    commits: Commits, monkeypatch: pytest.MonkeyPatch
+    commits: Commits, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(recorder_module, "STRAGGLERS_WAIT_SECONDS", 0.05)
-    recorder = await started_recorder()
-    try:
-        await asyncio.gather(*(recorder.record([event()]) for _ in range(20)))
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await recorder.record([event()])  # far smaller than the batch before: it waits, once
-        waited = loop.time() - started
-    finally:
-        await recorder.stop()
+    await asyncio.gather(*(recorder.record([event()]) for _ in range(20)))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await recorder.record([event()])  # far smaller than the batch before: it waits, once
+    waited = loop.time() - started
     assert commits.sizes == [20, 1]
     assert 0.05 <= waited < 1.0
