@@ -72,6 +72,12 @@ def test_ingest_benchmark_runs(tmp_path: Path) -> None:
         assert 0 < acknowledged <= stored <= acknowledged + in_flight, row
     assert "recordEvents events/s ÷ plain Strawberry list input" in output
     assert "REST visit ÷ group commit alone" in output
+    # The bare endpoint ran first and last; its row, the yardstick of every ratio, is their mean.
+    runs = re.search(r"the mean of the two \(([\d,]+) and ([\d,]+) requests/s\)", output)
+    assert runs is not None, output
+    first, last = (int(runs[n].replace(",", "")) for n in (1, 2))
+    [bare] = [line for line in output.splitlines() if line.startswith("| bare Starlette")]
+    assert abs(int(bare.split("|")[3].strip().replace(",", "")) - (first + last) / 2) <= 1
     # The plots draw from the printed tables.
     (tmp_path / "performance.md").write_text(output)
     plotted = run_plots(tmp_path)
