@@ -102,8 +102,9 @@ async def _engines(
     for index, draft in enumerate(drafts):
         engine = bound.get(draft.engine)
         if engine is None:
-            known = principal and runtime.engines.known_engine_for(principal, draft.engine)
-            engine = known or await _engine_for(runtime, principal, draft, index if batch else None)
+            engine = (
+                runtime.engines.known_engine_for(principal, draft.engine) if principal else None
+            ) or await _engine_for(runtime, principal, draft, index if batch else None)
             bound[draft.engine] = engine
         engines.append(engine)
     return engines

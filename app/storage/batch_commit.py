@@ -35,20 +35,39 @@ from app.storage.writes import (
 )
 
 
-class _HeldConnection:
-    """A write connection kept from one batch to the next; closed after a failure, so that
-    the next batch opens another."""
+class HeldConnection:
+    """The group commit's own write connection, kept from one batch to the next.
+
+    Checked out of the pool for each batch, a connection costs the batch one more turn of the
+    busy event loop: on SQLite the pool's reset (a rollback on aiosqlite's thread) when it is
+    returned, before the batch's requests are answered; on PostgreSQL the pool's ping before
+    the statement (measured: the REST doors' throughput 9 to 18% lower). One that PostgreSQL
+    closed (a restart), which asyncpg knows of, is let go of before the next batch, which takes
+    a fresh one, pinged, from the pool; after a failure it is closed, and the next batch takes
+    another.
+    """
 
     def __init__(self, database: Database) -> None:
         self._database = database
         self._conn: AsyncConnection | None = None
         self._driver: Any = None
 
-    async def _opened(self) -> AsyncConnection:
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        if self._conn is not None and self._closed_by_server():
+            await self.close()
         if self._conn is None:
             self._conn = await self._database.writes.connect()
             self._driver = (await self._conn.get_raw_connection()).driver_connection
-        return self._conn
+        try:
+            yield self._conn
+        except BaseException:
+            await self.close()
+            raise
+
+    def _closed_by_server(self) -> bool:
+        # SQLite's connection is a file this process alone closes.
+        return not self._database.is_sqlite and bool(self._driver.is_closed())
 
     async def close(self) -> None:
         conn, self._conn, self._driver = self._conn, None, None
@@ -57,71 +76,21 @@ class _HeldConnection:
                 await conn.close()
 
 
-class HeldSqliteWriter(_HeldConnection):
-    """The group commit's own SQLite connection.
-
-    Checked out of the pool for each batch, a connection costs the batch one more turn of the
-    busy event loop: the pool's reset (a rollback on aiosqlite's thread) when it is returned,
-    before the batch's requests are answered. One writer at a time writes to SQLite anyway, so
-    the recorder keeps one.
-    """
-
-    async def store(self, events: Sequence[NewEvent]) -> list[Written]:
-        await self._opened()
-        try:
-            return await on_sqlite_thread(self._driver, store_on_sqlite, events, plan(events))
-        except BaseException:
-            await self.close()
-            raise
-
-
-class HeldPostgresConnection(_HeldConnection):
-    """The group commit's own PostgreSQL connection.
-
-    Checked out of the pool for each batch, a connection costs the batch a round trip before
-    its statement, the pool's ping, answered a turn of the busy event loop later (measured:
-    the REST doors' throughput 9 to 18% lower). A held one is looked at instead: asyncpg knows
-    when the server closed it (a restart), and such a connection is let go of before the next
-    batch, which takes a fresh one, pinged, from the pool.
-    """
-
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection]:
-        if self._conn is not None and self._driver.is_closed():
-            await self.close()
-        conn = await self._opened()
-        try:
-            yield conn
-        except BaseException:
-            await self.close()
-            raise
-
-
-HeldWriter = HeldSqliteWriter | HeldPostgresConnection
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
 
 
-def held_writer(database: Database) -> HeldWriter:
-    """The connection a group commit with one flusher keeps for its batches."""
-    return HeldSqliteWriter(database) if database.is_sqlite else HeldPostgresConnection(database)
-
-
 async def store_batch(
-    database: Database, events: Sequence[NewEvent], *, held: HeldWriter | None = None
+    database: Database, events: Sequence[NewEvent], *, held: HeldConnection | None = None
 ) -> list[Written]:
     """Store the events atomically and commit; one outcome per event, in order.
 
     ``held``: the connection batches are written on (else one of the pool's).
     """
+    connect: Connect = held.connection if held is not None else database.writes.connect
     if database.is_sqlite:
-        if isinstance(held, HeldSqliteWriter):
-            return await held.store(events)
-        async with database.writes.connect() as conn:
+        async with connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             return await on_sqlite_thread(driver, store_on_sqlite, events, plan(events))
-    connect = (
-        held.connection if isinstance(held, HeldPostgresConnection) else database.writes.connect
-    )
     if is_plain(events):
         return await _store_plain_on_postgresql(connect, events)
     if len(events) < COPY_ROWS:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.errors import Unavailable
-from app.storage.batch_commit import held_writer, store_batch
+from app.storage.batch_commit import HeldConnection, store_batch
 from app.storage.database import Database
 from app.storage.outages import is_storage_down
 from app.storage.writes import NewEvent, Written
@@ -53,7 +53,7 @@ class Recorder:
     ) -> None:
         self._database = database
         # One flusher writes its batches on a connection of its own.
-        self._held = held_writer(database) if flushers == 1 else None
+        self._held = HeldConnection(database) if flushers == 1 else None
         self._max_batch = max_batch
         self._flushers = flushers
         # Told each committed batch's size and the seconds it took to write and commit (metrics).

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from app.domain.buckets import DAY_MICROS, HOUR_MICROS, ROLLUP_MICROS
 from app.domain.events import EventKind
 from app.services.runtime import Runtime
-from app.storage.batch_commit import HeldPostgresConnection, held_writer, is_plain, store_batch
+from app.storage.batch_commit import HeldConnection, is_plain, store_batch
 from app.storage.rollups import ROLLUP, ROLLUP_DAY, ROLLUP_HOUR
 from app.storage.writes import EVENT, NewEvent, rollup_counters, write_batch
 from tests.api.helpers import engine_id
@@ -105,7 +105,7 @@ async def test_a_failing_plain_batch_leaves_nothing(
     engine = await engine_id(runtime, tenant.hashid)
     events = plain_events(engine)
     events[-1].engine_id = engine + 1000  # no such engine: the last row breaks a foreign key
-    writer = held_writer(runtime.database) if held else None
+    writer = HeldConnection(runtime.database) if held else None
 
     [first] = await store_batch(runtime.database, events[:1], held=writer)
     with pytest.raises(Exception, match=r"(?i)foreign key"):
@@ -139,8 +139,7 @@ async def test_a_held_postgresql_connection_outlives_a_server_that_closed_it(
     runtime: Runtime, tenant: Tenant
 ) -> None:
     engine = await engine_id(runtime, tenant.hashid)
-    writer = held_writer(runtime.database)
-    assert isinstance(writer, HeldPostgresConnection)
+    writer = HeldConnection(runtime.database)
 
     async def backend_of_writer() -> int:
         async with writer.connection() as conn:

@@ -12,7 +12,7 @@ import pytest
 
 from app.domain.events import EventKind
 from app.services.runtime import Runtime
-from app.storage.batch_commit import HeldSqliteWriter, is_plain, store_batch
+from app.storage.batch_commit import HeldConnection, is_plain, store_batch
 from app.storage.rollups import ROLLUP, ROLLUP_DAY, ROLLUP_HOUR
 from app.storage.writes import COPY_ROWS, NewEvent, Written, write_batch
 from tests.api.helpers import engine_id, rollup_totals
@@ -117,7 +117,7 @@ async def test_any_batch_stores_what_write_batch_stores(
 ) -> None:
     """A request's batch, and a bulk import's (on PostgreSQL written by write_batch itself)."""
     one, two, three, four = await four_engines(runtime)
-    writer = HeldSqliteWriter(runtime.database) if held else None
+    writer = HeldConnection(runtime.database) if held else None
     before = await write_reference(runtime, stored_before(one, two))
     reference_before = await write_reference(runtime, stored_before(three, four))
     batch = [e for _ in range(copies) for e in mixed_batch(one, two)]
@@ -189,7 +189,7 @@ async def test_links_and_marks_clicked_as_expected(runtime: Runtime) -> None:
 @pytest.mark.parametrize("held", [False, True], ids=["pooled", "held"])
 async def test_a_failing_batch_leaves_nothing(runtime: Runtime, held: bool) -> None:
     one, two, _, _ = await four_engines(runtime)
-    writer = HeldSqliteWriter(runtime.database) if held else None
+    writer = HeldConnection(runtime.database) if held else None
     before = await store_batch(runtime.database, stored_before(one, two), held=writer)
     rollups = {table.name: await stored(runtime, table) for table in (ROLLUP, ROLLUP_DAY)}
     batch = mixed_batch(one, two)
