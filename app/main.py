@@ -21,6 +21,7 @@ from app.http.metrics import metrics_routes
 from app.rest import rest_routes
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
+from app.switch_interval import shorten_switch_interval
 from graphql_schema.app import graphql_app
 
 log = logging.getLogger(__name__)
@@ -89,4 +90,5 @@ def app_from_environment() -> Starlette:
     lean_log_records()
     app = create_app(Settings())
     settle_garbage_collector()
+    shorten_switch_interval()
     return app

@@ -1,4 +1,5 @@
-"""How the group commit gathers its batches: stragglers of a wave wait for the rest of it."""
+"""How the group commit gathers its batches: a wave is sealed in parts, so the database works
+while the rest of it arrives; stragglers of a wave wait for the rest of it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from app.storage import recorder as recorder_module
 from app.storage.database import Database
-from app.storage.recorder import Recorder
+from app.storage.recorder import SEAL_EVENTS, Recorder
 from app.storage.writes import NewEvent, Written
 
 COMMIT_SECONDS = 0.005
@@ -55,18 +56,47 @@ async def recorder(commits: Commits) -> AsyncIterator[Recorder]:
     await started.stop()
 
 
+async def test_a_wave_goes_in_sealed_parts_while_the_rest_of_it_arrives(
+    commits: Commits, recorder: Recorder
+) -> None:
+    # The flusher wakes only after every request already runnable: without the seal, it would
+    # take the whole wave, and every client would wait on that one commit.
+    await asyncio.gather(*(recorder.record([event()]) for _ in range(SEAL_EVENTS + 8)))
+    assert commits.sizes == [SEAL_EVENTS, 8]
+
+
+async def test_sealed_batches_waiting_behind_a_commit_share_the_next_one(
+    commits: Commits, recorder: Recorder
+) -> None:
+    first = asyncio.ensure_future(recorder.record([event()]))
+    await commits.started.wait()
+    behind = [recorder.record([event()]) for _ in range(3 * SEAL_EVENTS + 4)]
+    await asyncio.gather(first, *behind)
+    assert commits.sizes == [1, 3 * SEAL_EVENTS, 4]
+
+
+async def test_the_batch_limit_holds_below_the_seal(commits: Commits) -> None:
+    small = Recorder(cast(Database, FakeDatabase()), max_batch=10, flushers=1)
+    await small.start()
+    try:
+        await asyncio.gather(*(small.record([event()]) for _ in range(25)))
+    finally:
+        await small.stop()
+    assert commits.sizes == [10, 10, 5]
+
+
 async def test_stragglers_of_a_wave_are_committed_with_the_rest_of_it(
     commits: Commits, recorder: Recorder
 ) -> None:
-    wave = [asyncio.ensure_future(recorder.record([event()])) for _ in range(40)]
+    wave = [asyncio.ensure_future(recorder.record([event()])) for _ in range(30)]
     await commits.started.wait()
     # Two requests arrive while the wave's batch commits; the next wave comes as its answers
     # go out.
     stragglers = [asyncio.ensure_future(recorder.record([event()])) for _ in range(2)]
     await asyncio.gather(*wave)
-    next_wave = [asyncio.ensure_future(recorder.record([event()])) for _ in range(30)]
+    next_wave = [asyncio.ensure_future(recorder.record([event()])) for _ in range(28)]
     await asyncio.gather(*stragglers, *next_wave)
-    assert commits.sizes == [40, 32]  # not 40, then 2, then 30
+    assert commits.sizes == [30, 30]  # not 30, then 2, then 28
 
 
 async def test_a_lone_request_after_a_lone_request_does_not_wait(
