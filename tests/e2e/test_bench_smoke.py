@@ -162,7 +162,7 @@ def test_compare_of_two_checkouts_runs() -> None:
         pytest.skip("wrk is not installed (apt-get install wrk)")
     sizes = ["--rounds", "2", "--seconds", "1", "--connections", "8"]
     output = run_bench(
-        "bench.compare", "--before", str(ROOT), "--doors", "REST visit", *sizes, writes=False
+        "bench.compare", "--before", str(ROOT), "--door", "REST visit", *sizes, writes=False
     )
     runs = re.findall(r"^sqlite round (\d) (before|after): REST visit ([\d,]+)", output, re.M)
     # Each round serves both sides, the order reversed in the second.
