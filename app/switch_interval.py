@@ -9,8 +9,9 @@ import sys
 # needs it back to go on; while the event loop's thread runs Python, that takes a whole switch
 # interval (CPython's default: 5 ms), so a write batch of six statements stretched to several
 # milliseconds with the database idle. Measured with bench.compare on SQLite, the REST visit door
-# at 0.1 ms against 0.5 ms: 1.10 (docs/performance.md). The event loop's thread hands the lock over
-# only when another thread asks for it, so a worker on PostgreSQL, with no such thread, is as it was.
+# at 0.1 ms against 0.5 ms: 1.10 (docs/performance.md). The event loop's thread hands the lock
+# over only when another thread asks for it: a worker on PostgreSQL, with no such thread, is as
+# it was.
 SWITCH_INTERVAL_SECONDS = 0.0001
 
 

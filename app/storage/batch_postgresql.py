@@ -37,7 +37,7 @@ async def store_plain(
     conn: AsyncConnection, rows: list[tuple[Any, ...]], amounts: dict[RollupKey, int]
 ) -> list[int]:
     """Insert a plain batch's rows and add its rollup amounts; the rows' ids, in order."""
-    parameters = rollups.postgresql_parameters(amounts) | _event_rows(rows)
+    parameters = rollups.amounts_parameter(amounts) | _event_rows(rows)
     return sorted((await conn.execute(_STORE_PLAIN, parameters)).scalars())
 
 
@@ -143,8 +143,8 @@ def _store_plain() -> str:
         "ORDER BY position RETURNING id"
     )
     return (
-        f"WITH event_added AS ({insert}), {rollups.upsert_steps('event_added')} "
-        "SELECT id FROM event_added"
+        f"WITH event_added AS ({insert}), counted AS ({rollups.COUNTED_AMOUNTS}), "
+        f"{rollups.sum_steps('counted', after='event_added')} SELECT id FROM event_added"
     )
 
 

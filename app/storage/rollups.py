@@ -46,7 +46,7 @@ async def add(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
     if not amounts:
         return
     if conn.dialect.name == "postgresql":
-        await conn.execute(_ADD_ALL, postgresql_parameters(amounts))
+        await conn.execute(_ADD_ALL, amounts_parameter(amounts))
         return
     upserts = _UPSERTS[conn.dialect.name]
     for table, rows in zip(_TABLES, _grains(amounts), strict=True):
@@ -62,24 +62,15 @@ def add_on_sqlite_thread(connection: sqlite3.Connection, amounts: Mapping[Rollup
         connection.execute(_SQLITE_UPSERTS[table.name], (array,))
 
 
-def postgresql_parameters(amounts: Mapping[RollupKey, int]) -> dict[str, list[Any]]:
-    """The bound arrays of ``upsert_steps``: one per table and column."""
-    return {
-        f"{table.name}_{column}": list(values)
-        for table, rows in zip(_TABLES, _grains(amounts), strict=True)
-        for column, values in zip(_COLUMNS, _columns(rows), strict=True)
-    }
+def amounts_parameter(amounts: Mapping[RollupKey, int]) -> dict[str, str]:
+    """The 15-minute amounts as the one JSON parameter of ``COUNTED_AMOUNTS``: a text the
+    server takes apart, where an array a table and column cost asyncpg eighteen encodings."""
+    return {"amounts": orjson.dumps([(*key, n) for key, n in amounts.items()]).decode()}
 
 
 def _grains(amounts: Mapping[RollupKey, int]) -> list[dict[RollupKey, int]]:
     """The amounts of each table of ``_TABLES``, in key order."""
     return [dict(sorted(amounts.items()))] + [folded(amounts, grain) for grain, _ in COARSE]
-
-
-def _columns(rows: Mapping[RollupKey, int]) -> list[tuple[Any, ...]]:
-    """The rows as one sequence per column of ``_COLUMNS``."""
-    columns = zip(*((*key, count) for key, count in rows.items()), strict=True)
-    return list(columns) or [()] * len(_COLUMNS)
 
 
 async def subtract_coarse(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
@@ -121,41 +112,12 @@ _UPSERTS = {
 }
 
 
-def _add_to(table: Table, after: str | None) -> str:
-    """One table's upsert of its arrays, rows in the order given (key order). Reading the
-    previous step's RETURNING makes PostgreSQL finish that step first: the tables are taken in
-    the order of ``_TABLES``, as every writer and erasure takes them."""
-    t = table.name
-    columns = ", ".join(_COLUMNS)
-    arrays = ", ".join(
-        f"CAST(:{t}_{name} AS {kind}[])" for name, kind in zip(_COLUMNS, _TYPES, strict=True)
-    )
-    keys = ", ".join(_KEY)
-    return (
-        f"INSERT INTO {t} AS r ({columns}) SELECT {columns} FROM unnest({arrays}) "
-        f"WITH ORDINALITY AS a({columns}, position) "
-        + (f"WHERE (SELECT count(*) FROM {after}) >= 0 " if after else "")
-        + f"ORDER BY position ON CONFLICT ({keys}) DO UPDATE SET count = r.count + excluded.count "
-        "RETURNING 1"
-    )
-
-
-def upsert_steps(after: str | None = None) -> str:
-    """The three upserts as the steps of a PostgreSQL ``WITH``, the first one reading ``after``
-    (an earlier step of the same statement) if given, the last one named ``rollup_day_added``."""
-    steps = []
-    for before, table in zip((None, *_TABLES[:-1]), _TABLES, strict=True):
-        previous = after if before is None else f"{before.name}_added"
-        steps.append(f"{table.name}_added AS ({_add_to(table, previous)})")
-    return ", ".join(steps)
-
-
 def sum_steps(counted: str, *, after: str) -> str:
     """The three upserts as the steps of a PostgreSQL ``WITH``, each adding up the rows of
     ``counted`` (an earlier step with the columns of ``_COLUMNS``, 15-minute buckets) per bucket
     of its table, in key order as ``_grains`` sorts it ("C": by code point, as Python does); the
     first one once the earlier step ``after`` is done, the tables taken in the order of
-    ``_TABLES``, as in ``upsert_steps``."""
+    ``_TABLES``, as every writer and erasure takes them."""
     grains = (ROLLUP_MICROS, *(grain for grain, _ in COARSE))
     steps = []
     previous = [after, *(f"{table.name}_added" for table in _TABLES[:-1])]
@@ -174,7 +136,19 @@ def sum_steps(counted: str, *, after: str) -> str:
     return ", ".join(steps)
 
 
-_ADD_ALL = text(f"WITH {upsert_steps()} SELECT count(*) FROM {_TABLES[-1].name}_added")
+# The amounts of ``amounts_parameter`` as a relation of ``_COLUMNS``, for ``sum_steps``.
+COUNTED_AMOUNTS = (
+    "SELECT "
+    + ", ".join(
+        f"CAST(r.v ->> {n} AS {kind}) AS {name}"
+        for n, (name, kind) in enumerate(zip(_COLUMNS, _TYPES, strict=True))
+    )
+    + " FROM jsonb_array_elements(CAST(:amounts AS jsonb)) AS r(v)"
+)
+_ADD_ALL = text(
+    f"WITH counted AS ({COUNTED_AMOUNTS}), {sum_steps('counted', after='counted')} "
+    f"SELECT count(*) FROM {_TABLES[-1].name}_added"
+)
 _SQLITE_UPSERTS = {
     table.name: (
         f"INSERT INTO {table.name} ({', '.join(_COLUMNS)}) SELECT "
