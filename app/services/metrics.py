@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -23,6 +23,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from app.storage.writes import NewEvent, Written
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Where a door notes the error codes it answered with, for the access log to count.
@@ -107,9 +109,19 @@ class Metrics:
 
     # ---- observations ------------------------------------------------------------------------
 
-    def observe_batch(self, events: int, seconds: float) -> None:
-        self.batch_size.observe(events)
+    def observe_batch(
+        self, events: Sequence[NewEvent], written: Sequence[Written], seconds: float
+    ) -> None:
+        """A committed group-commit batch: its size, its time, and the events it newly stored,
+        by type and door. Counted here, once a batch, not by each request once answered: a
+        client that hung up still had its events committed."""
+        self.batch_size.observe(len(events))
         self.commit_seconds.observe(seconds)
+        self.count_events(
+            (event.kind.value, event.door)
+            for event, outcome in zip(events, written, strict=True)
+            if not outcome.duplicate
+        )
 
     def count_events(self, kinds_and_doors: Iterable[tuple[str, str]]) -> None:
         counts: dict[tuple[str, str], int] = {}  # collections.Counter costs more for one or two

@@ -81,13 +81,9 @@ async def store_new_events(
     *, runtime: Runtime, events: Sequence[NewEvent], engines: Sequence[EngineRecord]
 ) -> list[Written]:
     """Group-commit events already bound to their ``engines`` and enriched (a bulk import builds
-    its rows itself), count them, and publish them to whoever can hear."""
+    its rows itself), and publish them to whoever can hear (the metrics count them as their
+    batch commits)."""
     written = await runtime.recorder.record(events)
-    runtime.metrics.count_events(
-        (event.kind.value, event.door)
-        for event, outcome in zip(events, written, strict=True)
-        if not outcome.duplicate
-    )
     await _publish(runtime, events, engines, written)
     return written
 

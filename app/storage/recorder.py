@@ -58,14 +58,15 @@ class Recorder:
         *,
         max_batch: int,
         flushers: int,
-        on_commit: Callable[[int, float], None] | None = None,
+        on_commit: Callable[[Sequence[NewEvent], Sequence[Written], float], None] | None = None,
     ) -> None:
         self._database = database
         # One flusher writes its batches on a connection of its own.
         self._held = HeldConnection(database) if flushers == 1 else None
         self._max_batch = max_batch
         self._flushers = flushers
-        # Told each committed batch's size and the seconds it took to write and commit (metrics).
+        # Told each committed batch's events, their outcomes and the seconds it took to write and
+        # commit (metrics).
         self._on_commit = on_commit
         self._seal_at = min(SEAL_EVENTS, max_batch)
         # Submissions not yet taken: sealed batches, oldest first, and the open one after them.
@@ -178,7 +179,7 @@ class Recorder:
                     raise
         self.batches += 1
         if self._on_commit is not None:
-            self._on_commit(len(flat), time.perf_counter() - started)
+            self._on_commit(flat, written, time.perf_counter() - started)
         results: list[list[Written]] = []
         start = 0
         for group in groups:

@@ -123,6 +123,11 @@ async def test_a_client_hanging_up_does_not_take_its_events_out_of_the_batch(
     async with verifier.sessions() as session:
         stored = set((await session.execute(select(col(Event.session_id)))).scalars())
     assert stored == {f"h{n}" for n in range(10)}
+    # Counted as committed, the events of the clients that hung up too.
+    counted = runtime.metrics.registry.get_sample_value(
+        "searchstats_events_recorded_total", {"type": "visit", "door": "test"}
+    )
+    assert counted == 10
 
 
 async def test_one_failing_submission_does_not_fail_the_others(
