@@ -137,14 +137,17 @@ class Recorder:
             await self._flush(batch)
 
     def _take_sealed(self) -> tuple[list[_Submission], int]:
-        """The oldest sealed batch, and those after it up to the batch limit (more than one
-        waits only when the flusher fell behind: they share a commit); their size in events."""
+        """The oldest sealed batch, and those after it that fit in the batch limit with it (more
+        than one waits only when the flusher fell behind: they share a commit); their size in
+        events."""
         batch = self._sealed.popleft()
         size = _events_in(batch)
-        while self._sealed and size < self._max_batch:
-            more = self._sealed.popleft()
-            batch += more
-            size += _events_in(more)
+        while self._sealed:
+            more = _events_in(self._sealed[0])
+            if size + more > self._max_batch:
+                break
+            batch += self._sealed.popleft()
+            size += more
         return batch, size
 
     async def _flush(self, batch: list[_Submission]) -> None:

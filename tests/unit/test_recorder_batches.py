@@ -75,6 +75,22 @@ async def test_sealed_batches_waiting_behind_a_commit_share_the_next_one(
     assert commits.sizes == [1, 3 * SEAL_EVENTS, 4]
 
 
+async def test_sealed_batches_share_a_commit_only_within_the_batch_limit(
+    commits: Commits,
+) -> None:
+    limited = Recorder(cast(Database, FakeDatabase()), max_batch=SEAL_EVENTS + 16, flushers=1)
+    await limited.start()
+    try:
+        first = asyncio.ensure_future(limited.record([event()]))
+        await commits.started.wait()
+        behind = [limited.record([event()]) for _ in range(3 * SEAL_EVENTS + 4)]
+        await asyncio.gather(first, *behind)
+    finally:
+        await limited.stop()
+    # Two sealed batches would exceed the limit: each goes alone.
+    assert commits.sizes == [1, SEAL_EVENTS, SEAL_EVENTS, SEAL_EVENTS, 4]
+
+
 async def test_the_batch_limit_holds_below_the_seal(commits: Commits) -> None:
     small = Recorder(cast(Database, FakeDatabase()), max_batch=10, flushers=1)
     await small.start()
