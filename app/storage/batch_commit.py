@@ -6,7 +6,8 @@ hand-off: on SQLite one function run on the connection's own thread, from BEGIN 
 PostgreSQL one statement of data-modifying ``WITH`` steps, which is its own transaction: for a
 plain batch (no eventId to look up, nothing to link to a search: what the single-event doors
 mostly send) the insert and the rollup upserts; for any other the eventId lookup, the links to
-searches and the searches marked clicked too. Both store what ``write_batch`` stores; it still
+searches and the searches marked clicked too, sent by asyncpg itself
+(``app.storage.asyncpg_statements``). Both store what ``write_batch`` stores; it still
 writes, on PostgreSQL, a batch whose eventId a concurrent batch stored after it looked, and a
 bulk import's batches.
 """
@@ -65,6 +66,12 @@ class HeldConnection:
             await self.close()
             raise
 
+    @contextlib.asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """The driver's own connection (aiosqlite's, asyncpg's) of ``connection``."""
+        async with self.connection():
+            yield self._driver
+
     def _closed_by_server(self) -> bool:
         # SQLite's connection is a file this process alone closes.
         return not self._database.is_sqlite and bool(self._driver.is_closed())
@@ -76,7 +83,7 @@ class HeldConnection:
                 await conn.close()
 
 
-Connect = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
+ConnectDriver = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
 
 
 async def store_batch(
@@ -86,10 +93,9 @@ async def store_batch(
 
     ``held``: the connection batches are written on (else one of the pool's).
     """
-    connect: Connect = held.connection if held is not None else database.writes.connect
+    connect: ConnectDriver = held.driver if held is not None else _pooled_driver(database)
     if database.is_sqlite:
-        async with connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
+        async with connect() as driver:
             return await on_sqlite_thread(driver, store_on_sqlite, events, plan(events))
     if is_plain(events):
         return await _store_plain_on_postgresql(connect, events)
@@ -102,12 +108,21 @@ async def store_batch(
     return await _write_statement_by_statement(database, events)
 
 
+def _pooled_driver(database: Database) -> ConnectDriver:
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[Any]:
+        async with database.writes.connect() as conn:
+            yield (await conn.get_raw_connection()).driver_connection
+
+    return connect
+
+
 async def _store_on_postgresql(
-    database: Database, connect: Connect, events: Sequence[NewEvent]
+    database: Database, connect: ConnectDriver, events: Sequence[NewEvent]
 ) -> list[Written]:
     try:
-        async with connect() as conn:
-            return await batch_postgresql.store(conn, events, plan(events))
+        async with connect() as driver:
+            return await batch_postgresql.store(driver, events, plan(events))
     except IntegrityError as error:
         if not batch_postgresql.is_lost_race(error):
             raise
@@ -132,11 +147,13 @@ def is_plain(events: Sequence[NewEvent]) -> bool:
     return all(event.event_id is None and not names_search(event) for event in events)
 
 
-async def _store_plain_on_postgresql(connect: Connect, events: Sequence[NewEvent]) -> list[Written]:
+async def _store_plain_on_postgresql(
+    connect: ConnectDriver, events: Sequence[NewEvent]
+) -> list[Written]:
     amounts: defaultdict[RollupKey, int] = defaultdict(int)
     for event in events:
         count_new_event(event, amounts)
     rows = [event.values() for event in events]
-    async with connect() as conn:
-        ids = await batch_postgresql.store_plain(conn, rows, amounts)
+    async with connect() as driver:
+        ids = await batch_postgresql.store_plain(driver, rows, amounts)
     return [Written(row_id, False, e.query_id) for row_id, e in zip(ids, events, strict=True)]

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.buckets import ROLLUP_MICROS
 from app.storage import rollups
+from app.storage.asyncpg_statements import DriverStatement
 from app.storage.batch_plan import Plan, names_search, outcomes
 from app.storage.writes import (
     INSERTED,
@@ -34,15 +34,17 @@ UNIQUE_VIOLATION = "23505"
 
 
 async def store_plain(
-    conn: AsyncConnection, rows: list[tuple[Any, ...]], amounts: dict[RollupKey, int]
+    driver: Any, rows: list[tuple[Any, ...]], amounts: dict[RollupKey, int]
 ) -> list[int]:
-    """Insert a plain batch's rows and add its rollup amounts; the rows' ids, in order."""
+    """Insert a plain batch's rows and add its rollup amounts, on ``driver`` (an asyncpg
+    connection that autocommits); the rows' ids, in order."""
     parameters = rollups.amounts_parameter(amounts) | _event_rows(rows)
-    return sorted((await conn.execute(_STORE_PLAIN, parameters)).scalars())
+    return sorted(row[0] for row in await _STORE_PLAIN.fetch(driver, parameters))
 
 
-async def store(conn: AsyncConnection, events: Sequence[NewEvent], batch: Plan) -> list[Written]:
-    """Store any batch as ``write_batch`` does, in one statement; each event's outcome, in order.
+async def store(driver: Any, events: Sequence[NewEvent], batch: Plan) -> list[Written]:
+    """Store any batch as ``write_batch`` does, in one statement on ``driver`` (an asyncpg
+    connection that autocommits); each event's outcome, in order.
 
     An eventId looked up as not stored, but stored by a concurrent batch before this one's
     insert, makes the insert fail (unique_violation) and the statement write nothing: the
@@ -52,13 +54,13 @@ async def store(conn: AsyncConnection, events: Sequence[NewEvent], batch: Plan) 
     order = batch.order
     parameters = _event_rows([(*events[i].values(), *_counters(events[i])) for i in order])
     written: dict[int, Written] = {}
-    for row in await conn.execute(_STORE_ANY, parameters):
-        index = order[row.position - 1]
-        if row.linked:
+    for row in await _STORE_ANY.fetch(driver, parameters):
+        index = order[row["position"] - 1]
+        if row["linked"]:
             event = events[index]
-            event.search_id, event.query = row.search_id, row.query
-            event.result_count = row.result_count
-        written[index] = Written(row.id, row.duplicate, row.query_id)
+            event.search_id, event.query = row["search_id"], row["query"]
+            event.result_count = row["result_count"]
+        written[index] = Written(row["id"], row["duplicate"], row["query_id"])
     return outcomes(batch, written)
 
 
@@ -148,7 +150,7 @@ def _store_plain() -> str:
     )
 
 
-_STORE_PLAIN = text(_store_plain())
+_STORE_PLAIN = DriverStatement(text(_store_plain()))
 _COLUMNS = ", ".join(INSERTED)
 
 # Each step of ``_STORE_ANY`` in turn, named as the steps of ``write_batch``. Each reads the
@@ -179,8 +181,9 @@ _PLACED = {
     "clicked": "clicked_now",
 }
 _FRESH_COLUMNS = f"{_COLUMNS}, position, counters, linked_counters"
-_STORE_ANY = text(
-    f"""
+_STORE_ANY = DriverStatement(
+    text(
+        f"""
 WITH checked AS (
     SELECT a.*, e.id AS stored_id, e.query_id AS stored_query_id
     FROM {_event_relation({"counters": "jsonb", "linked_counters": "jsonb"})}
@@ -247,4 +250,5 @@ UNION ALL
 SELECT position, stored_id, true, stored_query_id, false, NULL, NULL, NULL
 FROM checked WHERE stored_id IS NOT NULL
 """
+    )
 )
