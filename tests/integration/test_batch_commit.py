@@ -6,12 +6,14 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import select, text
 
 from app.domain.buckets import DAY_MICROS, HOUR_MICROS, ROLLUP_MICROS
 from app.domain.events import EventKind
 from app.services.runtime import Runtime
+from app.storage import batch_postgresql
 from app.storage.batch_commit import HeldConnection, is_plain, store_batch
 from app.storage.rollups import ROLLUP, ROLLUP_DAY, ROLLUP_HOUR
 from app.storage.writes import EVENT, NewEvent, rollup_counters, write_batch
@@ -160,3 +162,65 @@ async def test_a_held_postgresql_connection_outlives_a_server_that_closed_it(
     finally:
         await writer.close()
     assert len(await stored_rows(runtime, engine)) == 10
+
+
+def _scans_of_event(plan: dict[str, Any]) -> list[tuple[str, int]]:
+    """Every scan of the event table in an EXPLAIN (ANALYZE, FORMAT JSON) plan: its node type
+    and how many times it ran."""
+    found = []
+    if plan.get("Relation Name") == "event" and "Scan" in plan["Node Type"]:
+        found.append((plan["Node Type"], plan["Actual Loops"]))
+    for child in plan.get("Plans", []):
+        found += _scans_of_event(child)
+    return found
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("with_event_id", [False, True], ids=["no-event-id", "event-id"])
+async def test_a_batch_reads_the_table_for_event_ids_only(
+    runtime: Runtime, tenant: Tenant, with_event_id: bool
+) -> None:
+    """Clicks naming a search are not a plain batch; without an eventId among them the statement
+    must not scan the table for stored eventIds, whatever plan PostgreSQL keeps for it (a generic
+    plan made on a small table hashes the whole table: each batch slower as it grows)."""
+    engine = await engine_id(runtime, tenant.hashid)
+    await store_batch(runtime.database, plain_events(engine))  # a table that is not empty
+    events = [
+        NewEvent(
+            engine_id=engine,
+            kind=EventKind.CLICK,
+            occurred_at=START,
+            received_at=START,
+            door="test",
+            device="desktop",
+            query_id="q1",
+            document_id=f"d{n}",
+            event_id=f"e{n}" if with_event_id and n == 3 else None,
+        )
+        for n in range(5)
+    ]
+    assert not is_plain(events)
+    parameters = batch_postgresql._event_rows(
+        [(*e.values(), *batch_postgresql._counters(e)) for e in events]
+    )
+    async with runtime.database.writes.connect() as conn:
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        await driver.execute("SET plan_cache_mode = force_generic_plan")
+        transaction = driver.transaction()
+        await transaction.start()
+        try:
+            explained = await driver.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {batch_postgresql._STORE_ANY.sql}",
+                parameters["events"],
+            )
+        finally:
+            await transaction.rollback()
+            await driver.execute("RESET plan_cache_mode")
+    # SQLAlchemy's asyncpg dialect gives its connections a codec that decodes JSON.
+    [plan] = orjson.loads(explained) if isinstance(explained, str) else explained
+
+    full_scans = [loops for node, loops in _scans_of_event(plan["Plan"]) if node == "Seq Scan"]
+    if with_event_id:
+        assert any(loops for _, loops in _scans_of_event(plan["Plan"]))
+    else:
+        assert not any(full_scans), plan
