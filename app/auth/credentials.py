@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -13,6 +12,7 @@ import jwt
 from app.auth.keys import KeyVault, key_digest
 from app.auth.principal import Principal
 from app.errors import NotAuthenticated
+from app.single_flight import SingleFlight
 from app.storage import directory
 from app.storage.database import Database
 from app.storage.outages import unavailable_when_down
@@ -36,7 +36,7 @@ class Authenticator:
         self._vault = vault
         self._ttl = cache_seconds
         self._cache: dict[str, _Cached] = {}
-        self._lookups: dict[str, asyncio.Future[Any]] = {}
+        self._lookups: SingleFlight[Any] = SingleFlight()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization or len(authorization) > MAX_HEADER:
@@ -70,17 +70,8 @@ class Authenticator:
     async def _looked_up_once(
         self, key: str, look_up: Callable[[str], Awaitable[Any]], argument: str
     ) -> Any:
-        """``look_up(argument)``, remembered under ``key``; concurrent callers share one lookup.
-
-        When a busy credential's entry expires, every request in flight misses it at once:
-        without this each would query the database for the same answer.
-        """
-        pending = self._lookups.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(look_up(argument))
-            self._lookups[key] = pending
-            pending.add_done_callback(lambda done: self._looked_up(key, done))
-        value = await asyncio.shield(pending)  # one caller hanging up must not fail the others
+        """``look_up(argument)``, remembered under ``key``; concurrent callers share one lookup."""
+        value = await self._lookups.run(key, look_up, argument)
         self._remember(key, value)
         return value
 
@@ -107,11 +98,6 @@ class Authenticator:
             raise NotAuthenticated("Invalid or expired token")
         found: tuple[Principal, list[str]] = cached
         return found
-
-    def _looked_up(self, key: str, done: asyncio.Future[Any]) -> None:
-        self._lookups.pop(key, None)
-        if not done.cancelled():
-            done.exception()  # retrieved: a failure whose callers all hung up is not an error
 
     async def _keys_of_account(self, name: str) -> tuple[Principal, list[str]] | None:
         async with unavailable_when_down(), self._database.sessions() as session:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.auth.principal import Principal
 from app.domain.events import HASHID
 from app.errors import AccessDenied, BadParams, NotFound
+from app.single_flight import SingleFlight
 from app.storage import directory
 from app.storage.database import Database
 from app.storage.directory import EngineRecord
@@ -29,6 +30,8 @@ class EnginePolicy:
         self._anonymous_engine = anonymous_engine
         self._by_hashid: dict[str, EngineRecord] = {}
         self._defaults: dict[int, EngineRecord] = {}
+        # A new worker's first requests all miss the cache at once: one query between them.
+        self._lookups: SingleFlight[EngineRecord] = SingleFlight()
 
     async def engine_for(self, principal: Principal, hashid: str | None) -> EngineRecord:
         """The engine an event goes to: the one named, else the account's default engine."""
@@ -81,19 +84,28 @@ class EnginePolicy:
             raise BadParams(f"invalid hashid {hashid[:64]!r}: expected 32 lowercase hex characters")
         engine = self._by_hashid.get(hashid)
         if engine is None:
-            async with unavailable_when_down(), self._database.sessions() as session:
-                engine = await directory.engine_by_hashid(session, hashid)
-            if engine is None:
-                raise NotFound(f"search engine {hashid} not found")
-            self._by_hashid[hashid] = engine
+            engine = await self._lookups.run(("hashid", hashid), self._engine_by_hashid, hashid)
+        return engine
+
+    async def _engine_by_hashid(self, hashid: str) -> EngineRecord:
+        async with unavailable_when_down(), self._database.sessions() as session:
+            engine = await directory.engine_by_hashid(session, hashid)
+        if engine is None:
+            raise NotFound(f"search engine {hashid} not found")
+        self._by_hashid[hashid] = engine
         return engine
 
     async def _default_engine(self, principal: Principal) -> EngineRecord:
         engine = self._defaults.get(principal.account_id)
         if engine is None:
-            async with unavailable_when_down(), self._database.sessions() as session:
-                engines = await directory.engines_of_account(session, principal.account_id)
-            if not engines:
-                raise NotFound("the account has no engine")
-            engine = self._defaults[principal.account_id] = engines[0]
+            account = principal.account_id
+            engine = await self._lookups.run(("default", account), self._first_engine_of, account)
+        return engine
+
+    async def _first_engine_of(self, account_id: int) -> EngineRecord:
+        async with unavailable_when_down(), self._database.sessions() as session:
+            engines = await directory.engines_of_account(session, account_id)
+        if not engines:
+            raise NotFound("the account has no engine")
+        engine = self._defaults[account_id] = engines[0]
         return engine

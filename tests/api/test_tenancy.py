@@ -4,6 +4,7 @@ The table of who may do what is docs/authorization.md."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -14,11 +15,15 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.policies import EnginePolicy
+from app.errors import NotFound
 from app.main import create_app
 from app.services import accounts
 from app.services.runtime import Runtime
+from app.storage import directory
+from app.storage.directory import EngineRecord
 from tests.api.helpers import RECORD_EVENTS, data, engine_id, gql, stored_events
 from tests.conftest import Tenant
 
@@ -243,3 +248,41 @@ async def test_a_batch_binds_each_event_to_its_own_engine(
     assert body["errors"][0]["extensions"]["code"] == "access_denied"
     assert body["errors"][0]["message"].startswith("events[2]: ")
     assert len(await stored_events(runtime)) == len(visits)
+
+
+async def test_concurrent_first_requests_share_one_engine_lookup(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new worker's first requests all miss the engine cache at once: they ask the database
+    once between them, for a named engine as for the account's default; a lookup that finds
+    nothing refuses them all, and is asked again by the next request."""
+    lookups: list[str] = []
+    real_by_hashid, real_of_account = directory.engine_by_hashid, directory.engines_of_account
+
+    async def by_hashid(session: AsyncSession, hashid: str) -> EngineRecord | None:
+        lookups.append(hashid)
+        await asyncio.sleep(0.01)
+        return await real_by_hashid(session, hashid)
+
+    async def of_account(session: AsyncSession, account_id: int) -> list[EngineRecord]:
+        lookups.append("default")
+        await asyncio.sleep(0.01)
+        return await real_of_account(session, account_id)
+
+    monkeypatch.setattr(directory, "engine_by_hashid", by_hashid)
+    monkeypatch.setattr(directory, "engines_of_account", of_account)
+    policy = EnginePolicy(runtime.database, anonymous_engine=None)
+    principal = await runtime.authenticator.authenticate(f"Token {tenant.api_key}")
+    asked = [tenant.hashid, None] * 32
+    engines = await asyncio.gather(*(policy.engine_for(principal, h) for h in asked))
+    assert {engine.hashid for engine in engines} == {tenant.hashid}
+    assert sorted(lookups) == sorted([tenant.hashid, "default"])
+
+    outcomes = await asyncio.gather(
+        *(policy.engine_for(principal, UNKNOWN) for _ in range(8)), return_exceptions=True
+    )
+    assert all(isinstance(outcome, NotFound) for outcome in outcomes)
+    assert lookups.count(UNKNOWN) == 1
+    with pytest.raises(NotFound):
+        await policy.engine_for(principal, UNKNOWN)
+    assert lookups.count(UNKNOWN) == 2
