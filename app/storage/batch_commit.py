@@ -19,12 +19,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.storage import batch_postgresql
+from app.storage import batch_postgresql, rollups
 from app.storage.batch_plan import names_search, plan
-from app.storage.batch_sqlite import on_sqlite_thread, store_on_sqlite
+from app.storage.batch_sqlite import on_sqlite_thread, store_on_sqlite, store_plain_on_sqlite
 from app.storage.database import Database
 from app.storage.writes import (
     COPY_ROWS,
@@ -94,10 +95,13 @@ async def store_batch(
     ``held``: the connection batches are written on (else one of the pool's).
     """
     connect: ConnectDriver = held.driver if held is not None else _pooled_driver(database)
+    plain = is_plain(events)
     if database.is_sqlite:
+        if plain:
+            return await _store_plain_on_sqlite(connect, events)
         async with connect() as driver:
             return await on_sqlite_thread(driver, store_on_sqlite, events, plan(events))
-    if is_plain(events):
+    if plain:
         return await _store_plain_on_postgresql(connect, events)
     if len(events) < COPY_ROWS:
         return await _store_on_postgresql(database, connect, events)
@@ -150,10 +154,27 @@ def is_plain(events: Sequence[NewEvent]) -> bool:
 async def _store_plain_on_postgresql(
     connect: ConnectDriver, events: Sequence[NewEvent]
 ) -> list[Written]:
-    amounts: defaultdict[RollupKey, int] = defaultdict(int)
-    for event in events:
-        count_new_event(event, amounts)
-    rows = [event.values() for event in events]
+    rows, amounts = _plain_rows(events)
     async with connect() as driver:
         ids = await batch_postgresql.store_plain(driver, rows, amounts)
     return [Written(row_id, False, e.query_id) for row_id, e in zip(ids, events, strict=True)]
+
+
+async def _store_plain_on_sqlite(
+    connect: ConnectDriver, events: Sequence[NewEvent]
+) -> list[Written]:
+    rows, amounts = _plain_rows(events)
+    arrays = rollups.sqlite_amount_arrays(amounts)
+    text = orjson.dumps(rows).decode()
+    async with connect() as driver:
+        last = await on_sqlite_thread(driver, store_plain_on_sqlite, text, len(rows), arrays)
+    first = last - len(rows) + 1
+    return [Written(first + n, False, event.query_id) for n, event in enumerate(events)]
+
+
+def _plain_rows(events: Sequence[NewEvent]) -> tuple[list[tuple[Any, ...]], dict[RollupKey, int]]:
+    """A plain batch's rows, in order, and its 15-minute rollup amounts."""
+    amounts: defaultdict[RollupKey, int] = defaultdict(int)
+    for event in events:
+        count_new_event(event, amounts)
+    return [event.values() for event in events], amounts

@@ -67,6 +67,32 @@ def store_on_sqlite(
     return outcomes(batch, written)
 
 
+def store_plain_on_sqlite(
+    connection: sqlite3.Connection, rows: str, count: int, amounts: list[str]
+) -> int:
+    """A plain batch's transaction (nothing to look up or link): ``rows``, the batch's rows as
+    one JSON array, and ``amounts``, its rollup arrays (``rollups.sqlite_amount_arrays``),
+    made by the caller; the last row's id (the rows take consecutive ids, in order).
+
+    This thread holds the interpreter lock only between its statements. Python run here
+    waits for the lock while the event loop's thread serves requests: under load a batch of
+    32 spent 2.5 ms on this thread (0.85 ms alone), so what can be made beforehand is made on
+    the loop's thread, which holds the lock anyway.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        inserted = connection.execute(_INSERT_ARRAY, (rows,))
+        last = inserted.lastrowid
+        if last is None or inserted.rowcount != count:
+            raise RuntimeError(f"{inserted.rowcount} of a batch's {count} rows inserted")
+        rollups.add_arrays_on_sqlite_thread(connection, amounts)
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    return last
+
+
 def _write(
     connection: sqlite3.Connection, events: Sequence[NewEvent], batch: Plan
 ) -> tuple[dict[int, Written], dict[int, Search]]:

@@ -56,9 +56,20 @@ async def add(conn: AsyncConnection, amounts: Mapping[RollupKey, int]) -> None:
 
 def add_on_sqlite_thread(connection: sqlite3.Connection, amounts: Mapping[RollupKey, int]) -> None:
     """``add`` on the driver's own connection, in its thread (app/storage/batch_sqlite.py)."""
-    for table, rows in zip(_TABLES, _grains(amounts), strict=True):
-        # One JSON array a table: one statement, not one step per row (why: batch_sqlite.py).
-        array = orjson.dumps([(*key, n) for key, n in rows.items()]).decode()
+    add_arrays_on_sqlite_thread(connection, sqlite_amount_arrays(amounts))
+
+
+def sqlite_amount_arrays(amounts: Mapping[RollupKey, int]) -> list[str]:
+    """The amounts of each rollup table as one JSON array, the parameter of its upsert: one
+    statement a table, not one step per row (why: batch_sqlite.py)."""
+    return [
+        orjson.dumps([(*key, n) for key, n in rows.items()]).decode() for rows in _grains(amounts)
+    ]
+
+
+def add_arrays_on_sqlite_thread(connection: sqlite3.Connection, arrays: list[str]) -> None:
+    """Add ``sqlite_amount_arrays``'s arrays, on the driver's own connection, in its thread."""
+    for table, array in zip(_TABLES, arrays, strict=True):
         connection.execute(_SQLITE_UPSERTS[table.name], (array,))
 
 
