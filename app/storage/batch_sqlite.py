@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -52,13 +53,8 @@ def store_on_sqlite(
     an insert's rows get consecutive ids ending at the last one (INTEGER PRIMARY KEY:
     max(rowid) + 1).
     """
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate_transaction(connection):
         written, links = _write(connection, events, batch)
-        connection.commit()
-    except BaseException:
-        connection.rollback()
-        raise
     # Only now, as write_batch's caller sees them after its commit: a batch that failed may be
     # written again, and must not carry a link to a search its rollback took away.
     for index, (search_id, query, result_count) in links.items():
@@ -79,17 +75,31 @@ def store_plain_on_sqlite(
     32 spent 2.5 ms on this thread (0.85 ms alone), so what can be made beforehand is made on
     the loop's thread, which holds the lock anyway.
     """
+    with _immediate_transaction(connection):
+        last = _insert_array(connection, rows, count)
+        rollups.add_arrays_on_sqlite_thread(connection, amounts)
+    return last
+
+
+@contextlib.contextmanager
+def _immediate_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (the write lock first), then COMMIT, or ROLLBACK on any failure."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        inserted = connection.execute(_INSERT_ARRAY, (rows,))
-        last = inserted.lastrowid
-        if last is None or inserted.rowcount != count:
-            raise RuntimeError(f"{inserted.rowcount} of a batch's {count} rows inserted")
-        rollups.add_arrays_on_sqlite_thread(connection, amounts)
+        yield
         connection.commit()
     except BaseException:
         connection.rollback()
         raise
+
+
+def _insert_array(connection: sqlite3.Connection, rows: str, count: int) -> int:
+    """Insert ``count`` rows given as one JSON array; the last one's id (they take consecutive
+    ids, in order, under the write lock)."""
+    inserted = connection.execute(_INSERT_ARRAY, (rows,))
+    last = inserted.lastrowid
+    if last is None or inserted.rowcount != count:
+        raise RuntimeError(f"{inserted.rowcount} of a batch's {count} rows inserted")
     return last
 
 
@@ -143,10 +153,7 @@ def _insert(
     if not indexes:
         return {}
     rows = orjson.dumps([events[i].values() for i in indexes]).decode()
-    inserted = connection.execute(_INSERT_ARRAY, (rows,))
-    last = inserted.lastrowid
-    if last is None or inserted.rowcount != len(indexes):
-        raise RuntimeError(f"{inserted.rowcount} of a batch's {len(indexes)} rows inserted")
+    last = _insert_array(connection, rows, len(indexes))
     written = {}
     for index, row_id in zip(indexes, range(last - len(indexes) + 1, last + 1), strict=True):
         event = events[index]
