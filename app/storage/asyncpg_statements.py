@@ -18,7 +18,10 @@ wrong as it does for every other statement (``app.storage.outages``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -48,10 +51,82 @@ class DriverStatement:
     async def fetch(self, driver: Any, parameters: Mapping[str, Any]) -> list[Any]:
         """The statement's rows (asyncpg records), run on ``driver``, an asyncpg connection."""
         try:
-            rows: list[Any] = await driver.fetch(self.sql, *[parameters[n] for n in self.names])
+            rows: list[Any] = await driver.fetch(self.sql, *self.arguments(parameters))
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise as_sqlalchemy_error(self.sql, error, invalidated=driver.is_closed()) from error
         return rows
+
+    def arguments(self, parameters: Mapping[str, Any]) -> list[Any]:
+        return [parameters[n] for n in self.names]
+
+
+@dataclass
+class _Prepared:
+    statement: Any  # asyncpg's PreparedStatement
+    table_bytes: int  # the table's size when it was prepared
+    checked_at: float
+
+
+class PlannedForTableSize:
+    """A statement prepared again, so planned again, each time ``table`` has doubled in size.
+
+    PostgreSQL keeps a prepared statement's plan until the table's statistics change (an
+    ANALYZE). A plan made while the table is new and small is right for it then and wrong once
+    the table is large: the batch statement's eventId lookup hashes the whole event table,
+    1.3 s a batch of 32 at 500,000 rows, where a plan made at that size probes the unique
+    index in about 2 ms (docs/performance.md). On a new database that lasts until
+    autovacuum's first ANALYZE, up to a minute under load, or for good where autovacuum is off.
+
+    So at most once every ``check_every`` seconds the connection reads the table's size on disk
+    (what the planner reads too, statistics or not); once it is twice the size the statement was
+    prepared at, the statement is prepared anew. A plan is so never made for less than half the
+    table it runs on, at the cost of one size query a second and of a new statement's first
+    plans at each doubling. Each asyncpg connection keeps its own statement; one that failed is
+    let go of, and the next batch prepares it again.
+    """
+
+    def __init__(
+        self,
+        statement: DriverStatement,
+        table: str,
+        *,
+        check_every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.statement = statement
+        self.table = table
+        self.check_every = check_every
+        self._clock = clock
+        self._prepared: weakref.WeakKeyDictionary[Any, _Prepared] = weakref.WeakKeyDictionary()
+
+    async def fetch(self, driver: Any, parameters: Mapping[str, Any]) -> list[Any]:
+        """The statement's rows, run on ``driver`` (an asyncpg connection) by its own plan."""
+        sql = self.statement.sql
+        try:
+            prepared = await self._planned(driver)
+            rows: list[Any] = await prepared.fetch(*self.statement.arguments(parameters))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            self._prepared.pop(driver, None)
+            raise as_sqlalchemy_error(sql, error, invalidated=driver.is_closed()) from error
+        return rows
+
+    async def _planned(self, driver: Any) -> Any:
+        kept = self._prepared.get(driver)
+        now = self._clock()
+        if kept is not None and now - kept.checked_at < self.check_every:
+            return kept.statement
+        size: int = await driver.fetchval(
+            "SELECT pg_relation_size(CAST($1 AS regclass))", self.table
+        )
+        if kept is not None and size < 2 * max(kept.table_bytes, _PAGE_BYTES):
+            kept.checked_at = now
+            return kept.statement
+        kept = _Prepared(await driver.prepare(self.statement.sql), size, now)
+        self._prepared[driver] = kept
+        return kept.statement
+
+
+_PAGE_BYTES = 8192
 
 
 def as_sqlalchemy_error(sql: str, error: Exception, *, invalidated: bool) -> DBAPIError:

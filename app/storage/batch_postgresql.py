@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain.buckets import ROLLUP_MICROS
 from app.storage import rollups
-from app.storage.asyncpg_statements import DriverStatement
+from app.storage.asyncpg_statements import DriverStatement, PlannedForTableSize
 from app.storage.batch_plan import Plan, names_search, outcomes
 from app.storage.writes import (
     INSERTED,
@@ -54,7 +54,9 @@ async def store(driver: Any, events: Sequence[NewEvent], batch: Plan) -> list[Wr
     order = batch.order
     parameters = _event_rows([(*events[i].values(), *_counters(events[i])) for i in order])
     written: dict[int, Written] = {}
-    for row in await _STORE_ANY.fetch(driver, parameters):
+    with_event_id = any(events[i].event_id is not None for i in order)
+    statement = _STORE_ANY_LOOKING_UP if with_event_id else _STORE_ANY
+    for row in await statement.fetch(driver, parameters):
         index = order[row["position"] - 1]
         if row["linked"]:
             event = events[index]
@@ -160,7 +162,9 @@ _COLUMNS = ", ".join(INSERTED)
 #   The table is read only if some candidate has an eventId (the EXISTS, which names nothing
 #   of the table, is checked once, before): PostgreSQL keeps a statement's plan, and one
 #   made while the table was new and small joins by hashing the whole table, until the next
-#   ANALYZE re-plans it (on a new database, a batch took 2 ms, then 7 ms after 60,000 rows);
+#   ANALYZE re-plans it (on a new database, a batch took 2 ms, then 7 ms after 60,000 rows).
+#   A batch that has an eventId runs the statement prepared apart, planned again as the table
+#   grows (``_STORE_ANY_LOOKING_UP``);
 # - fresh: those to insert, each with its id from the sequence (a step calling a volatile
 #   function is computed once), taken in the candidates' order;
 # - grouped: each fresh row beside the batch's last search (the highest id) of its engine and
@@ -262,3 +266,6 @@ FROM checked WHERE stored_id IS NOT NULL
 """
     )
 )
+# The same statement for a batch with an eventId to look up, whose plan reads the table: made
+# again each time the table has doubled, never kept from a table a fraction of its size.
+_STORE_ANY_LOOKING_UP = PlannedForTableSize(_STORE_ANY, "event")

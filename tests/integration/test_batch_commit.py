@@ -14,6 +14,7 @@ from app.domain.buckets import DAY_MICROS, HOUR_MICROS, ROLLUP_MICROS
 from app.domain.events import EventKind
 from app.services.runtime import Runtime
 from app.storage import batch_postgresql
+from app.storage.asyncpg_statements import PlannedForTableSize
 from app.storage.batch_commit import HeldConnection, is_plain, store_batch
 from app.storage.rollups import ROLLUP, ROLLUP_DAY, ROLLUP_HOUR
 from app.storage.writes import EVENT, NewEvent, rollup_counters, write_batch
@@ -164,14 +165,14 @@ async def test_a_held_postgresql_connection_outlives_a_server_that_closed_it(
     assert len(await stored_rows(runtime, engine)) == 10
 
 
-def _scans_of_event(plan: dict[str, Any]) -> list[tuple[str, int]]:
-    """Every scan of the event table in an EXPLAIN (ANALYZE, FORMAT JSON) plan: its node type
-    and how many times it ran."""
+def _scans_of_event(plan: dict[str, Any], *, actual: bool = True) -> list[tuple[str, int]]:
+    """Every scan of the event table in an EXPLAIN (FORMAT JSON) plan: its node type and, with
+    ANALYZE (``actual``), how many times it ran."""
     found = []
     if plan.get("Relation Name") == "event" and "Scan" in plan["Node Type"]:
-        found.append((plan["Node Type"], plan["Actual Loops"]))
+        found.append((plan["Node Type"], plan["Actual Loops"] if actual else 0))
     for child in plan.get("Plans", []):
-        found += _scans_of_event(child)
+        found += _scans_of_event(child, actual=actual)
     return found
 
 
@@ -224,3 +225,81 @@ async def test_a_batch_reads_the_table_for_event_ids_only(
         assert any(loops for _, loops in _scans_of_event(plan["Plan"]))
     else:
         assert not any(full_scans), plan
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_batch_with_an_event_id_is_planned_again_once_the_table_has_doubled(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    """PostgreSQL keeps a prepared statement's plan until an ANALYZE: made on a small table, the
+    eventId lookup scans the whole table however big it grows. Prepared again once the table
+    has doubled, the statement's plan is made for the table as it is: it probes the index."""
+    engine = await engine_id(runtime, tenant.hashid)
+    sql = batch_postgresql._STORE_ANY.sql
+    statement = PlannedForTableSize(batch_postgresql._STORE_ANY, "event", check_every=0)
+    batches = iter(range(100))
+
+    def parameters() -> dict[str, str]:
+        n = next(batches)
+        events = [
+            NewEvent(
+                engine_id=engine,
+                kind=EventKind.CLICK,
+                occurred_at=START,
+                received_at=START,
+                door="test",
+                device="desktop",
+                query_id="q1",
+                document_id=f"d{n}",
+                event_id=f"e{n}-{i}",
+            )
+            for i in range(5)
+        ]
+        return batch_postgresql._event_rows(
+            [(*e.values(), *batch_postgresql._counters(e)) for e in events]
+        )
+
+    async def scans_by_plan(name: str) -> list[str]:
+        # EXECUTE's arguments are not bound: the rows go as a literal.
+        rows = parameters()["events"].replace("'", "''")
+        explained = await driver.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name}('{rows}')")
+        # SQLAlchemy's asyncpg dialect gives its connections a codec that decodes JSON.
+        [plan] = orjson.loads(explained) if isinstance(explained, str) else explained
+        return [node for node, _ in _scans_of_event(plan["Plan"], actual=False)]
+
+    async def latest_statement() -> str:
+        name: str = await driver.fetchval(
+            "SELECT name FROM pg_prepared_statements WHERE statement = $1 "
+            "ORDER BY prepare_time DESC LIMIT 1",
+            sql,
+        )
+        return name
+
+    async with runtime.database.writes.connect() as conn:
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        # Each statement's plan is made once, at its first run, and kept (as PostgreSQL does
+        # once a statement has run a few times).
+        await driver.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            kept_from_small = await driver.prepare(sql)
+            await statement.fetch(driver, parameters())
+            first = await latest_statement()
+            assert "Seq Scan" in await scans_by_plan(first)
+            assert "Seq Scan" in await scans_by_plan(kept_from_small.get_name())
+
+            await driver.execute(
+                "INSERT INTO event (engine_id, kind, occurred_at, received_at, door, device, "
+                "is_bot, clicked, event_id) "
+                "SELECT $1, 'visit', 0, 0, 'test', 'desktop', false, false, 'g' || n "
+                "FROM generate_series(1, 150000) AS n",
+                engine,
+            )
+            written = await statement.fetch(driver, parameters())
+            assert len(written) == 5
+            replanned = await latest_statement()
+            assert replanned != first
+            assert "Seq Scan" not in await scans_by_plan(replanned)
+            # Without being prepared again, the plan made on the small table scans it all.
+            assert "Seq Scan" in await scans_by_plan(kept_from_small.get_name())
+        finally:
+            await driver.execute("RESET plan_cache_mode")
