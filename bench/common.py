@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -87,23 +88,30 @@ def searchstats_server(
         "SEARCHSTATS_WRITE_RATE_LIMIT": "1000000/second",
         **(env or {}),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=tempfile.mkdtemp(prefix="searchstats-serve-"),
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    folder = Path(tempfile.mkdtemp(prefix="searchstats-serve-"))
+    log = folder / "server.log"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "app.cli", "serve"),
+                *("--port", str(port), "--workers", str(workers)),
+            ],
+            cwd=folder,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+        )
     try:
         key, hashid = (api_key, "") if api_key else _read_bootstrap(process)
         # Keep reading the server's output: a full pipe would block its logging, and so it.
         threading.Thread(target=_drain, args=(process,), daemon=True).start()
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url)
+        _wait_ready(url, log, workers)
         yield Server(url=url, api_key=key, hashid=hashid, process=process)
     finally:
         stop(process)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def stop(process: subprocess.Popen[str]) -> None:
@@ -139,16 +147,48 @@ def _read_bootstrap(process: subprocess.Popen[str]) -> tuple[str, str]:
     return key, hashid
 
 
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 30
+def _wait_ready(url: str, log: Path, workers: int) -> None:
+    """Until the server answers ready and every worker has started (its log says so): wrk
+    opens its connections at once, and a worker that starts after it gets none of them."""
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
+            ready = httpx.get(f"{url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
+            ready = False
+        if ready and log.read_text().count(_STARTED) >= workers:
+            return
         time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready")
+    raise RuntimeError(f"{url} did not become ready with {workers} worker(s)")
+
+
+_STARTED = "Application startup complete."
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """Cores kept busy on average while wrk ran, by whom: the server's processes (SQLite runs
+    inside them), PostgreSQL's (every ``postgres`` process of the machine: its background
+    writers too), and wrk itself."""
+
+    server: float
+    database: float
+    load: float
+
+    @property
+    def total(self) -> float:
+        return self.server + self.database + self.load
+
+
+def mean_cpu(uses: list[CpuUse | None]) -> CpuUse | None:
+    known = [use for use in uses if use is not None]
+    if not known or len(known) != len(uses):
+        return None
+    return CpuUse(
+        server=sum(u.server for u in known) / len(known),
+        database=sum(u.database for u in known) / len(known),
+        load=sum(u.load for u in known) / len(known),
+    )
 
 
 @dataclass
@@ -159,15 +199,83 @@ class WrkResult:
     requests: int
     non_2xx: int
     errors: int
+    cpu: CpuUse | None = None
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_HAS_PROC = Path("/proc/self/stat").exists()
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """Every process of the machine: its parent, its name and the CPU seconds it has used
+    (Linux's /proc; empty elsewhere)."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = entry.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # After the name: state, ppid, ... utime and stime are the 12th and 13th.
+        found[int(entry.parent.name)] = (
+            int(fields[1]),
+            name,
+            (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS,
+        )
+    return found
+
+
+def _cpu_seconds(server_pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by the server's process tree and by PostgreSQL's processes."""
+    processes = _processes()
+    tree = {server_pid}
+    for _ in range(3):  # the server, its workers, their children
+        tree |= {pid for pid, (parent, _, _) in processes.items() if parent in tree}
+    server = sum(processes[pid][2] for pid in tree if pid in processes)
+    database = sum(cpu for _, name, cpu in processes.values() if name == "postgres")
+    return server, database
+
+
+class CpuMeter:
+    """Cores busy from its making to ``read``: the server's, PostgreSQL's, and those of the
+    children this process waits for meanwhile (wrk)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.began = time.monotonic()
+        self.server, self.database = _cpu_seconds(server_pid)
+        self.load = _children_cpu_seconds()
+
+    def read(self) -> CpuUse:
+        elapsed = time.monotonic() - self.began
+        server, database = _cpu_seconds(self.server_pid)
+        return CpuUse(
+            server=(server - self.server) / elapsed,
+            database=(database - self.database) / elapsed,
+            load=(_children_cpu_seconds() - self.load) / elapsed,
+        )
+
+
+def _children_cpu_seconds() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def wrk_post(
-    url: str, body: str, headers: dict[str, str], *, seconds: int, connections: int
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    *,
+    seconds: int,
+    connections: int,
+    server_pid: int | None = None,
 ) -> WrkResult:
     """Drive POSTs at ``url`` with wrk (one thread: the other core serves).
 
     wrk gives up on a request after 2 s by default and leaves it out of the latencies: a
     100-event batch under 64 connections can take longer, so the timeout here is 30 s.
+    ``server_pid``: also how many cores the server, PostgreSQL and wrk kept busy meanwhile.
     """
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
@@ -180,6 +288,7 @@ def wrk_post(
     )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua)
+    meter = CpuMeter(server_pid) if server_pid is not None and _HAS_PROC else None
     output = subprocess.run(
         [
             *("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"),
@@ -191,7 +300,10 @@ def wrk_post(
         timeout=seconds + 90,
     ).stdout
     os.unlink(script.name)
-    return _parse_wrk(output)
+    result = _parse_wrk(output)
+    if meter is not None:
+        result.cpu = meter.read()
+    return result
 
 
 def _parse_wrk(output: str) -> WrkResult:

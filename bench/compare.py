@@ -59,7 +59,7 @@ def compare(
             env = {"PYTHONPATH": str(root)}
             with fresh_database(backend) as url, searchstats_server(url, env=env) as server:
                 for door in doors:
-                    result, _ = measure_door(server.url, server.api_key, door, args)
+                    result, _ = measure_door(server, server.api_key, door, args)
                     served[(door, side)].append(result.requests_per_second)
                     print(
                         f"{backend} round {round_ + 1} {side}: {door} "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -38,9 +39,11 @@ from app.storage.models import Event
 from bench import plots, stats
 from bench.common import (
     ROOT,
+    Server,
     WrkResult,
     free_port,
     fresh_database,
+    mean_cpu,
     searchstats_server,
     stop,
     write_section,
@@ -147,6 +150,7 @@ def reference(
             {"Content-Type": "application/json"},
             seconds=seconds,
             connections=connections,
+            server_pid=process.pid,
         )
     finally:
         stop(process)
@@ -196,7 +200,7 @@ async def stored_reference_rows(database_url: str) -> int:
 
 
 def measure_door(
-    server_url: str, api_key: str, door: str, args: argparse.Namespace
+    server: Server, api_key: str, door: str, args: argparse.Namespace
 ) -> tuple[WrkResult, int]:
     _label, path, body, scheme, per_request = next(d for d in DOORS if d[0] == door)
     headers = {
@@ -205,11 +209,12 @@ def measure_door(
         "User-Agent": BROWSER,
     }
     result = wrk_post(
-        server_url + path,
+        server.url + path,
         orjson.dumps(body).decode(),
         headers,
         seconds=args.seconds,
         connections=args.connections,
+        server_pid=server.process.pid,
     )
     if result.errors:
         print(f"{door}: {result.errors} socket errors", file=sys.stderr, flush=True)
@@ -237,7 +242,7 @@ def door_row(
         fresh_database(backend) as url,
         searchstats_server(url, workers=workers, env=env) as server,
     ):
-        result, per_request = measure_door(server.url, server.api_key, door, args)
+        result, per_request = measure_door(server, server.api_key, door, args)
         stop(server.process)
         stored = asyncio.run(stored_events(url))
     return Row(label, backend, result, stored, per_request, workers)
@@ -300,7 +305,7 @@ def prefilled_doors(backend: str, args: argparse.Namespace) -> tuple[list[Row], 
                 for round_ in range(args.prefill_rounds):
                     for size in sizes if round_ % 2 == 0 else sizes[::-1]:
                         server = servers[size]
-                        result, per_request = measure_door(server.url, keys[size], door, args)
+                        result, per_request = measure_door(server, keys[size], door, args)
                         results[size].append(result)
                 time.sleep(0.5)  # let the last group commits land before counting
                 for size in sizes:
@@ -322,6 +327,7 @@ def _combine(results: list[WrkResult]) -> WrkResult:
         requests=sum(r.requests for r in results),
         non_2xx=sum(r.non_2xx for r in results),
         errors=sum(r.errors for r in results),
+        cpu=mean_cpu([r.cpu for r in results]),
     )
 
 
@@ -335,7 +341,7 @@ def main() -> None:
         "--scale-workers",
         type=int,
         default=2,
-        help="also run REST visit on PostgreSQL with this many workers (0: skip)",
+        help="also run REST visit with this many workers (0: skip)",
     )
     parser.add_argument(
         "--prefill",
@@ -390,7 +396,7 @@ def _measure_doors(
         quiet = {"SEARCHSTATS_ACCESS_LOG": "false"}
         rows.append(door_row(QUIET_VISIT, REST_VISIT, backend, args, env=quiet))
         rows.append(reference_row(PLAIN, backend, "/graphql", GRAPHQL_BATCH, BATCH, args))
-        if backend == "postgresql" and args.scale_workers > 1:
+        if args.scale_workers > 1:
             scaled = args.scale_workers
             rows += real_doors(backend, args, workers=scaled, doors=(REST_VISIT,))
     # The HTTP limit drifts with the machine over a run (by a quarter between runs, seen on a
@@ -409,6 +415,7 @@ def mean_of(first: WrkResult, last: WrkResult) -> WrkResult:
         requests=first.requests + last.requests,
         non_2xx=first.non_2xx + last.non_2xx,
         errors=first.errors + last.errors,
+        cpu=mean_cpu([first.cpu, last.cpu]),
     )
 
 
@@ -440,8 +447,29 @@ def _doors_section(
             "Against the targets of the performance issue:",
             "",
             _targets_table(rows, backends, args),
+            "",
+            f"Where the machine's {os.cpu_count()} cores went while wrk drove each door (cores "
+            "busy on average, from /proc: the server's processes, SQLite's work included; "
+            "every PostgreSQL process; wrk):",
+            "",
+            _cores_table(rows),
         ]
     )
+
+
+def _cores_table(rows: list[Row]) -> str:
+    lines = [
+        "| door | database | server | PostgreSQL | wrk | in all |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        cpu = row.result.cpu
+        if cpu is not None:
+            lines.append(
+                f"| {row.label} | {row.backend} | {cpu.server:.2f} | {cpu.database:.2f} "
+                f"| {cpu.load:.2f} | {cpu.total:.2f} |"
+            )
+    return "\n".join(lines)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -535,7 +563,7 @@ def _targets_table(rows: list[Row], backends: list[str], args: argparse.Namespac
             {b: ratio(find(RECORD_EVENTS, b), find(PLAIN, b)) for b in backends},
         )
     )
-    if args.scale_workers > 1 and "postgresql" in backends:
+    if args.scale_workers > 1:
         measures.append(
             (
                 f"{REST_VISIT}, {args.scale_workers} workers ÷ 1 worker",
