@@ -27,6 +27,7 @@ from app.storage import batch_postgresql, rollups
 from app.storage.batch_plan import names_search, plan
 from app.storage.batch_sqlite import on_sqlite_thread, store_on_sqlite, store_plain_on_sqlite
 from app.storage.database import Database
+from app.storage.sqlite_writer_lock import SqliteWriterLock
 from app.storage.writes import (
     COPY_ROWS,
     NewEvent,
@@ -97,10 +98,11 @@ async def store_batch(
     connect: ConnectDriver = held.driver if held is not None else _pooled_driver(database)
     plain = is_plain(events)
     if database.is_sqlite:
+        lock = database.writer_lock
         if plain:
-            return await _store_plain_on_sqlite(connect, events)
+            return await _store_plain_on_sqlite(connect, lock, events)
         async with connect() as driver:
-            return await on_sqlite_thread(driver, store_on_sqlite, events, plan(events))
+            return await on_sqlite_thread(driver, store_on_sqlite, lock, events, plan(events))
     if plain:
         return await _store_plain_on_postgresql(connect, events)
     if len(events) < COPY_ROWS:
@@ -161,13 +163,13 @@ async def _store_plain_on_postgresql(
 
 
 async def _store_plain_on_sqlite(
-    connect: ConnectDriver, events: Sequence[NewEvent]
+    connect: ConnectDriver, lock: SqliteWriterLock | None, events: Sequence[NewEvent]
 ) -> list[Written]:
     rows, amounts = _plain_rows(events)
     arrays = rollups.sqlite_amount_arrays(amounts)
     text = orjson.dumps(rows).decode()
     async with connect() as driver:
-        last = await on_sqlite_thread(driver, store_plain_on_sqlite, text, len(rows), arrays)
+        last = await on_sqlite_thread(driver, store_plain_on_sqlite, lock, text, len(rows), arrays)
     first = last - len(rows) + 1
     return [Written(first + n, False, event.query_id) for n, event in enumerate(events)]
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from app.settings import Settings
+from app.storage.sqlite_writer_lock import SqliteWriterLock, writer_lock_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class Database:
     # has a deadline (a write blocked behind a lock, or a server that stopped answering, fails
     # instead of hanging the batch); on SQLite the same engine, whose busy timeout bounds writes.
     writes: AsyncEngine
+    # On a SQLite file, what the group commit's batches take, one at a time, across workers.
+    writer_lock: SqliteWriterLock | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -35,6 +38,8 @@ class Database:
         await self.engine.dispose()
         if self.writes is not self.engine:
             await self.writes.dispose()
+        if self.writer_lock is not None:
+            self.writer_lock.close()
 
 
 # Connections of the write pool: one flusher writes at a time; one more for a connection being
@@ -48,7 +53,11 @@ def open_database(settings: Settings, *, pooled: bool = True) -> Database:
     writes = engine
     if engine.dialect.name != "sqlite":
         writes = create_engine(settings, pooled=pooled, pool_size=WRITE_POOL_SIZE, writes=True)
-    return Database(engine=engine, sessions=sessions, writes=writes)
+        return Database(engine=engine, sessions=sessions, writes=writes)
+    lock = writer_lock_for(
+        make_url(settings.database_url).database, timeout=settings.db_connect_timeout_seconds
+    )
+    return Database(engine=engine, sessions=sessions, writes=writes, writer_lock=lock)
 
 
 def create_engine(

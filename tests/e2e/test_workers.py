@@ -1,5 +1,6 @@
 """``searchstats serve --workers 2`` on PostgreSQL: both workers serve, their metrics add up
-whichever one answers the scrape, the logs are JSON lines, and SIGTERM stops them all cleanly."""
+whichever one answers the scrape, the logs are JSON lines, and SIGTERM stops them all cleanly.
+On SQLite: both workers' batches are written, one at a time."""
 
 from __future__ import annotations
 
@@ -91,3 +92,25 @@ def test_two_workers_on_postgres(empty_database_url: str, tmp_path: Path) -> Non
     assert {"time", "level", "logger", "message", "request_id"} <= set(records[0])
     assert started_workers(log) == {str(pid) for pid in workers}
     print(seen.line("2 workers on PostgreSQL") + f"; /metrics reported {totals} on 10 scrapes")
+
+
+def test_two_workers_on_sqlite_take_turns_to_write(tmp_path: Path) -> None:
+    """Both workers commit their batches to one SQLite file, one at a time by its writer lock:
+    every batch answered 200 (none refused as a locked database), none lost or half stored."""
+    database = tmp_path / "two.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    env = {"SEARCHSTATS_DATABASE_URL": url, "SEARCHSTATS_SECRET_KEY": "two"}
+    with searchstats_serve(env, tmp_path, workers=2) as served:
+        bootstrap = served.bootstrap()
+        assert bootstrap is not None, served.output()
+        wait_for_workers(served, 2)
+        with IngestLoad(served.base_url, bootstrap[0], clients=8, size=10) as load:
+            load.wait_acknowledged(1000)
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=20) == 0
+    seen = outcome(load.batches, stored_event_ids(url))
+
+    assert {status for batch in load.batches for status in batch.statuses} == {200}
+    assert (seen.lost, seen.partial_batches, seen.duplicates) == (0, 0, 0)
+    assert Path(f"{database}-writer.lock").exists()
+    print(seen.line("2 workers on SQLite"))
