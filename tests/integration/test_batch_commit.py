@@ -165,6 +165,31 @@ async def test_a_held_postgresql_connection_outlives_a_server_that_closed_it(
     assert len(await stored_rows(runtime, engine)) == 10
 
 
+def clicks_naming_a_search(engine: int, event_ids: list[str | None]) -> list[NewEvent]:
+    """Clicks that name a search (not a plain batch), one for each eventId given."""
+    return [
+        NewEvent(
+            engine_id=engine,
+            kind=EventKind.CLICK,
+            occurred_at=START,
+            received_at=START,
+            door="test",
+            device="desktop",
+            query_id="q1",
+            document_id=f"d{n}",
+            event_id=event_id,
+        )
+        for n, event_id in enumerate(event_ids)
+    ]
+
+
+def statement_rows(events: list[NewEvent]) -> dict[str, str]:
+    """The batch statement's parameter for these events."""
+    return batch_postgresql._event_rows(
+        [(*e.values(), *batch_postgresql._counters(e)) for e in events]
+    )
+
+
 def _scans_of_event(plan: dict[str, Any], *, actual: bool = True) -> list[tuple[str, int]]:
     """Every scan of the event table in an EXPLAIN (FORMAT JSON) plan: its node type and, with
     ANALYZE (``actual``), how many times it ran."""
@@ -186,24 +211,11 @@ async def test_a_batch_reads_the_table_for_event_ids_only(
     plan made on a small table hashes the whole table: each batch slower as it grows)."""
     engine = await engine_id(runtime, tenant.hashid)
     await store_batch(runtime.database, plain_events(engine))  # a table that is not empty
-    events = [
-        NewEvent(
-            engine_id=engine,
-            kind=EventKind.CLICK,
-            occurred_at=START,
-            received_at=START,
-            door="test",
-            device="desktop",
-            query_id="q1",
-            document_id=f"d{n}",
-            event_id=f"e{n}" if with_event_id and n == 3 else None,
-        )
-        for n in range(5)
-    ]
-    assert not is_plain(events)
-    parameters = batch_postgresql._event_rows(
-        [(*e.values(), *batch_postgresql._counters(e)) for e in events]
+    events = clicks_naming_a_search(
+        engine, [f"e{n}" if with_event_id and n == 3 else None for n in range(5)]
     )
+    assert not is_plain(events)
+    parameters = statement_rows(events)
     async with runtime.database.writes.connect() as conn:
         driver: Any = (await conn.get_raw_connection()).driver_connection
         await driver.execute("SET plan_cache_mode = force_generic_plan")
@@ -241,23 +253,7 @@ async def test_a_batch_with_an_event_id_is_planned_again_once_the_table_has_doub
 
     def parameters() -> dict[str, str]:
         n = next(batches)
-        events = [
-            NewEvent(
-                engine_id=engine,
-                kind=EventKind.CLICK,
-                occurred_at=START,
-                received_at=START,
-                door="test",
-                device="desktop",
-                query_id="q1",
-                document_id=f"d{n}",
-                event_id=f"e{n}-{i}",
-            )
-            for i in range(5)
-        ]
-        return batch_postgresql._event_rows(
-            [(*e.values(), *batch_postgresql._counters(e)) for e in events]
-        )
+        return statement_rows(clicks_naming_a_search(engine, [f"e{n}-{i}" for i in range(5)]))
 
     async def scans_by_plan(name: str) -> list[str]:
         # EXECUTE's arguments are not bound: the rows go as a literal.
