@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,11 @@ class DriverStatement:
         return [parameters[n] for n in self.names]
 
 
+# The least a table's size counts as: an empty table's statement is not prepared again for its
+# first page.
+_PAGE_BYTES = 8192
+
+
 @dataclass
 class _Prepared:
     statement: Any  # asyncpg's PreparedStatement
@@ -91,12 +96,10 @@ class PlannedForTableSize:
         table: str,
         *,
         check_every: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.statement = statement
         self.table = table
         self.check_every = check_every
-        self._clock = clock
         self._prepared: weakref.WeakKeyDictionary[Any, _Prepared] = weakref.WeakKeyDictionary()
 
     async def fetch(self, driver: Any, parameters: Mapping[str, Any]) -> list[Any]:
@@ -112,7 +115,7 @@ class PlannedForTableSize:
 
     async def _planned(self, driver: Any) -> Any:
         kept = self._prepared.get(driver)
-        now = self._clock()
+        now = time.monotonic()
         if kept is not None and now - kept.checked_at < self.check_every:
             return kept.statement
         size: int = await driver.fetchval(
@@ -124,9 +127,6 @@ class PlannedForTableSize:
         kept = _Prepared(await driver.prepare(self.statement.sql), size, now)
         self._prepared[driver] = kept
         return kept.statement
-
-
-_PAGE_BYTES = 8192
 
 
 def as_sqlalchemy_error(sql: str, error: Exception, *, invalidated: bool) -> DBAPIError:
