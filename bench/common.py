@@ -8,6 +8,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -181,13 +182,14 @@ class CpuUse:
 
 
 def mean_cpu(uses: list[CpuUse | None]) -> CpuUse | None:
+    """The mean of several measurements, if every one was measured."""
     known = [use for use in uses if use is not None]
-    if not known or len(known) != len(uses):
+    if not uses or len(known) != len(uses):
         return None
     return CpuUse(
-        server=sum(u.server for u in known) / len(known),
-        database=sum(u.database for u in known) / len(known),
-        load=sum(u.load for u in known) / len(known),
+        server=statistics.fmean(u.server for u in known),
+        database=statistics.fmean(u.database for u in known),
+        load=statistics.fmean(u.load for u in known),
     )
 
 

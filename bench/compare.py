@@ -65,7 +65,7 @@ def compare(
                 searchstats_server(url, env=env, workers=args.workers) as server,
             ):
                 for door in doors:
-                    result, _ = measure_door(server, server.api_key, door, args)
+                    result, _ = measure_door(server, door, args)
                     served[(door, side)].append(result.requests_per_second)
                     p99[(door, side)].append(result.p99_ms)
                     print(

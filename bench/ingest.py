@@ -199,13 +199,11 @@ async def stored_reference_rows(database_url: str) -> int:
         await engine.dispose()
 
 
-def measure_door(
-    server: Server, api_key: str, door: str, args: argparse.Namespace
-) -> tuple[WrkResult, int]:
+def measure_door(server: Server, door: str, args: argparse.Namespace) -> tuple[WrkResult, int]:
     _label, path, body, scheme, per_request = next(d for d in DOORS if d[0] == door)
     headers = {
         "Content-Type": "application/json",
-        "Authorization": f"{scheme} {api_key}",
+        "Authorization": f"{scheme} {server.api_key}",
         "User-Agent": BROWSER,
     }
     result = wrk_post(
@@ -242,7 +240,7 @@ def door_row(
         fresh_database(backend) as url,
         searchstats_server(url, workers=workers, env=env) as server,
     ):
-        result, per_request = measure_door(server, server.api_key, door, args)
+        result, per_request = measure_door(server, door, args)
         stop(server.process)
         stored = asyncio.run(stored_events(url))
     return Row(label, backend, result, stored, per_request, workers)
@@ -305,7 +303,7 @@ def prefilled_doors(backend: str, args: argparse.Namespace) -> tuple[list[Row], 
                 for round_ in range(args.prefill_rounds):
                     for size in sizes if round_ % 2 == 0 else sizes[::-1]:
                         server = servers[size]
-                        result, per_request = measure_door(server, keys[size], door, args)
+                        result, per_request = measure_door(server, door, args)
                         results[size].append(result)
                 time.sleep(0.5)  # let the last group commits land before counting
                 for size in sizes:

@@ -158,7 +158,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         time.sleep(0.5)  # py-spy attaches
-        result, per_request = measure_door(server, server.api_key, args.door, args)
+        result, per_request = measure_door(server, args.door, args)
         sampler.wait(timeout=args.seconds + 30)
         profile = read_samples(raw)
         with urllib.request.urlopen(server.url + "/metrics", timeout=10) as answer:
