@@ -19,6 +19,7 @@ from app.http.cors import CrossOrigin
 from app.http.health import health_routes
 from app.http.metrics import metrics_routes
 from app.rest import rest_routes
+from app.rest.unrouted import HANDLERS as UNROUTED
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from app.switch_interval import shorten_switch_interval
@@ -63,7 +64,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_credentials=True,
-            allow_headers=["Authorization", "Content-Type", "X-XSRF-TOKEN", "X-Request-ID"],
+            # The DSpace Angular UI sends X-Referrer and X-Correlation-ID with every request.
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Correlation-ID",
+                "X-Referrer",
+                "X-XSRF-TOKEN",
+                "X-Request-ID",
+            ],
             expose_headers=["DSPACE-XSRF-TOKEN", "Retry-After", "X-Request-ID"],
             max_age=600,
         ),
@@ -73,7 +82,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             timeout_seconds=settings.body_timeout_seconds,
         ),
     ]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, middleware=middleware, exception_handlers=UNROUTED, lifespan=lifespan
+    )
     app.state.runtime = runtime
     return app
 

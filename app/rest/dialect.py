@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from app.auth.principal import Principal
 from app.domain.strict_json import parse_json
@@ -53,7 +54,7 @@ def _rendered(render: RenderError, request: Request, error: SearchStatsError) ->
 
 async def read_json_object(request: Request, *, limit: int) -> dict[str, Any]:
     """The request's body as a JSON object; anything else is a 400, never a 500."""
-    if not _is_json(request.headers.get("content-type")):
+    if not _is_json(_header(request.scope, b"content-type")):
         raise BadParams("Content-Type must be application/json")
     body = await _read_at_most(request, limit)
     if not body.strip():
@@ -77,7 +78,7 @@ async def _read_at_most(request: Request, limit: int) -> bytes:
     # growing buffer would be copied as it grows, holding the body twice at times. Read from
     # ``receive`` itself, not through ``Request.stream``, an async generator costing 2% of a
     # REST event's instructions; the body is read once, here.
-    declared = request.headers.get("content-length", "")
+    declared = _header(request.scope, b"content-length") or ""
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is over {limit} bytes")
     chunks: list[bytes] = []
@@ -100,7 +101,7 @@ async def caller(runtime: Runtime, request: Request, access: Access) -> Principa
     return await admitted_caller(
         authenticator=runtime.authenticator,
         limits=runtime.limits,
-        authorization=request.headers.get("authorization"),
+        authorization=_header(request.scope, b"authorization"),
         client=runtime.addresses.of_scope(request.scope),
         access=access,
     )
@@ -112,4 +113,17 @@ async def admit_anonymous(runtime: Runtime, request: Request, access: Access) ->
 
 
 def client_of(request: Request, door: str) -> Client:
-    return Client(door=door, user_agent=request.headers.get("user-agent"))
+    return Client(door=door, user_agent=_header(request.scope, b"user-agent"))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lowercase, as ASGI gives it), or None.
+
+    Read from the scope's list: ``request.headers`` builds a mapping whose every ``get``
+    lowercases and encodes the name and goes through ``Mapping.get``, for the few fixed headers
+    a door reads.
+    """
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None

@@ -1,0 +1,78 @@
+"""Requests no route takes: 404 for an unknown path, 405 for a method the path does not answer,
+each in the error format of the dialect whose paths it is under."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # no storage is touched
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v2/stats/searches", "/api/v2/stats/visit/extra", "/no/such/path"]
+)
+async def test_an_unknown_path_is_not_found_in_the_doofinder_and_service_format(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"code": "not_found", "message": "there is nothing at this path"}
+    }
+
+
+async def test_an_unknown_workplace_path_lists_its_error(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/ws/v1/analytics/events", json={})
+    assert response.status_code == 404
+    assert response.json() == {"errors": ["there is nothing at this path"]}
+
+
+async def test_an_unknown_dspace_path_answers_as_spring_does(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/statistics/clickevents", json={})
+    assert response.status_code == 404
+    body = response.json()
+    assert datetime.now(UTC) - datetime.fromisoformat(body.pop("timestamp")) < timedelta(minutes=1)
+    assert body == {
+        "status": 404,
+        "error": "Not Found",
+        "message": "there is nothing at this path",
+        "path": "/api/statistics/clickevents",
+    }
+
+
+async def test_a_wrong_method_names_the_methods_allowed(client: httpx.AsyncClient) -> None:
+    doofinder = await client.get("/api/v2/stats/visit")
+    assert doofinder.status_code == 405
+    assert doofinder.headers["allow"] == "POST"
+    assert doofinder.json() == {
+        "error": {
+            "code": "bad_params",
+            "message": "GET is not allowed here; this path answers POST",
+        }
+    }
+
+    workplace = await client.put("/api/ws/v1/analytics/event", json={})
+    assert workplace.status_code == 405
+    assert workplace.headers["allow"] == "POST"
+    assert workplace.json() == {"errors": ["PUT is not allowed here; this path answers POST"]}
+
+    dspace = await client.get("/api/statistics/collect")
+    assert dspace.status_code == 405
+    assert dspace.headers["allow"] == "POST"
+    body = dspace.json()
+    assert (body["status"], body["error"]) == (405, "Method Not Allowed")
+    assert body["path"] == "/api/statistics/collect"
+
+    probe = await client.delete("/healthz")
+    assert probe.status_code == 405
+    assert set(probe.headers["allow"].split(", ")) == {"GET", "HEAD"}
+    assert probe.json()["error"]["code"] == "bad_params"
+
+
+async def test_an_unrouted_answer_keeps_the_request_id(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v2/stats/nothing", headers={"X-Request-ID": "probe-1"})
+    assert response.status_code == 404
+    assert response.headers["x-request-id"] == "probe-1"
