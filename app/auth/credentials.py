@@ -18,6 +18,9 @@ from app.storage.database import Database
 from app.storage.outages import unavailable_when_down
 
 MAX_JWT_LIFETIME = 7 * 24 * 3600
+# Clocks of the clients that sign tokens and of this server differ: a token issued "now" by a
+# clock a few seconds ahead must not be refused as issued in the future.
+JWT_CLOCK_SKEW_SECONDS = 60
 MAX_HEADER = 4096
 CACHE_ENTRIES = 10_000
 
@@ -123,11 +126,17 @@ class Authenticator:
 def _verify(token: str, key: str, name: str) -> float | None:
     """HS256 with the key; ``iat``, ``exp``, ``name`` required; ``exp - iat`` under a week.
 
-    The token's expiry when it is valid, else None.
+    The token's expiry when it is valid, else None. ``iat``, ``nbf`` and ``exp`` are checked
+    within ``JWT_CLOCK_SKEW_SECONDS``; claims the vendor does not define (``aud``, ``iss``, a
+    client's own) are the client's business and do not make a token invalid.
     """
     try:
         claims = jwt.decode(
-            token, key, algorithms=["HS256"], options={"require": ["iat", "exp", "name"]}
+            token,
+            key,
+            algorithms=["HS256"],
+            leeway=JWT_CLOCK_SKEW_SECONDS,
+            options={"require": ["iat", "exp", "name"], "verify_aud": False},
         )
         issued, expires = claims["iat"], claims["exp"]
         if not all(

@@ -244,6 +244,31 @@ async def test_valid_jwt_is_accepted(
     assert hashid == tenant.hashid
 
 
+@pytest.mark.parametrize(
+    ("case", "seconds_from_now", "other_claims"),
+    [
+        # A client whose clock runs ahead of the server's.
+        ("issued-seconds-ahead", {"iat": 20, "exp": 3600}, {}),
+        ("valid-from-seconds-ahead", {"iat": 0, "nbf": 20, "exp": 3600}, {}),
+        # Claims Doofinder does not define are the client's own.
+        ("audience", {"iat": 0, "exp": 3600}, {"aud": "https://api.doofinder.com"}),
+        ("issuer", {"iat": 0, "exp": 3600}, {"iss": "shop-backend"}),
+    ],
+)
+async def test_jwt_within_clock_skew_or_with_other_claims_is_accepted(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    case: str,
+    seconds_from_now: dict[str, int],
+    other_claims: dict[str, str],
+) -> None:
+    now = int(time.time())
+    times = {claim: now + seconds for claim, seconds in seconds_from_now.items()}
+    token = jwt.encode(times | other_claims | {"name": tenant.account}, tenant.api_key, "HS256")
+    response = await client.post(VISIT, json={"store": "s"}, headers=bearer(token))
+    assert response.status_code == 200, case
+
+
 def bad_credentials(tenant: Tenant) -> dict[str, tuple[dict[str, str], str]]:
     """Each way a credential fails, with the message it earns."""
     now = time.time()
@@ -251,6 +276,8 @@ def bad_credentials(tenant: Tenant) -> dict[str, tuple[dict[str, str], str]]:
     expired = signed(tenant.api_key, name=tenant.account, issued=now - 7200, expires=now - 3600)
     too_long = signed(tenant.api_key, name=tenant.account, issued=now, expires=now + WEEK + 60)
     unnamed = jwt.encode({"iat": int(now), "exp": int(now) + 60}, tenant.api_key, "HS256")
+    ahead = signed(tenant.api_key, name=tenant.account, issued=now + 300, expires=now + 3600)
+    just_expired = signed(tenant.api_key, name=tenant.account, issued=now - 600, expires=now - 90)
     return {
         "missing": ({}, "Authentication required"),
         "unknown-key": ({"Authorization": "Token " + "0" * 40}, "Invalid API key"),
@@ -261,6 +288,8 @@ def bad_credentials(tenant: Tenant) -> dict[str, tuple[dict[str, str], str]]:
         "expired": (bearer(expired), "Invalid or expired token"),
         "over-a-week": (bearer(too_long), "Invalid or expired token"),
         "no-name": (bearer(unnamed), "The token must carry a name claim"),
+        "issued-minutes-ahead": (bearer(ahead), "Invalid or expired token"),
+        "expired-past-the-skew": (bearer(just_expired), "Invalid or expired token"),
     }
 
 
@@ -276,6 +305,8 @@ def bad_credentials(tenant: Tenant) -> dict[str, tuple[dict[str, str], str]]:
         "expired",
         "over-a-week",
         "no-name",
+        "issued-minutes-ahead",
+        "expired-past-the-skew",
     ],
 )
 async def test_bad_credential_is_not_authenticated(
