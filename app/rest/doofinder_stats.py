@@ -28,7 +28,8 @@ from app.services.limits import Access
 from app.services.runtime import Runtime
 from app.services.stats import CountSeries, StatsReport, compute_stats
 
-INDEX_PARAM = re.compile(r"^indices\[(\d{1,3})\]\[(name|hashid)\]$")
+INDEX_PARAM = re.compile(r"^indices\[(\d{1,9})\]\[(name|hashid)\]$")
+MAX_INDICES = 100
 # Doofinder documents the default as "ETC/UTC"; the tz database spells it Etc/UTC.
 UTC_ALIASES = {"ETC/UTC": "Etc/UTC", "UTC": "Etc/UTC"}
 BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
@@ -98,6 +99,13 @@ def _indices(params: QueryParams) -> tuple[IndexRef, ...]:
     for key, value in params.multi_items():
         if match := INDEX_PARAM.match(key):
             parts.setdefault(int(match[1]), {})[match[2]] = value
+        elif key.startswith("indices"):
+            # Never dropped: a filter left out would answer with unfiltered counts.
+            raise BadParams(
+                f"{key} is not an index filter: use indices[i][name] and indices[i][hashid]"
+            )
+    if len(parts) > MAX_INDICES:
+        raise BadParams(f"at most {MAX_INDICES} indices per request")
     refs = []
     for position in sorted(parts):
         if not parts[position].get("name"):

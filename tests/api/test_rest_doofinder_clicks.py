@@ -104,6 +104,7 @@ async def test_days_follow_tz(client: httpx.AsyncClient, tenant: Tenant) -> None
         ({"query": "shoes"}, 2),
         ({"dfid": "doc-1"}, 2),
         ({"indices[0][name]": "products"}, 1),
+        ({"indices[1000][name]": "products"}, 1),  # the spec sets no bound on i
         ({"product_type[]": "banner"}, 1),
         ({"product_type": ["banner", "search"]}, 4),
     ],
@@ -197,6 +198,10 @@ async def test_csv_parses_back(client: httpx.AsyncClient, tenant: Tenant) -> Non
         {"from": "20250301", "to": "20250301", "hashids[]": "NOT-A-HASHID"},
         {"from": "20250301", "to": "20250301", "product_type[]": "coupon"},
         {"from": "20250301", "to": "20250301", "indices[0][hashid]": "a" * 32},
+        {"from": "20250301", "to": "20250301", "indices[a][name]": "products"},
+        {"from": "20250301", "to": "20250301", "indices[0][title]": "products"},
+        {"from": "20250301", "to": "20250301", "indices": "products"},
+        {"from": "20250301", "to": "20250301"} | {f"indices[{i}][name]": "x" for i in range(101)},
         {"from": "20000101", "to": "20991231"},
     ],
     ids=[
@@ -212,6 +217,10 @@ async def test_csv_parses_back(client: httpx.AsyncClient, tenant: Tenant) -> Non
         "malformed-hashid",
         "bad-product-type",
         "index-without-name",
+        "index-not-numbered",
+        "index-unknown-part",
+        "indices-flat",
+        "too-many-indices",
         "range-too-long",
     ],
 )
