@@ -10,6 +10,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./searchstats.db"
+# The brokers the service can fan out through (and share rate limits in).
+BROKER_SCHEMES = ("redis://", "rediss://")
 
 
 class Settings(BaseSettings):
@@ -61,6 +63,18 @@ class Settings(BaseSettings):
     def _check_networks(cls, value: list[str]) -> list[str]:
         for network in value:
             ipaddress.ip_network(network, strict=False)  # a ValueError names the bad entry
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        # A URL the service cannot use must not leave each worker quietly on its own broker and
+        # rate limits: that is what the setting is there to prevent.
+        if not value:
+            return None
+        if not value.startswith(BROKER_SCHEMES):
+            schemes = " or ".join(BROKER_SCHEMES)
+            raise ValueError(f"must start with {schemes} (unset: one process's own broker)")
         return value
 
     @field_validator("read_rate_limit", "write_rate_limit")

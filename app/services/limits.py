@@ -57,9 +57,8 @@ class RateLimits:
         self._shared: MovingWindowRateLimiter | None = None
         self._pool: object | None = None
         self._shared_down_until = 0.0
-        url = settings.broker_url or ""
-        if url.startswith(("redis://", "rediss://")):
-            self._shared = self._redis_limiter(url)
+        if settings.broker_url:  # validated: a Redis URL
+            self._shared = self._redis_limiter(settings.broker_url)
 
     def _redis_limiter(self, url: str) -> MovingWindowRateLimiter:
         import redis.asyncio as aioredis

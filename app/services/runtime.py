@@ -75,7 +75,7 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 def _broker(settings: Settings) -> Broker:
-    if settings.broker_url and settings.broker_url.startswith(("redis://", "rediss://")):
+    if settings.broker_url:  # validated: a Redis URL
         from app.broker.redis import RedisBroker
 
         return RedisBroker(settings.broker_url)

@@ -243,6 +243,13 @@ def test_unreachable_database_is_one_clear_line(
         ("SEARCHSTATS_DATABASE_URL", "not a url", "SEARCHSTATS_DATABASE_URL must start with"),
         ("SEARCHSTATS_DATABASE_URL", "mysql://u@h/db", "SEARCHSTATS_DATABASE_URL must start with"),
         ("SEARCHSTATS_DB_POOL_SIZE", "0", "invalid setting SEARCHSTATS_DB_POOL_SIZE"),
+        # Not a broker the service can use: never quietly each worker on its own.
+        (
+            "SEARCHSTATS_BROKER_URL",
+            "postgresql://h/db",
+            "SEARCHSTATS_BROKER_URL: Value error, must",
+        ),
+        ("SEARCHSTATS_BROKER_URL", "localhost:6379", "SEARCHSTATS_BROKER_URL: Value error, must"),
     ],
 )
 def test_bad_settings_are_one_clear_line(
@@ -255,6 +262,11 @@ def test_bad_settings_are_one_clear_line(
     monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
     monkeypatch.setenv(variable, value)
     assert_one_line_error(*run(capsys, "migrate"), expected)
+
+
+def test_an_empty_broker_url_is_the_in_process_broker() -> None:
+    assert Settings(broker_url="").broker_url is None
+    assert Settings(broker_url="rediss://cache:6380/0").broker_url == "rediss://cache:6380/0"
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
