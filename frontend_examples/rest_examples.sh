@@ -12,13 +12,15 @@ curl -sS -o /dev/null -w '%{http_code}\n' -X POST "$URL/api/statistics/searcheve
 curl -sS -o /dev/null -w '%{http_code}\n' -X POST "$URL/api/statistics/viewevents" -H "$JSON" \
   -d '{"targetId":"43f9bb3e-f90d-458f-9858-7e4589481d18","targetType":"item"}'
 
-echo '# Doofinder: a visit -> {"status":"registered"}; then the day'"'"'s clicks series'
+echo '# Doofinder: a visit -> {"status":"registered"}'
 curl -sS -X POST "$URL/api/v2/stats/visit" -H "$JSON" -H "Authorization: Token $KEY" -d '{"store":"main"}'
-echo
-curl -sS "$URL/api/v2/stats/clicks?from=$TODAY&to=$TODAY" -H "Authorization: Token $KEY"
 echo
 
 echo '# Workplace Search: a click on a result -> 200, empty body'
 curl -sS -o /dev/null -w '%{http_code}\n' -X POST "$URL/api/ws/v1/analytics/event" -H "$JSON" \
   -H "Authorization: Bearer $KEY" \
   -d '{"type":"click","query_id":"q-1","page":1,"content_source_id":"repository","document_id":"doc-7","rank":0,"event":"web"}'
+
+echo '# Doofinder: the day'"'"'s clicks series, the click above counted'
+curl -sS "$URL/api/v2/stats/clicks?from=$TODAY&to=$TODAY" -H "Authorization: Token $KEY"
+echo

@@ -1,10 +1,17 @@
 """What the User-Agent tells about a client: its device class and whether it is a robot.
 
 Only these two facts are kept; the raw User-Agent string is never stored.
+
+Sites often record events from their own servers, with an API key, through an HTTP library
+(python-requests, axios, curl, ...). COUNTER lists those libraries as robots, which they are when
+they reach an anonymous door (a scraper posting DSpace's statistics); but with a credential the
+library is the site's own integration, speaking for a user it does not name: its events count,
+from an unknown device.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -15,6 +22,13 @@ from app.domain.events import Device
 
 MOBILE_OS = frozenset({"iOS", "iPadOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS"})
 MAX_USER_AGENT = 1024
+# HTTP client libraries that COUNTER's "machine" list (curl, wget, python-requests, Go, PHP, ...)
+# leaves out, by the product token they send.
+HTTP_LIBRARIES = re.compile(
+    r"^(?:axios|okhttp|node-fetch|undici|got|Apache-HttpClient|Java|Faraday|GuzzleHttp|Guzzle"
+    r"|aiohttp|Dart|RestSharp|reqwest|Ktor|http\.rb|Typhoeus|libwww-perl|Jetty|Dalvik)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,16 +40,25 @@ class ClientTraits:
 UNKNOWN_CLIENT = ClientTraits(device=Device.UNKNOWN, is_bot=False)
 
 
-def client_traits(user_agent: str | None) -> ClientTraits:
+def client_traits(user_agent: str | None, *, with_credential: bool = False) -> ClientTraits:
+    """``with_credential``: the request proved an account (see the module's docstring)."""
     if not user_agent:
         return UNKNOWN_CLIENT
-    return _traits(user_agent[:MAX_USER_AGENT])
+    user_agent = user_agent[:MAX_USER_AGENT]
+    traits = _traits(user_agent)
+    if traits.is_bot and with_credential and is_http_library(user_agent):
+        return UNKNOWN_CLIENT
+    return traits
+
+
+@lru_cache(maxsize=1024)
+def is_http_library(user_agent: str) -> bool:
+    return bool(counter_robots.is_machine(user_agent) or HTTP_LIBRARIES.match(user_agent))
 
 
 @lru_cache(maxsize=4096)
 def _traits(user_agent: str) -> ClientTraits:
-    # COUNTER's robot list is the reference for crawlers in usage statistics. Its "machine"
-    # list (curl, HTTP libraries) is not used: sites often record events from their servers.
+    # COUNTER's robot list is the reference for crawlers in usage statistics.
     is_bot = bool(counter_robots.is_robot(user_agent))
     parsed = ua_parser.parse(user_agent)
     device_family = parsed.device.family if parsed.device else "Other"

@@ -68,7 +68,9 @@ async def record_valid_events(
     """``record_events`` for drafts already validated at ``now``: bind, enrich, group-commit,
     publish."""
     engines = await _engines(runtime, principal, drafts, batch)
-    traits = client.traits or client_traits(client.user_agent)
+    traits = client.traits or client_traits(
+        client.user_agent, with_credential=principal is not None
+    )
     events = [
         new_event(draft, engine, traits, now, client.door)
         for draft, engine in zip(drafts, engines, strict=True)

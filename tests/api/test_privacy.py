@@ -170,6 +170,40 @@ async def test_robots_are_stored_flagged_and_left_out_of_stats(
     assert await searches(client, tenant, include_bots=True) == 2
 
 
+SERVER_LIBRARIES = ("python-requests/2.32.3", "axios/1.7.2", "curl/8.5.0", "Go-http-client/1.1")
+
+
+@pytest.mark.parametrize("door", ["doofinder", "graphql"])
+@pytest.mark.parametrize("user_agent", SERVER_LIBRARIES)
+async def test_a_sites_server_recording_with_its_key_is_not_a_robot(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, door: str, user_agent: str
+) -> None:
+    # The site's own integration: its library says nothing of the user's device.
+    await record_a_search(client, tenant, door, user_agent)
+    [event] = await stored_events(runtime)
+    assert (event.is_bot, event.device) == (False, "unknown")
+    assert await searches(client, tenant) == 1
+
+
+@pytest.mark.parametrize("user_agent", SERVER_LIBRARIES)
+async def test_an_http_library_at_an_anonymous_door_is_a_robot(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, user_agent: str
+) -> None:
+    # No credential: a script posting DSpace's statistics is what COUNTER calls a robot.
+    await record_a_search(client, tenant, "dspace", user_agent)
+    [event] = await stored_events(runtime)
+    assert event.is_bot is True
+    assert await searches(client, tenant) == 0
+
+
+async def test_a_crawler_with_a_key_is_still_a_robot(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    await record_a_search(client, tenant, "graphql", GOOGLEBOT)
+    [event] = await stored_events(runtime)
+    assert event.is_bot is True
+
+
 async def record_a_search(
     client: httpx.AsyncClient, tenant: Tenant, door: str, user_agent: str
 ) -> None:
