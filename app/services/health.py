@@ -1,4 +1,4 @@
-"""Readiness: the database answers and its schema is at the latest migration."""
+"""Readiness: the database answers and its schema is not behind this code."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from app.services.runtime import Runtime
-from app.storage.migrate import is_at_head
+from app.storage.migrate import SchemaState, schema_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,12 +16,14 @@ class Readiness:
 
 
 async def readiness(*, runtime: Runtime) -> Readiness:
+    """A schema ahead of the code (a newer version migrated the database during a rolling
+    upgrade) is ready: a release's migrations keep the previous release working."""
     try:
-        migrated = await asyncio.wait_for(
-            is_at_head(runtime.database), runtime.settings.db_connect_timeout_seconds
+        schema = await asyncio.wait_for(
+            schema_of(runtime.database), runtime.settings.db_connect_timeout_seconds
         )
     except Exception as error:
         return Readiness(False, {"database": f"unavailable ({type(error).__name__})"})
-    if not migrated:
-        return Readiness(False, {"database": "ok", "migrations": "pending"})
-    return Readiness(True, {"database": "ok", "migrations": "ok"})
+    state = schema.state
+    checks = {"database": "ok", "migrations": state.value}
+    return Readiness(state is not SchemaState.PENDING, checks)
