@@ -4,6 +4,7 @@ worker goes on writing."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from app.main import create_app
-from app.services.runtime import build_runtime
+from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from app.storage.migrate import alembic_config
 from tests.conftest import Tenant, set_schema_revision
@@ -79,3 +80,27 @@ async def test_a_database_never_migrated_is_not_ready(empty_database_url: str) -
         await runtime.stop()
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": "ok", "migrations": "pending"}
+
+
+async def test_a_worker_says_once_that_the_schema_moved_ahead(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    revision: SetRevision,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``searchstats migrate`` of a newer version ran while this worker serves: one warning,
+    not one per probe."""
+    with caplog.at_level(logging.WARNING, logger="app.services.health"):
+        assert (await client.get("/readyz")).json()["checks"]["migrations"] == "ok"
+        assert caplog.records == []
+
+        await revision(NEWER)
+        answers = [(await client.get("/readyz")).status_code for _ in range(3)]
+
+    assert answers == [200, 200, 200]
+    [warning] = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith(
+        f"the database's schema (revision {NEWER}) is newer than this version of searchstats "
+        f"knows (head {HEAD}): still ready"
+    )
