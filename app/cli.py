@@ -159,7 +159,7 @@ def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]])
 
 
 def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    _with_database(settings, upgrade_to_head)
+    _with_database(settings, lambda database: upgrade_to_head(database, refuse_newer=True))
     print("database is up to date", file=sys.stderr)
     return 0
 

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     db_write_timeout_seconds: float = Field(default=5.0, gt=0)
     stats_timeout_seconds: float = Field(default=10.0, gt=0)
+    ready_timeout_seconds: float = Field(default=2.0, gt=0)
 
     batch_max_events: int = Field(default=2000, ge=1)
     credential_cache_seconds: float = Field(default=5.0, ge=0)

@@ -121,6 +121,16 @@ async def _migrate(url: str) -> None:
     await database.dispose()
 
 
+async def set_schema_revision(url: str, revision: str) -> None:
+    """Mark the database as migrated to ``revision`` (an unknown one: a newer version's)."""
+    database = open_database(Settings(database_url=url, secret_key="test"), pooled=False)
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE alembic_version SET version_num = :revision"), {"revision": revision}
+        )
+    await database.dispose()
+
+
 async def _truncate(url: str) -> None:
     database = open_database(Settings(database_url=url, secret_key="test"), pooled=False)
     async with database.engine.begin() as connection:

@@ -6,7 +6,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from app.services.health import readiness
 from app.services.runtime import Runtime
 
 
@@ -15,7 +14,7 @@ def health_routes(runtime: Runtime) -> list[BaseRoute]:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_request: Request) -> JSONResponse:
-        ready = await readiness(runtime=runtime)
+        ready = await runtime.readiness()
         return JSONResponse(
             {"status": "ready" if ready.ok else "unavailable", "checks": ready.checks},
             status_code=200 if ready.ok else 503,

@@ -11,6 +11,7 @@ from app.auth.policies import EnginePolicy
 from app.broker.base import Broker
 from app.broker.memory import MemoryBroker
 from app.domain.user_agents import client_traits
+from app.services.health import ReadinessProbe
 from app.services.limits import RateLimits
 from app.services.metrics import Metrics
 from app.settings import Settings
@@ -29,6 +30,7 @@ class Runtime:
     broker: Broker
     limits: RateLimits
     addresses: ClientAddresses
+    readiness: ReadinessProbe
     metrics: Metrics = field(default_factory=Metrics)
 
     async def start(self) -> None:
@@ -42,6 +44,7 @@ class Runtime:
         await self.metrics.stop()
         await self.broker.stop()
         await self.limits.stop()
+        await self.readiness.stop()
         await self.database.dispose()
 
 
@@ -70,6 +73,11 @@ def build_runtime(settings: Settings) -> Runtime:
         broker=_broker(settings),
         limits=RateLimits(settings),
         addresses=ClientAddresses(trusted_proxies=settings.trusted_proxies, secret=secret),
+        readiness=ReadinessProbe(
+            database,
+            timeout=settings.ready_timeout_seconds,
+            connect_timeout=settings.db_connect_timeout_seconds,
+        ),
         metrics=metrics,
     )
 

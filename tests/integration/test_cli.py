@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
+import logging
 import re
 import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 from sqlmodel import col
 
+from app import cli
 from app.auth.keys import KeyVault
 from app.cli import main
+from app.main import create_app
+from app.services.runtime import build_runtime
 from app.settings import Settings
 from app.storage.database import open_database
+from app.storage.migrate import alembic_config
 from app.storage.models import Account, ApiKey, Engine
+from tests.conftest import set_schema_revision
 
 SECRET = "cli-test-secret"
 KEY = re.compile(r"\A[0-9a-f]{40}\n\Z")
 HASHID = re.compile(r"\A[0-9a-f]{32}\n\Z")
 SHOP = "0123456789abcdef0123456789abcdef"
+NEWER = "9999"  # a revision this code does not know: a newer version's
 
 
 @pytest.fixture
@@ -92,6 +102,76 @@ def test_migrate(cli_url: str, capsys: pytest.CaptureFixture[str]) -> None:
         assert (code, out) == (0, "")
         assert "up to date" in err
     assert query(cli_url, select(Account)) == []
+
+
+@pytest.fixture
+def newer_schema(cli_url: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """A database migrated by a newer version than this one: its head, then a revision more."""
+    ok(capsys, "migrate")
+    asyncio.run(set_schema_revision(cli_url, NEWER))
+    return cli_url
+
+
+def revision_of(url: str) -> list[str]:
+    return [row[0] for row in query(url, text("SELECT version_num FROM alembic_version"))]
+
+
+def test_migrate_refuses_a_newer_schema_in_one_line(
+    newer_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert_one_line_error(
+        *run(capsys, "migrate"),
+        f"the database's schema (revision {NEWER}) is newer than this version of searchstats "
+        f"knows (head {head}): migrate with the newer version",
+    )
+    assert revision_of(newer_schema) == [NEWER]
+
+
+def test_serve_on_a_newer_schema_serves_it_as_it_is(
+    newer_schema: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Old code restarted after a newer version migrated (a rolling upgrade, or a rollback):
+    no migration down, no traceback; it starts, says so once, and is ready."""
+    answered: list[httpx.Response] = []
+
+    async def probe(settings: Settings) -> None:
+        runtime = build_runtime(settings)
+        await runtime.start()
+        try:
+            app = create_app(settings, runtime=runtime)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                answered.append(await http.get("/readyz"))
+        finally:
+            await runtime.stop()
+
+    def uvicorn_instead(_args: argparse.Namespace, settings: Settings) -> None:
+        asyncio.run(probe(settings))
+
+    monkeypatch.setattr(cli, "_run_uvicorn", uvicorn_instead)
+    with caplog.at_level(logging.WARNING):
+        code, out, _ = run(capsys, "serve")
+
+    assert code == 0
+    assert "Created account 'default'" in out
+    [warning] = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert f"(revision {NEWER}) is newer than this version" in warning.getMessage()
+    [ready] = answered
+    assert (ready.status_code, ready.json()["checks"]["migrations"]) == (200, "ahead")
+    assert revision_of(newer_schema) == [NEWER]
+
+
+def test_account_create_works_on_a_newer_schema(
+    newer_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "account", "create", "acme")
+    assert code == 0
+    assert KEY.match(out), repr(out)
+    assert revision_of(newer_schema) == [NEWER]
 
 
 def test_account_create_prints_only_the_key(

@@ -1,7 +1,9 @@
-"""The migrations build exactly the tables the models describe, and can be undone and redone."""
+"""The migrations build exactly the tables the models describe, and can be undone and redone; a
+schema ahead of this code (a newer version's) is never migrated down."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,9 +18,17 @@ from sqlmodel import SQLModel
 from app.settings import Settings
 from app.storage import models  # noqa: F401 - registers the tables on the metadata
 from app.storage.database import Database, open_database
-from app.storage.migrate import alembic_config, is_at_head, upgrade_to_head
+from app.storage.migrate import (
+    SchemaAhead,
+    SchemaState,
+    alembic_config,
+    schema_of,
+    upgrade_to_head,
+)
+from tests.conftest import set_schema_revision
 
 TABLES = {"account", "api_key", "engine", "event", "rollup", "rollup_hour", "rollup_day"}
+NEWER = "9999"  # a revision this code does not know: a newer version's
 
 
 @pytest.fixture
@@ -49,44 +59,99 @@ async def tables(database: Database) -> set[str]:
     return set(names) - {"alembic_version"}
 
 
-async def downgrade_to_base(database: Database) -> None:
-    def downgrade(connection: Connection) -> None:
+async def downgrade(database: Database, revision: str) -> None:
+    def run(connection: Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
-        command.downgrade(config, "base")
+        command.downgrade(config, revision)
 
     async with database.engine.begin() as connection:
-        await connection.run_sync(downgrade)
+        await connection.run_sync(run)
+
+
+async def state(database: Database) -> SchemaState:
+    return (await schema_of(database)).state
 
 
 async def test_upgrade_builds_the_models_schema(empty_database: Database) -> None:
     assert await tables(empty_database) == set()
-    assert not await is_at_head(empty_database)
+    assert await state(empty_database) is SchemaState.PENDING
 
     await upgrade_to_head(empty_database)
 
-    assert await is_at_head(empty_database)
+    assert await state(empty_database) is SchemaState.OK
     assert await tables(empty_database) == TABLES
     assert await differences(empty_database, SQLModel.metadata) == []
 
 
 async def test_upgrade_twice_is_a_no_op(empty_database: Database) -> None:
     await upgrade_to_head(empty_database)
-    await upgrade_to_head(empty_database)
-    assert await is_at_head(empty_database)
+    assert (await upgrade_to_head(empty_database)).state is SchemaState.OK
+    assert await state(empty_database) is SchemaState.OK
     assert await differences(empty_database, SQLModel.metadata) == []
 
 
 async def test_downgrade_to_base_then_upgrade_again(empty_database: Database) -> None:
     await upgrade_to_head(empty_database)
 
-    await downgrade_to_base(empty_database)
+    await downgrade(empty_database, "base")
     assert await tables(empty_database) == set()
-    assert not await is_at_head(empty_database)
+    assert await state(empty_database) is SchemaState.PENDING
 
     await upgrade_to_head(empty_database)
-    assert await is_at_head(empty_database)
+    assert await state(empty_database) is SchemaState.OK
     assert await differences(empty_database, SQLModel.metadata) == []
+
+
+async def test_a_schema_one_migration_behind_is_upgraded(empty_database: Database) -> None:
+    await upgrade_to_head(empty_database)
+    await downgrade(empty_database, "-1")
+    behind = await schema_of(empty_database)
+    assert behind.state is SchemaState.PENDING
+    assert behind.revisions != behind.heads
+
+    assert (await upgrade_to_head(empty_database)) == behind
+    assert await state(empty_database) is SchemaState.OK
+    assert await tables(empty_database) == TABLES
+
+
+async def test_a_schema_ahead_is_left_as_it_is_with_one_warning(
+    empty_database_url: str, empty_database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Older code started on a database a newer version migrated (``serve`` during a rolling
+    upgrade): nothing is migrated, up or down, and one line says why."""
+    await upgrade_to_head(empty_database)
+    await set_schema_revision(empty_database_url, NEWER)
+
+    with caplog.at_level(logging.WARNING, logger="app.storage.migrate"):
+        found = await upgrade_to_head(empty_database)
+
+    assert found.state is SchemaState.AHEAD
+    assert (await schema_of(empty_database)).revisions == (NEWER,)
+    assert await tables(empty_database) == TABLES
+    [warning] = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith(
+        f"the database's schema (revision {NEWER}) is newer than this version of searchstats "
+        f"knows (head {', '.join(found.heads)}): not migrating it"
+    )
+
+
+async def test_migrate_refuses_a_schema_ahead(
+    empty_database_url: str, empty_database: Database
+) -> None:
+    await upgrade_to_head(empty_database)
+    await set_schema_revision(empty_database_url, NEWER)
+
+    with pytest.raises(SchemaAhead) as refused:
+        await upgrade_to_head(empty_database, refuse_newer=True)
+
+    heads = ", ".join((await schema_of(empty_database)).heads)
+    assert refused.value.message == (
+        f"the database's schema (revision {NEWER}) is newer than this version of searchstats "
+        f"knows (head {heads}): migrate with the newer version"
+    )
+    assert (await schema_of(empty_database)).revisions == (NEWER,)
 
 
 class _Text16(TypeDecorator[str]):

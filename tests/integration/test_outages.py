@@ -5,16 +5,20 @@ SQLite database that is locked, full or read-only. Once the cause goes, the same
 from __future__ import annotations
 
 import asyncio
+import selectors
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httpx
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from app.main import create_app
@@ -27,49 +31,63 @@ VISIT = {"store": "b0b0a7a5-5b3c-4d7e-8f9a-bb5a7e0f1c2d", "session_id": "s1"}
 RECORD = 'mutation { recordVisit(input: {store: "s"}) { id } }'
 
 
-@pytest.fixture
-def tarpit() -> Iterator[int]:
+@dataclass
+class Tarpit:
     """A port that accepts TCP connections and never says a word (a hung database host)."""
+
+    port: int
+    held: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/searchstats"
+
+
+@pytest.fixture
+def tarpit() -> Iterator[Tarpit]:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(128)
-    held: list[socket.socket] = []
+    pit = Tarpit(port=server.getsockname()[1])
     stop = threading.Event()
 
     def accept() -> None:
         server.settimeout(0.1)
         while not stop.is_set():
             try:
-                held.append(server.accept()[0])
+                pit.held.append(server.accept()[0])
             except TimeoutError:
                 continue
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield server.getsockname()[1]
+        yield pit
     finally:
         stop.set()
         thread.join()
-        for connection in held:
+        for connection in pit.held:
             connection.close()
         server.close()
 
 
-@pytest.fixture
-async def hung_runtime(tarpit: int) -> AsyncIterator[Runtime]:
-    settings = Settings(
-        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{tarpit}/searchstats",
-        secret_key="test",
-        db_connect_timeout_seconds=1,
-        db_pool_size=2,
-    )
+@asynccontextmanager
+async def started(settings: Settings) -> AsyncIterator[Runtime]:
     runtime = build_runtime(settings)
     await runtime.start()
     try:
         yield runtime
     finally:
         await runtime.stop()
+
+
+@pytest.fixture
+async def hung_runtime(tarpit: Tarpit) -> AsyncIterator[Runtime]:
+    settings = Settings(
+        database_url=tarpit.url, secret_key="test", db_connect_timeout_seconds=1, db_pool_size=2
+    )
+    async with started(settings) as runtime:
+        yield runtime
 
 
 async def test_a_hung_postgres_is_unavailable_within_the_connect_and_pool_timeouts(
@@ -99,6 +117,127 @@ async def test_a_hung_postgres_is_unavailable_within_the_connect_and_pool_timeou
     slowest = max(seconds for _, _, seconds in outcomes)
     assert slowest < 3, f"slowest answer took {slowest:.2f} s"
     assert ready.status_code == 503
+
+
+@asynccontextmanager
+async def probing(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(runtime.settings, runtime=runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as http:
+        yield http
+
+
+async def timed_probe(http: httpx.AsyncClient) -> tuple[httpx.Response, float]:
+    started_at = time.monotonic()
+    response = await http.get("/readyz")
+    return response, time.monotonic() - started_at
+
+
+async def test_readyz_answers_within_its_bound_while_connecting_hangs(tarpit: Tarpit) -> None:
+    """Connecting may take the whole connect timeout (3 s here); the probe answers 503 in its
+    0.5 s, and probes at the same time share one check: one connection to the hung host."""
+    settings = Settings(
+        database_url=tarpit.url,
+        secret_key="test",
+        db_connect_timeout_seconds=3,
+        ready_timeout_seconds=0.5,
+    )
+    async with started(settings) as runtime, probing(runtime) as http:
+        probes = await asyncio.gather(*(timed_probe(http) for _ in range(5)))
+        await asyncio.sleep(0.3)  # the tarpit takes connections every 0.1 s
+        connections = len(tarpit.held)
+    assert max(seconds for _, seconds in probes) < 1.0
+    assert {(r.status_code, r.headers.get("Retry-After")) for r, _ in probes} == {(503, "1")}
+    assert {r.json()["checks"]["database"] for r, _ in probes} == {
+        "unavailable (no answer in 0.5 s)"
+    }
+    assert connections == 1
+
+
+class FreezableProxy:
+    """A TCP relay to a server that can stop relaying, as when the audit SIGSTOPped its proxy:
+    connections stay open, and no byte moves either way until it thaws."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self.frozen = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._relay, daemon=True)
+
+    def __enter__(self) -> FreezableProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._server.close()
+
+    def _relay(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                if self.frozen.is_set():
+                    time.sleep(0.01)
+                    continue
+                for key, _ in selector.select(0.05):
+                    if key.fileobj is self._server:
+                        client, _address = self._server.accept()
+                        upstream = socket.create_connection(self._target)
+                        selector.register(client, selectors.EVENT_READ, upstream)
+                        selector.register(upstream, selectors.EVENT_READ, client)
+                    elif cast(socket.socket, key.fileobj).fileno() >= 0:  # not closed by its peer
+                        self._pass(selector, cast(socket.socket, key.fileobj), key.data)
+            for key in list(selector.get_map().values()):
+                cast(socket.socket, key.fileobj).close()
+
+    @staticmethod
+    def _pass(selector: selectors.BaseSelector, source: socket.socket, peer: socket.socket) -> None:
+        try:
+            data = source.recv(65536)
+            if data:
+                peer.sendall(data)
+                return
+        except OSError:
+            pass
+        for end in (source, peer):
+            selector.unregister(end)
+            end.close()
+
+
+async def test_readyz_answers_within_its_bound_when_postgres_stops_answering(
+    postgres_url: str,
+) -> None:
+    """The audit's case: with a pooled connection to a PostgreSQL that stopped answering,
+    /readyz took 7 s, then 5 s (the connect timeout). It answers 503 within its bound, and 200
+    again once the server answers."""
+    target = make_url(postgres_url)
+    with FreezableProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+        settings = Settings(
+            database_url=target.set(port=proxy.port).render_as_string(hide_password=False),
+            secret_key="test",
+            db_connect_timeout_seconds=2,
+            ready_timeout_seconds=0.5,
+        )
+        async with started(settings) as runtime, probing(runtime) as http:
+            assert (await http.get("/readyz")).status_code == 200  # a connection in the pool
+            proxy.frozen.set()
+            hung = [await timed_probe(http) for _ in range(3)]
+            proxy.frozen.clear()
+            again = await wait_until_ready(http, within=10)
+    assert [r.status_code for r, _ in hung] == [503, 503, 503]
+    assert max(seconds for _, seconds in hung) < 1.0
+    assert again < 10
+
+
+async def wait_until_ready(http: httpx.AsyncClient, *, within: float) -> float:
+    started_at = time.monotonic()
+    while time.monotonic() - started_at < within:
+        if (await http.get("/readyz")).status_code == 200:
+            break
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started_at
 
 
 def _token() -> dict[str, str]:
