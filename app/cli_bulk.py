@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import io
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,14 +20,13 @@ from typing import IO, Any
 import orjson
 
 from app.collector import settle_garbage_collector
-from app.domain.event_documents import CSV_COLUMNS, csv_document, csv_row
+from app.domain.event_documents import CSV_COLUMNS, csv_row
 from app.errors import BadParams
+from app.import_files import Advance, csv_documents, ndjson_documents
 from app.services import bulk
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from app.storage.migrate import upgrade_to_head
-
-Advance = Callable[[int], None]
 
 
 def add_commands(commands: Any) -> None:
@@ -80,9 +78,10 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     async def work(runtime: Runtime) -> bulk.ImportSummary:
         principal = await bulk.account_principal(runtime.database, args.account)
         settle_garbage_collector()  # every line's objects die with its batch
-        reader = _csv_documents if fmt == "csv" else _ndjson_documents
+        reader = csv_documents if fmt == "csv" else ndjson_documents
         with source, _progress("importing", _size(source)) as advance:
-            documents = reader(source, advance)
+            # A line no door would take whole is refused unread, as a body over the limit is.
+            documents = reader(source, advance, limit=settings.max_body_bytes)
             with closing(documents):
                 return await bulk.import_events(
                     runtime=runtime,
@@ -95,37 +94,6 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
     print(f"searchstats: import: {summary.line()}", file=sys.stderr)
     return 1 if summary.stopped_at is not None else 0
-
-
-def _ndjson_documents(source: IO[bytes], advance: Advance) -> Generator[tuple[int, Any]]:
-    for number, raw in enumerate(source, start=1):
-        advance(len(raw))
-        if not raw.strip():
-            continue
-        try:
-            yield number, orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            yield number, BadParams("the line is not valid JSON")
-
-
-def _csv_documents(source: IO[bytes], advance: Advance) -> Generator[tuple[int, Any]]:
-    text = io.TextIOWrapper(source, encoding="utf-8", newline="")
-    reader = csv.DictReader(text)
-    columns = reader.fieldnames or []
-    unknown = [column for column in columns if column not in CSV_COLUMNS]
-    if "type" not in columns or unknown:
-        text.detach()
-        problem = f"unknown columns {', '.join(unknown)}" if unknown else "no type column"
-        raise BadParams(f"line 1: {problem}; known columns: {', '.join(CSV_COLUMNS)}")
-    try:
-        for row in reader:
-            advance(sum(len(cell or "") + 1 for cell in row.values()))
-            try:
-                yield reader.line_num, csv_document(row)
-            except BadParams as error:
-                yield reader.line_num, error
-    finally:
-        text.detach()  # the caller closes the file
 
 
 def _size(source: IO[bytes]) -> int | None:
