@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SearchStatsError as error:
         return _fail(error.message)
     except (SQLAlchemyError, OSError, TimeoutError) as error:
+        if isinstance(error, OSError) and error.filename is not None:
+            # A file of ours (each command names its own files; this is the rest of them).
+            return _fail(f"cannot use {error.filename}: {error.strerror or error}")
         # One clear line, not a traceback: the usual cause is a wrong URL or a server that is down.
         return _fail(
             f"cannot use the database at {_shown(settings.database_url)}: {_reason(error)}"

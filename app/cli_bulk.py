@@ -12,7 +12,7 @@ import csv
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager, nullcontext
+from contextlib import closing, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -70,7 +70,7 @@ async def _with_runtime(settings: Settings, work: Callable[[Runtime], Any]) -> A
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
     name = args.file
     fmt = args.format or ("csv" if name.lower().endswith(".csv") else "ndjson")
-    source = sys.stdin.buffer if name == "-" else Path(name).open("rb")  # noqa: SIM115
+    source = sys.stdin.buffer if name == "-" else _input(name)
 
     def rejected(line: int, message: str) -> None:
         print(f"searchstats: line {line}: {message}", file=sys.stderr)
@@ -94,6 +94,17 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
     print(f"searchstats: import: {summary.line()}", file=sys.stderr)
     return 1 if summary.stopped_at is not None else 0
+
+
+def _input(name: str) -> IO[bytes]:
+    try:
+        return Path(name).open("rb")
+    except OSError as error:
+        raise BadParams(f"cannot read the import file {name}: {_reason(error)}") from None
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 def _size(source: IO[bytes]) -> int | None:
@@ -153,7 +164,12 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
             write = _csv_writer(out) if args.format == "csv" else _ndjson_writer(out)
             count = 0
             async for document in documents:
-                write(document)
+                try:
+                    write(document)
+                except BrokenPipeError:
+                    raise
+                except OSError as error:  # a full disk: said of the file, not of the database
+                    raise _cannot_write(args.output, error) from None
                 count += 1
         return count
 
@@ -166,8 +182,27 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _output(path: str | None) -> Any:
-    return Path(path).open("w", newline="") if path else nullcontext(sys.stdout)
+@contextmanager
+def _output(path: str | None) -> Iterator[IO[str]]:
+    if not path:
+        yield sys.stdout
+        return
+    try:
+        out = Path(path).open("w", newline="")  # noqa: SIM115 (closed below, errors named)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+    try:
+        yield out
+    finally:
+        try:
+            out.close()  # writes what is buffered: the disk may be full
+        except OSError as error:
+            raise _cannot_write(path, error) from None
+
+
+def _cannot_write(path: str | None, error: OSError) -> BadParams:
+    where = f"the export file {path}" if path else "standard output"
+    return BadParams(f"cannot write {where}: {_reason(error)}")
 
 
 def _ndjson_writer(out: IO[str]) -> Callable[[dict[str, Any]], None]:

@@ -48,7 +48,7 @@ class Lines:
         return self
 
     def __next__(self) -> bytes:
-        raw = self.source.readline(self.limit + 1)
+        raw = self._read(self.limit + 1)
         if not raw:
             raise StopIteration
         self.number += 1
@@ -60,10 +60,18 @@ class Lines:
 
     def _drop_rest(self, raw: bytes) -> None:
         while not raw.endswith(b"\n"):
-            raw = self.source.readline(SKIP_CHUNK)
+            raw = self._read(SKIP_CHUNK)
             if not raw:
                 return
             self.advance(len(raw))
+
+    def _read(self, size: int) -> bytes:
+        try:
+            return self.source.readline(size)
+        except OSError as error:  # a disk or network failure, not the file's contents
+            name = self.source.name if isinstance(self.source.name, str) else "the file"
+            reason = error.strerror or str(error)
+            raise BadParams(f"cannot read the import file {name}: {reason}") from None
 
 
 class TextLines:

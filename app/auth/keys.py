@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from app.errors import BadParams
 from app.settings import Settings
 
 API_KEY = re.compile(r"^[0-9a-f]{40}$")
@@ -48,10 +49,21 @@ def resolve_secret(settings: Settings) -> str:
     if settings.secret_key:
         return settings.secret_key
     path = Path(settings.secret_key_file)
-    if path.exists():
-        return path.read_text().strip()
+    try:
+        if path.exists():
+            return path.read_text().strip()
+    except OSError as error:
+        raise _file_problem("cannot read", path, error) from None
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+    except OSError as error:
+        raise _file_problem("cannot create", path, error) from None
     return secret
+
+
+def _file_problem(what: str, path: Path, error: OSError) -> BadParams:
+    reason = error.strerror or str(error)
+    return BadParams(f"{what} the secret key file {path} (SEARCHSTATS_SECRET_KEY_FILE): {reason}")

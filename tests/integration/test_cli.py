@@ -274,3 +274,73 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     assert "serve" in out
     assert "migrate" in out
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (
+            ["import", "nothere.ndjson"],
+            "cannot read the import file nothere.ndjson: No such file or directory",
+        ),
+        (["import", "."], "cannot read the import file .: Is a directory"),
+        (
+            ["export", "--from", "2025-01-01", "--to", "2025-01-02", "--output", "no/x.ndjson"],
+            "cannot write the export file no/x.ndjson: No such file or directory",
+        ),
+        (
+            ["export", "--from", "2000-01-01", "--to", "2030-01-01", "--output", "/dev/full"],
+            "cannot write the export file /dev/full: No space left on device",
+        ),
+    ],
+    ids=["import-missing", "import-folder", "export-no-folder", "export-disk-full"],
+)
+def test_file_errors_name_the_file_not_the_database(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    expected: str,
+) -> None:
+    if "/dev/full" in command and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", database_url)
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
+    ok(capsys, "account", "create", "default")
+    ok(capsys, "engine", "create", "default")
+    recorded = Path("one.ndjson")
+    recorded.write_text('{"search": {"query": "q", "occurredAt": "2025-01-01T10:00:00+00:00"}}\n')
+    assert run(capsys, "import", str(recorded))[0] == 0
+
+    code, out, err = run(capsys, *command)
+
+    assert_one_line_error(code, out, err, expected)
+    assert "database" not in err
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    ("secret_file", "expected"),
+    [
+        (".", "cannot read the secret key file . (SEARCHSTATS_SECRET_KEY_FILE): Is a directory"),
+        (
+            "no/such/folder/searchstats.secret",
+            "cannot create the secret key file no/such/folder/searchstats.secret "
+            "(SEARCHSTATS_SECRET_KEY_FILE): No such file or directory",
+        ),
+    ],
+    ids=["a-folder", "in-a-missing-folder"],
+)
+def test_secret_key_file_errors_name_the_file(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    secret_file: str,
+    expected: str,
+) -> None:
+    monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", database_url)
+    monkeypatch.delenv("SEARCHSTATS_SECRET_KEY", raising=False)
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY_FILE", secret_file)
+    assert_one_line_error(*run(capsys, "account", "create", "acme"), expected)
+    assert query(database_url, select(Account)) == []

@@ -3,6 +3,7 @@ on after it, and no line is held whole past the limit."""
 
 from __future__ import annotations
 
+import errno
 import io
 import tracemalloc
 from pathlib import Path
@@ -150,3 +151,17 @@ def test_an_over_long_line_is_never_held_whole(reader: Any, tmp_path: Path) -> N
     assert isinstance(error, BadParams)
     assert error.message == f"the line is longer than {LIMIT} bytes"
     assert peak < 4 * (1 << 20), peak
+
+
+class FailingDisk(io.BytesIO):
+    name = "events.ndjson"
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+@pytest.mark.parametrize("reader", [ndjson_documents, csv_documents], ids=["ndjson", "csv"])
+def test_a_file_that_fails_to_read_is_named(reader: Any) -> None:
+    with pytest.raises(BadParams) as raised:
+        list(reader(FailingDisk(), lambda _amount: None, limit=LIMIT))
+    assert raised.value.message == "cannot read the import file events.ndjson: Input/output error"
