@@ -79,7 +79,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         principal = await bulk.account_principal(runtime.database, args.account)
         settle_garbage_collector()  # every line's objects die with its batch
         reader = csv_documents if fmt == "csv" else ndjson_documents
-        with source, _progress("importing", _size(source)) as advance:
+        with _progress("importing", _size(source)) as advance:
             # A line no door would take whole is refused unread, as a body over the limit is.
             documents = reader(source, advance, limit=settings.max_body_bytes)
             with closing(documents):
@@ -91,7 +91,8 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
                     rejected=rejected,
                 )
 
-    summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
+    with source:  # opened first, to name a missing file before the database is opened
+        summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
     print(f"searchstats: import: {summary.line()}", file=sys.stderr)
     return 1 if summary.stopped_at is not None else 0
 
