@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
-from app.auth.keys import KeyVault, resolve_secret
 from app.cli_bulk import add_commands as add_bulk_commands
 from app.errors import BadParams, SearchStatsError
 from app.http.access_log import log_config
@@ -179,10 +178,9 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _create_account(args: argparse.Namespace, settings: Settings) -> int:
-    vault = KeyVault(resolve_secret(settings))
-
     async def work(database: Database) -> str:
         await upgrade_to_head(database)
+        vault = await accounts.service_vault(database=database, settings=settings)
         created = await accounts.create_account(database=database, vault=vault, name=args.name)
         return created.api_key
 
@@ -223,10 +221,10 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    vault = KeyVault(resolve_secret(settings))
-
     async def prepare(database: Database) -> accounts.Bootstrap | None:
         await upgrade_to_head(database)
+        # Checked before serving, once for every worker: they read the same secret.
+        vault = await accounts.service_vault(database=database, settings=settings)
         return await accounts.bootstrap(database=database, vault=vault)
 
     created = _with_database(settings, prepare)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from typing import IO, Any
 
 import orjson
 
+from app.auth.keys import read_secret
 from app.collector import settle_garbage_collector
 from app.domain.event_documents import CSV_COLUMNS, csv_row
 from app.errors import BadParams
@@ -55,7 +57,9 @@ def add_commands(commands: Any) -> None:
 
 
 async def _with_runtime(settings: Settings, work: Callable[[Runtime], Any]) -> Any:
-    runtime = build_runtime(settings)
+    # Import and export check no credential: they read the service's secret key if there is one,
+    # and never make one (it would not open the API keys the database may hold).
+    runtime = build_runtime(settings, secret=read_secret(settings) or secrets.token_urlsafe(48))
     await upgrade_to_head(runtime.database)
     await runtime.start()
     try:

@@ -332,10 +332,13 @@ def test_file_errors_name_the_file_not_the_database(
 @pytest.mark.parametrize(
     ("secret_file", "expected"),
     [
-        (".", "cannot read the secret key file . (SEARCHSTATS_SECRET_KEY_FILE): Is a directory"),
+        (
+            ".",
+            "cannot read the secret key file {cwd} (SEARCHSTATS_SECRET_KEY_FILE): Is a directory",
+        ),
         (
             "no/such/folder/searchstats.secret",
-            "cannot create the secret key file no/such/folder/searchstats.secret "
+            "cannot create the secret key file {cwd}/no/such/folder/searchstats.secret "
             "(SEARCHSTATS_SECRET_KEY_FILE): No such file or directory",
         ),
     ],
@@ -351,7 +354,8 @@ def test_secret_key_file_errors_name_the_file(
     monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", database_url)
     monkeypatch.delenv("SEARCHSTATS_SECRET_KEY", raising=False)
     monkeypatch.setenv("SEARCHSTATS_SECRET_KEY_FILE", secret_file)
-    assert_one_line_error(*run(capsys, "account", "create", "acme"), expected)
+    code, out, err = run(capsys, "account", "create", "acme")
+    assert_one_line_error(code, out, err, expected.format(cwd=Path.cwd()))
     assert query(database_url, select(Account)) == []
 
 
