@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     read_rate_limit: str = "20/second"
     write_rate_limit: str = "1000/second"
     secret_key: str | None = None
-    secret_key_file: str = "./searchstats.secret"
+    secret_key_file: str | None = None  # default: beside the SQLite database (app.auth.keys)
 
     anonymous_engine: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])

@@ -15,6 +15,7 @@ from app.errors import BadParams
 from app.settings import Settings
 
 API_KEY = re.compile(r"^[0-9a-f]{40}$")
+SECRET_FILE = "searchstats.secret"
 
 
 def new_api_key() -> str:
@@ -45,8 +46,12 @@ class KeyVault:
 
 
 def secret_key_path(settings: Settings) -> Path:
-    """SEARCHSTATS_SECRET_KEY_FILE, made absolute to be named in messages."""
-    return Path(settings.secret_key_file).absolute()
+    """SEARCHSTATS_SECRET_KEY_FILE; by default searchstats.secret beside the SQLite database, so
+    that a command run from another folder finds it (for PostgreSQL, in the working directory)."""
+    if settings.secret_key_file:
+        return Path(settings.secret_key_file).absolute()
+    database = settings.sqlite_file
+    return ((database.parent if database is not None else Path()) / SECRET_FILE).absolute()
 
 
 def read_secret(settings: Settings) -> str | None:

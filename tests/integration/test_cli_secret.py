@@ -1,5 +1,5 @@
-"""The secret key that seals stored API keys: made once, for a database without keys, and
-refused, in one line, when it cannot open the keys stored."""
+"""The secret key that seals stored API keys: made once, for a database without keys, found
+beside the SQLite database, and refused, in one line, when it cannot open the keys stored."""
 
 from __future__ import annotations
 
@@ -120,6 +120,38 @@ def test_a_secret_key_file_without_a_key_is_refused(
     assert secret_file.read_bytes() == content
     assert stored_ciphertexts(service) == []
     assert served == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_secret_key_file_is_beside_the_sqlite_database(
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """Commands run from any folder with the service's URL find the service's secret."""
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", f"sqlite+aiosqlite:///{data / 'stats.db'}")
+    monkeypatch.delenv("SEARCHSTATS_SECRET_KEY", raising=False)
+    monkeypatch.delenv("SEARCHSTATS_SECRET_KEY_FILE", raising=False)
+    monkeypatch.chdir(data)
+    ok(capsys, "migrate")
+    ok(capsys, "account", "create", "acme")
+
+    monkeypatch.chdir(elsewhere)
+    ok(capsys, "account", "create", "globex")
+    assert [path.name for path in elsewhere.iterdir()] == []
+    vault = KeyVault((data / "searchstats.secret").read_text().strip())
+    assert None not in [vault.open(ciphertext) for ciphertext in stored_ciphertexts_of(data)]
+
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY_FILE", str(elsewhere / "named.secret"))
+    assert_one_line_error(*run(capsys, "account", "create", "initech"), NO_SECRET_KEY)
+
+
+def stored_ciphertexts_of(folder: Path) -> list[str]:
+    return stored_ciphertexts(f"sqlite+aiosqlite:///{folder / 'stats.db'}")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
