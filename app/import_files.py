@@ -3,7 +3,8 @@
 Whatever a file holds, reading it never raises past its header: a line that cannot be read
 (invalid UTF-8, longer than the limit, not CSV) becomes the ``BadParams`` that names it, in the
 document's place, and reading goes on at the next line. A line is never held whole past the
-limit: the rest of an over-long line is read in chunks and dropped.
+limit: the rest of an over-long line is read in chunks and dropped. Only a file that fails to be
+read (a disk error) ends the reading, with a ``BadParams`` that names the file.
 """
 
 from __future__ import annotations
