@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
-from app.auth.keys import KeyVault, resolve_secret
 from app.cli_bulk import add_commands as add_bulk_commands
 from app.errors import BadParams, SearchStatsError
 from app.http.access_log import log_config
@@ -46,11 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_settings_problem(error))
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
-        _check_database_url(settings.database_url)
+        _check_database(settings, creates=args.creates_database)
         return handler(args, settings)
     except SearchStatsError as error:
         return _fail(error.message)
     except (SQLAlchemyError, OSError, TimeoutError) as error:
+        if isinstance(error, OSError) and error.filename is not None:
+            # A file of ours (each command names its own files; this is the rest of them).
+            return _fail(f"cannot use {error.filename}: {error.strerror or error}")
         # One clear line, not a traceback: the usual cause is a wrong URL or a server that is down.
         return _fail(
             f"cannot use the database at {_shown(settings.database_url)}: {_reason(error)}"
@@ -68,7 +70,9 @@ def _settings_problem(error: ValidationError) -> str:
     return f"invalid setting {name}: {problem['msg']}"
 
 
-def _check_database_url(url: str) -> None:
+def _check_database(settings: Settings, *, creates: bool) -> None:
+    """The URL is one the service can use; a SQLite file exists, unless the command creates it."""
+    url = settings.database_url
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -77,14 +81,21 @@ def _check_database_url(url: str) -> None:
         raise BadParams(
             "SEARCHSTATS_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
         )
-    path = parsed.database
-    if parsed.drivername.startswith("sqlite") and path and not path.startswith(("file:", ":")):
-        # Said here, because aiosqlite failing to open a file can also print a thread's traceback.
-        folder = Path(path).parent
-        if not folder.is_dir():
-            raise BadParams(f"cannot use the database at {url}: folder {folder} does not exist")
-        if Path(path).is_dir():
-            raise BadParams(f"cannot use the database at {url}: {path} is a folder")
+    path = settings.sqlite_file
+    if path is None:
+        return
+    # Said here, because aiosqlite failing to open a file can also print a thread's traceback.
+    if not path.parent.is_dir():
+        raise BadParams(f"cannot use the database at {url}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise BadParams(f"cannot use the database at {url}: {path} is a folder")
+    if not creates and not path.exists():
+        # Run from another folder, the default URL names a file that is not there: a command
+        # would create an empty database, and forget or prune nothing in the service's.
+        raise BadParams(
+            f"no database at {path.absolute()}: run searchstats in the service's folder or set "
+            "SEARCHSTATS_DATABASE_URL (searchstats migrate creates a new database)"
+        )
 
 
 def _shown(url: str) -> str:
@@ -100,16 +111,18 @@ def _reason(error: BaseException) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="searchstats", description=__doc__)
+    # Only serve and migrate may create a SQLite database; the others need the service's own.
+    parser.set_defaults(creates_database=False)
     commands = parser.add_subparsers(title="commands")
 
     serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=_positive, default=1)
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(handler=_serve, creates_database=True)
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
-    migrate.set_defaults(handler=_migrate)
+    migrate.set_defaults(handler=_migrate, creates_database=True)
 
     account = commands.add_parser("account", help="manage accounts").add_subparsers()
     create_account = account.add_parser("create", help="create an account; prints its API key")
@@ -165,10 +178,9 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _create_account(args: argparse.Namespace, settings: Settings) -> int:
-    vault = KeyVault(resolve_secret(settings))
-
     async def work(database: Database) -> str:
         await upgrade_to_head(database)
+        vault = await accounts.service_vault(database=database, settings=settings)
         created = await accounts.create_account(database=database, vault=vault, name=args.name)
         return created.api_key
 
@@ -209,10 +221,10 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    vault = KeyVault(resolve_secret(settings))
-
     async def prepare(database: Database) -> accounts.Bootstrap | None:
         await upgrade_to_head(database)
+        # Checked before serving, once for every worker: they read the same secret.
+        vault = await accounts.service_vault(database=database, settings=settings)
         return await accounts.bootstrap(database=database, vault=vault)
 
     created = _with_database(settings, prepare)

@@ -9,26 +9,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import io
+import secrets
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
-from contextlib import closing, contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from app.auth.keys import read_secret
 from app.collector import settle_garbage_collector
-from app.domain.event_documents import CSV_COLUMNS, csv_document, csv_row
+from app.domain.event_documents import CSV_COLUMNS, csv_row
 from app.errors import BadParams
+from app.import_files import Advance, csv_documents, ndjson_documents
 from app.services import bulk
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from app.storage.migrate import upgrade_to_head
-
-Advance = Callable[[int], None]
 
 
 def add_commands(commands: Any) -> None:
@@ -57,7 +57,9 @@ def add_commands(commands: Any) -> None:
 
 
 async def _with_runtime(settings: Settings, work: Callable[[Runtime], Any]) -> Any:
-    runtime = build_runtime(settings)
+    # Import and export check no credential: they read the service's secret key if there is one,
+    # and never make one (it would not open the API keys the database may hold).
+    runtime = build_runtime(settings, secret=read_secret(settings) or secrets.token_urlsafe(48))
     await upgrade_to_head(runtime.database)
     await runtime.start()
     try:
@@ -72,7 +74,7 @@ async def _with_runtime(settings: Settings, work: Callable[[Runtime], Any]) -> A
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
     name = args.file
     fmt = args.format or ("csv" if name.lower().endswith(".csv") else "ndjson")
-    source = sys.stdin.buffer if name == "-" else Path(name).open("rb")  # noqa: SIM115
+    source = sys.stdin.buffer if name == "-" else _input(name)
 
     def rejected(line: int, message: str) -> None:
         print(f"searchstats: line {line}: {message}", file=sys.stderr)
@@ -80,9 +82,10 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     async def work(runtime: Runtime) -> bulk.ImportSummary:
         principal = await bulk.account_principal(runtime.database, args.account)
         settle_garbage_collector()  # every line's objects die with its batch
-        reader = _csv_documents if fmt == "csv" else _ndjson_documents
-        with source, _progress("importing", _size(source)) as advance:
-            documents = reader(source, advance)
+        reader = csv_documents if fmt == "csv" else ndjson_documents
+        with _progress("importing", _size(source)) as advance:
+            # A line no door would take whole is refused unread, as a body over the limit is.
+            documents = reader(source, advance, limit=settings.max_body_bytes)
             with closing(documents):
                 return await bulk.import_events(
                     runtime=runtime,
@@ -92,40 +95,21 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
                     rejected=rejected,
                 )
 
-    summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
+    with source:  # opened first, to name a missing file before the database is opened
+        summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
     print(f"searchstats: import: {summary.line()}", file=sys.stderr)
     return 1 if summary.stopped_at is not None else 0
 
 
-def _ndjson_documents(source: IO[bytes], advance: Advance) -> Generator[tuple[int, Any]]:
-    for number, raw in enumerate(source, start=1):
-        advance(len(raw))
-        if not raw.strip():
-            continue
-        try:
-            yield number, orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            yield number, BadParams("the line is not valid JSON")
-
-
-def _csv_documents(source: IO[bytes], advance: Advance) -> Generator[tuple[int, Any]]:
-    text = io.TextIOWrapper(source, encoding="utf-8", newline="")
-    reader = csv.DictReader(text)
-    columns = reader.fieldnames or []
-    unknown = [column for column in columns if column not in CSV_COLUMNS]
-    if "type" not in columns or unknown:
-        text.detach()
-        problem = f"unknown columns {', '.join(unknown)}" if unknown else "no type column"
-        raise BadParams(f"line 1: {problem}; known columns: {', '.join(CSV_COLUMNS)}")
+def _input(name: str) -> IO[bytes]:
     try:
-        for row in reader:
-            advance(sum(len(cell or "") + 1 for cell in row.values()))
-            try:
-                yield reader.line_num, csv_document(row)
-            except BadParams as error:
-                yield reader.line_num, error
-    finally:
-        text.detach()  # the caller closes the file
+        return Path(name).open("rb")
+    except OSError as error:
+        raise BadParams(f"cannot read the import file {name}: {_reason(error)}") from None
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 def _size(source: IO[bytes]) -> int | None:
@@ -185,7 +169,12 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
             write = _csv_writer(out) if args.format == "csv" else _ndjson_writer(out)
             count = 0
             async for document in documents:
-                write(document)
+                try:
+                    write(document)
+                except BrokenPipeError:
+                    raise
+                except OSError as error:  # a full disk: said of the file, not of the database
+                    raise _cannot_write(args.output, error) from None
                 count += 1
         return count
 
@@ -198,8 +187,27 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _output(path: str | None) -> Any:
-    return Path(path).open("w", newline="") if path else nullcontext(sys.stdout)
+@contextmanager
+def _output(path: str | None) -> Iterator[IO[str]]:
+    if not path:
+        yield sys.stdout
+        return
+    try:
+        out = Path(path).open("w", newline="")  # noqa: SIM115 (closed below, errors named)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+    try:
+        yield out
+    finally:
+        try:
+            out.close()  # writes what is buffered: the disk may be full
+        except OSError as error:
+            raise _cannot_write(path, error) from None
+
+
+def _cannot_write(path: str | None, error: OSError) -> BadParams:
+    where = f"the export file {path}" if path else "standard output"
+    return BadParams(f"cannot write {where}: {_reason(error)}")
 
 
 def _ndjson_writer(out: IO[str]) -> Callable[[dict[str, Any]], None]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated, Literal
 
 import limits
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./searchstats.db"
 # The brokers the service can fan out through (and share rate limits in).
@@ -24,7 +27,7 @@ class Settings(BaseSettings):
     read_rate_limit: str = "20/second"
     write_rate_limit: str = "1000/second"
     secret_key: str | None = None
-    secret_key_file: str = "./searchstats.secret"
+    secret_key_file: str | None = None  # default: beside the SQLite database (app.auth.keys)
 
     anonymous_engine: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
@@ -87,3 +90,20 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database's file; None for PostgreSQL, a database in memory, or a URL the
+        command line refuses."""
+        try:
+            url = make_url(self.database_url)
+        except ArgumentError:
+            return None
+        database = url.database
+        if url.get_backend_name() != "sqlite" or not database or database.startswith(":"):
+            return None
+        if database.startswith("file:"):
+            if "mode=memory" in database:
+                return None
+            database = database.removeprefix("file:").split("?", 1)[0]
+        return Path(database)

@@ -135,12 +135,14 @@ def searchstats(url: str, *argv: str) -> Run:
 
 def measure(backend: str, path: Path, count: int) -> list[str]:
     with fresh_database(backend) as url:
+        searchstats(url, "migrate")
         searchstats(url, "account", "create", "default")
         searchstats(url, "engine", "create", "default", "--hashid", HASHID)
         first = searchstats(url, "import", str(path))
         again = searchstats(url, "import", str(path))
         kept = asyncio.run(stored(url))
     with fresh_database(backend) as url:
+        searchstats(url, "migrate")
         searchstats(url, "account", "create", "default")
         searchstats(url, "engine", "create", "default", "--hashid", HASHID)
         plain = asyncio.run(executemany(url, count))

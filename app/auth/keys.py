@@ -11,9 +11,11 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from app.errors import BadParams
 from app.settings import Settings
 
 API_KEY = re.compile(r"^[0-9a-f]{40}$")
+SECRET_FILE = "searchstats.secret"
 
 
 def new_api_key() -> str:
@@ -43,15 +45,55 @@ class KeyVault:
             return None
 
 
-def resolve_secret(settings: Settings) -> str:
-    """The configured secret key, or one kept in a private file beside the embedded database."""
+def secret_key_path(settings: Settings) -> Path:
+    """SEARCHSTATS_SECRET_KEY_FILE; by default searchstats.secret beside the SQLite database, so
+    that a command run from another folder finds it (for PostgreSQL, in the working directory)."""
+    if settings.secret_key_file:
+        return Path(settings.secret_key_file).absolute()
+    database = settings.sqlite_file
+    return ((database.parent if database is not None else Path()) / SECRET_FILE).absolute()
+
+
+def read_secret(settings: Settings) -> str | None:
+    """The configured secret key, or the one kept in the secret key file; None when neither is
+    there. A file that holds no usable key is refused, never taken for the empty secret."""
     if settings.secret_key:
         return settings.secret_key
-    path = Path(settings.secret_key_file)
-    if path.exists():
-        return path.read_text().strip()
-    secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
+    path = secret_key_path(settings)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise _file_problem("cannot read", path, error) from None
+    try:
+        secret = raw.decode().strip()
+    except UnicodeDecodeError:
+        raise BadParams(f"the secret key file {path} is not UTF-8 text: restore it") from None
+    if not secret:
+        raise BadParams(f"the secret key file {path} is empty: restore it, or remove it")
     return secret
+
+
+def create_secret(settings: Settings) -> str:
+    """A new random secret key, kept in the secret key file (mode 0600), which must not exist."""
+    path = secret_key_path(settings)
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+    except OSError as error:
+        raise _file_problem("cannot create", path, error) from None
+    return secret
+
+
+def resolve_secret(settings: Settings) -> str:
+    """The secret key, made on first use. The command line makes it only for a database that
+    holds no API key yet (``app.services.accounts.service_vault``)."""
+    return read_secret(settings) or create_secret(settings)
+
+
+def _file_problem(what: str, path: Path, error: OSError) -> BadParams:
+    reason = error.strerror or str(error)
+    return BadParams(f"{what} the secret key file {path} (SEARCHSTATS_SECRET_KEY_FILE): {reason}")

@@ -6,11 +6,19 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
-from app.auth.keys import KeyVault, key_digest, new_api_key
+from app.auth.keys import (
+    KeyVault,
+    create_secret,
+    key_digest,
+    new_api_key,
+    read_secret,
+    secret_key_path,
+)
 from app.auth.policies import EnginePolicy
 from app.auth.principal import Principal
 from app.domain.tenancy import check_account_name, check_hashid, new_hashid
 from app.errors import BadParams, NotFound
+from app.settings import Settings
 from app.storage import directory
 from app.storage.database import Database
 from app.storage.directory import EngineRecord
@@ -70,6 +78,36 @@ async def create_engine(
             )
     except IntegrityError:
         raise BadParams(f"engine {hashid} already exists") from None
+
+
+async def service_vault(*, database: Database, settings: Settings) -> KeyVault:
+    """The vault of the service's secret key, checked against the API keys already stored.
+
+    A secret key is made only for a database that holds no API key yet: for one that does, a
+    new or different secret would open none of them, and every JWT would be refused (401) while
+    the service looked healthy.
+    """
+    secret = read_secret(settings)
+    async with database.sessions() as session:
+        stored = await directory.every_key_ciphertext(session)
+    if secret is None:
+        if stored:
+            missing = secret_key_path(settings)
+            raise BadParams(
+                "the database holds API keys, but there is no secret key to open them "
+                f"({missing} does not exist): restore SEARCHSTATS_SECRET_KEY_FILE or set "
+                "SEARCHSTATS_SECRET_KEY"
+            )
+        return KeyVault(create_secret(settings))
+    vault = KeyVault(secret)
+    if stored and all(vault.open(ciphertext) is None for ciphertext in stored):
+        source = "SEARCHSTATS_SECRET_KEY" if settings.secret_key else str(secret_key_path(settings))
+        raise BadParams(
+            f"the secret key ({source}) does not open the stored API keys: restore "
+            "SEARCHSTATS_SECRET_KEY_FILE or set SEARCHSTATS_SECRET_KEY to the one they were "
+            "made with"
+        )
+    return vault
 
 
 async def bootstrap(*, database: Database, vault: KeyVault) -> Bootstrap | None:

@@ -48,9 +48,10 @@ class Runtime:
         await self.database.dispose()
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, *, secret: str | None = None) -> Runtime:
+    """The collaborators, keyed by ``secret`` (default: the service's, made on first use)."""
     database = open_database(settings)
-    secret = resolve_secret(settings)
+    secret = secret or resolve_secret(settings)
     vault = KeyVault(secret)
     # One flusher per worker: SQLite has a single writer, and on PostgreSQL concurrent batches
     # would only queue on the same hot rollup rows (measured: no gain from four).

@@ -75,6 +75,11 @@ async def account_by_key_digest(session: AsyncSession, digest: str) -> AccountRe
     return None if row is None or row.id is None else AccountRecord(id=row.id, name=row.name)
 
 
+async def every_key_ciphertext(session: AsyncSession) -> list[str]:
+    statement = select(col(ApiKey.ciphertext)).order_by(col(ApiKey.id))
+    return list((await session.execute(statement)).scalars())
+
+
 async def key_ciphertexts(session: AsyncSession, account_id: int) -> list[str]:
     statement = select(col(ApiKey.ciphertext)).where(col(ApiKey.account_id) == account_id)
     return list((await session.execute(statement)).scalars())

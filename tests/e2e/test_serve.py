@@ -43,7 +43,8 @@ def bearer_jwt(key: str, account: str = "default") -> str:
 def test_serve_bootstraps_once_and_records_over_http(
     empty_database_url: str, tmp_path: Path
 ) -> None:
-    # No secret configured: serve keeps one in a private file in its working directory.
+    # No secret configured: serve keeps one in a private file beside the SQLite database (for
+    # PostgreSQL, in its working directory): tmp_path either way.
     env = {"SEARCHSTATS_DATABASE_URL": empty_database_url, "SEARCHSTATS_SECRET_KEY": ""}
 
     with searchstats_serve(env, tmp_path, name="first") as first:

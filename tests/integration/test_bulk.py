@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import select
+from sqlmodel import col
 
 from app.cli import main
 from app.domain.periods import Granularity, parse_zone, period_of_days
@@ -19,6 +21,8 @@ from app.services.bulk import account_principal
 from app.services.runtime import build_runtime
 from app.services.stats import compute_stats
 from app.settings import Settings
+from app.storage.database import open_database
+from app.storage.models import Event
 
 SHOP = "0123456789abcdef0123456789abcdef"
 ITEM = "a8e4b4a6-2f6b-4b53-9c5e-1d6f0e1a2b3c"
@@ -179,6 +183,96 @@ def test_malformed_lines_are_named_by_number(
         "searchstats: line 7: unknown fields for visit: colour",
     ]
     assert "read 7, stored 3, duplicates 0, rejected 4" in messages[-1]
+
+
+def stored_event_ids(url: str) -> set[str]:
+    async def fetch() -> set[str]:
+        database = open_database(Settings(database_url=url, secret_key="bulk-secret"))
+        try:
+            async with database.sessions() as session:
+                rows = await session.execute(select(col(Event.event_id)))
+                return {str(event_id) for (event_id,) in rows}
+        finally:
+            await database.dispose()
+
+    return asyncio.run(fetch())
+
+
+LINE_LIMIT = 150_000  # SEARCHSTATS_MAX_BODY_BYTES: over csv's field limit of 131,072
+UNREADABLE = {
+    "csv-field-over-limit": (
+        "csv",
+        b"search," + b"a" * 140_000 + b",big\n",
+        "a field is longer than 131072 characters, or a quote is never closed",
+    ),
+    "csv-invalid-utf8": ("csv", b"search,x\xff\xfey,bad\n", "the line is not valid UTF-8"),
+    "csv-quote-never-closed": (
+        "csv",
+        b'search,"open,bad\n',
+        "a quote is never closed: its field runs to the end of the file",
+    ),
+    "ndjson-invalid-utf8": (
+        "ndjson",
+        b'{"search": {"query": "x\xff\xfey", "eventId": "bad"}}\n',
+        "the line is not valid UTF-8",
+    ),
+    "ndjson-line-over-limit": (
+        "ndjson",
+        b'{"search": {"query": "' + b"a" * 200_000 + b'", "eventId": "bad"}}\n',
+        f"the line is longer than {LINE_LIMIT} bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_a_line_that_cannot_be_read_is_reported_like_a_malformed_one(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    mode: str,
+    case: str,
+) -> None:
+    """Over csv's field limit, over the line limit, invalid UTF-8, a quote never closed: the
+    line is named; the batches already handed over are stored, and ``skip`` goes on."""
+    use(database_url, monkeypatch)
+    monkeypatch.setenv("SEARCHSTATS_MAX_BODY_BYTES", str(LINE_LIMIT))
+    monkeypatch.setattr(bulk, "BATCH_LINES", 100)  # batches committing before the bad line
+    prepare(capsys)
+    fmt, bad, expected = UNREADABLE[case]
+    before = [search_line(fmt, f"e{n}") for n in range(250)]
+    after = (
+        [] if case == "csv-quote-never-closed" else [search_line(fmt, f"f{n}") for n in range(10)]
+    )
+    header = b"type,query,eventId\n" if fmt == "csv" else b""
+    source = tmp_path / f"events.{fmt}"
+    source.write_bytes(header + b"".join(before) + bad + b"".join(after))
+    bad_line = len(before) + (2 if fmt == "csv" else 1)
+
+    code, out, err = cli(capsys, "import", str(source), "--on-error", mode)
+
+    messages = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert messages[:-1] == [f"searchstats: line {bad_line}: {expected}"]
+    stored = {f"e{n}" for n in range(250)} | (
+        {f"f{n}" for n in range(10)} if mode == "skip" and after else set()
+    )
+    assert stored_event_ids(database_url) == stored
+    if mode == "stop":
+        assert (code, out) == (1, "")
+        assert "read 251, stored 250, duplicates 0, rejected 1" in messages[-1]
+        assert f"stopped at line {bad_line}" in messages[-1]
+    else:
+        assert (code, out) == (0, "")
+        assert f"stored {len(stored)}, duplicates 0, rejected 1" in messages[-1]
+
+
+def search_line(fmt: str, event_id: str) -> bytes:
+    if fmt == "csv":
+        return f"search,q {event_id},{event_id}\n".encode()
+    return orjson.dumps({"search": {"query": f"q {event_id}", "eventId": event_id}}) + b"\n"
 
 
 @pytest.mark.parametrize("fmt", ["ndjson", "csv"])

@@ -42,6 +42,13 @@ def cli_url(empty_database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return empty_database_url
 
 
+@pytest.fixture
+def cli_database(cli_url: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The database made by ``searchstats migrate``, as an operator makes it first."""
+    ok(capsys, "migrate")
+    return cli_url
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
@@ -175,21 +182,21 @@ def test_account_create_works_on_a_newer_schema(
 
 
 def test_account_create_prints_only_the_key(
-    cli_url: str, capsys: pytest.CaptureFixture[str]
+    cli_database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run(capsys, "account", "create", "acme")
     assert (code, err) == (0, "")
     assert KEY.match(out), repr(out)
     key = out.strip()
 
-    [(digest, ciphertext)] = query(cli_url, select(col(ApiKey.digest), col(ApiKey.ciphertext)))
+    [(digest, ciphertext)] = query(cli_database, select(col(ApiKey.digest), col(ApiKey.ciphertext)))
     assert digest == hashlib.sha256(key.encode()).hexdigest()
     assert KeyVault(SECRET).open(ciphertext) == key
     assert KeyVault("another secret").open(ciphertext) is None
 
 
 def test_engine_create_prints_only_the_hashid(
-    cli_url: str, capsys: pytest.CaptureFixture[str]
+    cli_database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ok(capsys, "account", "create", "acme")
     first = ok(capsys, "engine", "create", "acme")
@@ -197,7 +204,9 @@ def test_engine_create_prints_only_the_hashid(
     code, out, err = run(capsys, "engine", "create", "acme", "--hashid", SHOP, "--name", "Shop")
     assert (code, out, err) == (0, SHOP + "\n", "")
 
-    engines = query(cli_url, select(col(Engine.hashid), col(Engine.name)).order_by(col(Engine.id)))
+    engines = query(
+        cli_database, select(col(Engine.hashid), col(Engine.name)).order_by(col(Engine.id))
+    )
     assert [tuple(row) for row in engines] == [(first.strip(), ""), (SHOP, "Shop")]
 
 
@@ -257,7 +266,7 @@ def test_engine_create_prints_only_the_hashid(
     ],
 )
 def test_errors_are_one_clear_line(
-    cli_url: str,
+    cli_database: str,
     capsys: pytest.CaptureFixture[str],
     setup: list[list[str]],
     command: list[str],
@@ -269,17 +278,17 @@ def test_errors_are_one_clear_line(
 
 
 def test_stored_keys_are_never_plain_text(
-    cli_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    cli_database: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     keys = [ok(capsys, "account", "create", name).strip() for name in ("acme", "globex")]
     ok(capsys, "engine", "create", "acme")
 
-    dump = dump_every_table(cli_url)
+    dump = dump_every_table(cli_database)
     assert "acme" in dump  # the dump does hold the rows
     for key in keys:
         assert key not in dump
         assert key.upper() not in dump.upper()
-    if cli_url.startswith("sqlite"):
+    if cli_database.startswith("sqlite"):
         raw = b"".join(path.read_bytes() for path in tmp_path.glob("empty.db*"))
         assert raw
         assert not any(key.encode() in raw for key in keys)
@@ -354,3 +363,123 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     assert "serve" in out
     assert "migrate" in out
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (
+            ["import", "nothere.ndjson"],
+            "cannot read the import file nothere.ndjson: No such file or directory",
+        ),
+        (["import", "."], "cannot read the import file .: Is a directory"),
+        (
+            ["export", "--from", "2025-01-01", "--to", "2025-01-02", "--output", "no/x.ndjson"],
+            "cannot write the export file no/x.ndjson: No such file or directory",
+        ),
+        (
+            ["export", "--from", "2000-01-01", "--to", "2030-01-01", "--output", "/dev/full"],
+            "cannot write the export file /dev/full: No space left on device",
+        ),
+    ],
+    ids=["import-missing", "import-folder", "export-no-folder", "export-disk-full"],
+)
+def test_file_errors_name_the_file_not_the_database(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    expected: str,
+) -> None:
+    if "/dev/full" in command and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", database_url)
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
+    ok(capsys, "account", "create", "default")
+    ok(capsys, "engine", "create", "default")
+    recorded = Path("one.ndjson")
+    recorded.write_text('{"search": {"query": "q", "occurredAt": "2025-01-01T10:00:00+00:00"}}\n')
+    assert run(capsys, "import", str(recorded))[0] == 0
+
+    code, out, err = run(capsys, *command)
+
+    assert_one_line_error(code, out, err, expected)
+    assert "database" not in err
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    ("secret_file", "expected"),
+    [
+        (
+            ".",
+            "cannot read the secret key file {cwd} (SEARCHSTATS_SECRET_KEY_FILE): Is a directory",
+        ),
+        (
+            "no/such/folder/searchstats.secret",
+            "cannot create the secret key file {cwd}/no/such/folder/searchstats.secret "
+            "(SEARCHSTATS_SECRET_KEY_FILE): No such file or directory",
+        ),
+    ],
+    ids=["a-folder", "in-a-missing-folder"],
+)
+def test_secret_key_file_errors_name_the_file(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    secret_file: str,
+    expected: str,
+) -> None:
+    monkeypatch.setenv("SEARCHSTATS_DATABASE_URL", database_url)
+    monkeypatch.delenv("SEARCHSTATS_SECRET_KEY", raising=False)
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY_FILE", secret_file)
+    code, out, err = run(capsys, "account", "create", "acme")
+    assert_one_line_error(code, out, err, expected.format(cwd=Path.cwd()))
+    assert query(database_url, select(Account)) == []
+
+
+ADMIN_COMMANDS = {
+    "forget-user": ["forget-user", "bob"],
+    "prune": ["prune", "--older-than", "30"],
+    "account-create": ["account", "create", "acme"],
+    "engine-create": ["engine", "create", "default"],
+    "import": ["import", "events.ndjson"],
+    "export": ["export", "--from", "2025-01-01", "--to", "2025-01-31"],
+}
+
+
+@pytest.mark.parametrize("command", list(ADMIN_COMMANDS.values()), ids=list(ADMIN_COMMANDS))
+def test_commands_refuse_a_sqlite_database_that_does_not_exist(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: list[str],
+) -> None:
+    """Run outside the service's folder, the default URL names no file: no command but serve
+    and migrate makes a new, empty database there and answers from it."""
+    monkeypatch.delenv("SEARCHSTATS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SEARCHSTATS_SECRET_KEY", raising=False)
+    Path("events.ndjson").write_text('{"search": {"query": "q"}}\n')
+
+    code, out, err = run(capsys, *command)
+
+    assert_one_line_error(code, out, err, f"no database at {tmp_path / 'searchstats.db'}: ")
+    assert "SEARCHSTATS_DATABASE_URL" in err
+    assert "searchstats migrate creates" in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["events.ndjson"]
+
+
+def test_migrate_creates_the_database_the_other_commands_then_use(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SEARCHSTATS_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
+    assert run(capsys, "forget-user", "bob")[0] == 1
+
+    code, _, err = run(capsys, "migrate")
+    assert code == 0, err
+    assert (tmp_path / "searchstats.db").is_file()
+    assert KEY.match(ok(capsys, "account", "create", "default"))
+    assert ok(capsys, "forget-user", "bob") == "0\n"
+    assert ok(capsys, "prune", "--older-than", "30") == "0\n"
