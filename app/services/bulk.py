@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ IN_FLIGHT = 4  # batches committing while the next ones are read
 # fifth faster on both databases: a batch's round trips and statements are paid less often.
 BATCH_LINES = 5000
 RETRIES = 5  # a database that is briefly unavailable (restart, failover)
+# The namespace of the eventIds an export gives events stored without one.
+EXPORTED_IDS = uuid.UUID("9b2f0c4e-5d1a-4f7e-8c3b-6a0e2d9f1b47")
 # The planner's statistics are refreshed after the first ANALYZE_FIRST events stored, then
 # whenever the import has grown by a quarter since the last refresh. Refreshed only every 100,000
 # events, statistics taken at 10,000 made PostgreSQL plan the lookup of clicks' searches badly
@@ -230,7 +233,7 @@ def stored_document(row: Row[Any], hashid: str) -> dict[str, Any]:
     payload: dict[str, Any] = row.payload or {}
     fields: dict[str, Any] = {
         "engine": hashid,
-        "eventId": row.event_id,
+        "eventId": row.event_id or exported_event_id(row, hashid),
         "occurredAt": row.occurred_at.astimezone(UTC).isoformat(),
         "sessionId": row.session_id,
         "userId": row.user_id,
@@ -239,6 +242,19 @@ def stored_document(row: Row[Any], hashid: str) -> dict[str, Any]:
         "isBot": bool(row.is_bot),
     }
     return {kind.value: {key: value for key, value in fields.items() if value is not None}}
+
+
+def exported_event_id(row: Row[Any], hashid: str) -> str:
+    """The ``eventId`` an event stored without one leaves with.
+
+    So that a file imported twice, or again after an import stopped, stores each event once, as
+    for events that came with an id. Made from what names the stored row: the same at every
+    export of this database, and, with the instant the row was received, unlike any other
+    database's (row ids repeat across databases). Imported back into the database it came
+    from, such an event is stored again: there it has no id to match.
+    """
+    received = row.received_at.replace(tzinfo=None).isoformat()
+    return "exported-" + uuid.uuid5(EXPORTED_IDS, f"{hashid}/{row.id}/{received}").hex
 
 
 def _kind_fields(kind: EventKind, row: Row[Any], payload: dict[str, Any]) -> dict[str, Any]:
