@@ -56,8 +56,8 @@ def plain_row(event: PlainEvent, engine_id: int, now: datetime) -> NewEvent:
         device=UNKNOWN_CLIENT.device.value if device is None else device.lower(),
         is_bot=get("isBot") is True,
         event_id=get("eventId"),
-        session_id=get("sessionId"),
-        user_id=get("userId"),
+        session_id=get("sessionId") or None,  # as the doors store "": no session, no user
+        user_id=get("userId") or None,
         query=get("query"),
         query_id=query_id,
         result_count=get("resultCount"),

@@ -140,8 +140,9 @@ def new_event(
         device=traits.device.value,
         is_bot=traits.is_bot,
         event_id=draft.event_id,
-        session_id=draft.session_id,
-        user_id=draft.user_id,
+        # "" names no session or user: kept, it would count as one in sessions and users.
+        session_id=draft.session_id or None,
+        user_id=draft.user_id or None,
         query=draft.query if kind is EventKind.SEARCH else None,
         # A search gets the id that later clicks and feedback carry to link themselves to it
         # (an imported search keeps the one it had, so that its clicks still link to it).

@@ -358,3 +358,38 @@ def test_export_to_standard_output_in_stored_order(
         next(iter(d.values()))["occurredAt"] for d in expected
     ]
     assert all(next(iter(d.values()))["engine"] == SHOP for d in lines)
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_an_empty_session_or_user_id_is_imported_as_none(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    fmt: str,
+) -> None:
+    # As the doors store it; an export writes none, and CSV could not tell "" from absent.
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    source = tmp_path / f"in.{fmt}"
+    if fmt == "csv":
+        source.write_text("type,query,sessionId,userId,eventId\nsearch,q,,,e1\n")
+    else:
+        doc = {"search": {"query": "q", "sessionId": "", "userId": "", "eventId": "e1"}}
+        write_ndjson(source, [doc])
+    code, _, err = cli(capsys, "import", str(source))
+    assert code == 0, err
+    assert stored_sessions_and_users(database_url) == [(None, None)]
+
+
+def stored_sessions_and_users(url: str) -> list[tuple[object, object]]:
+    async def fetch() -> list[tuple[object, object]]:
+        database = open_database(Settings(database_url=url, secret_key="bulk-secret"))
+        try:
+            async with database.sessions() as session:
+                rows = await session.execute(select(col(Event.session_id), col(Event.user_id)))
+                return [(session_id, user_id) for session_id, user_id in rows]
+        finally:
+            await database.dispose()
+
+    return asyncio.run(fetch())
