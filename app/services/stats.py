@@ -100,7 +100,7 @@ async def compute_stats(
         }
         tops = {
             breakdown: await stats_sql.top_values(conn, scope, breakdown, limit)
-            for breakdown, limit in query.breakdowns
+            for breakdown, limit in query.top_limits.items()
         }
     local = [s.astimezone(query.period.zone) for s in starts]
     stamps = [to_micros(s) // 1000 for s in starts]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -106,3 +107,85 @@ async def test_filtered_and_unfiltered_counts_agree(
     filtered = await post(client, tenant, COUNTS, filter={"query": "q0"}, **args)
     assert [p["count"] for p in plain["stats"]["searches"]["points"]] == [1, 1, 0]
     assert [p["count"] for p in filtered["stats"]["searches"]["points"]] == [1, 0, 0]
+
+
+TOP_FIELDS = {"topQueries": "query", "topNoResultQueries": "query", "topDocuments": "documentId"}
+
+
+async def ask(client: httpx.AsyncClient, tenant: Tenant, query: str, **variables: Any) -> Any:
+    response = await client.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=tenant.token
+    )
+    return response.json()
+
+
+async def seed_tops(client: httpx.AsyncClient, tenant: Tenant) -> dict[str, list[dict[str, Any]]]:
+    """Fifteen texts searched (without results) and clicked 1 to 4 times each; the tops."""
+    texts = [f"t{i:02}" for i in range(15) for _ in range(i % 4 + 1)]
+    at = "2025-04-01T10:00:00Z"
+    searches = [{"search": {"query": t, "resultCount": 0, "occurredAt": at}} for t in texts]
+    clicks = [{"click": {"documentId": t, "rank": 0, "occurredAt": at}} for t in texts]
+    await post(client, tenant, RECORD, input=searches + clicks)
+    ranked = sorted(Counter(texts).items(), key=lambda item: (-item[1], item[0]))
+    return {
+        field: [{key: text, "count": count} for text, count in ranked]
+        for field, key in TOP_FIELDS.items()
+    }
+
+
+def top(field: str, limit: object) -> str:
+    return f"{field}(limit: {limit}) {{ {TOP_FIELDS[field]} count }}"
+
+
+def stats_document(selection: str, variables: str = "", fragments: str = "") -> str:
+    period = 'from: "2025-04-01", to: "2025-04-01"'
+    return f"query{variables} {{ stats({period}) {{ {selection} }} }} {fragments}"
+
+
+def limit_forms(field: str, limit: int) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The same limit written as a literal, a variable, a variable's default, in fragments."""
+    return {
+        "literal": (stats_document(top(field, limit)), {}),
+        "variable": (stats_document(top(field, "$n"), "($n: Int!)"), {"n": limit}),
+        "default": (stats_document(top(field, "$n"), f"($n: Int = {limit})"), {}),
+        "inline": (stats_document(f"... on Stats {{ {top(field, limit)} }}"), {}),
+        "fragment": (
+            stats_document("...F", fragments=f"fragment F on Stats {{ {top(field, limit)} }}"),
+            {},
+        ),
+    }
+
+
+@pytest.mark.parametrize("limit", [1, 12, 1000])
+@pytest.mark.parametrize("field", list(TOP_FIELDS))
+async def test_a_literal_limit_answers_as_a_variable_does(
+    client: httpx.AsyncClient, tenant: Tenant, field: str, limit: int
+) -> None:
+    expected = (await seed_tops(client, tenant))[field][:limit]
+    for form, (document, variables) in limit_forms(field, limit).items():
+        data = await post(client, tenant, document, **variables)
+        assert data["stats"][field] == expected, form
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001])
+@pytest.mark.parametrize("field", list(TOP_FIELDS))
+async def test_a_limit_out_of_bounds_is_bad_params_however_written(
+    client: httpx.AsyncClient, tenant: Tenant, field: str, limit: int
+) -> None:
+    for form, (document, variables) in limit_forms(field, limit).items():
+        errors = (await ask(client, tenant, document, **variables))["errors"]
+        assert [(e["extensions"]["code"], e["message"]) for e in errors] == [
+            ("bad_params", "limit must be between 1 and 1000")
+        ], form
+
+
+async def test_aliases_each_get_their_own_limit_and_each_is_checked(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    expected = (await seed_tops(client, tenant))["topQueries"]
+    both = stats_document(f"a: {top('topQueries', 2)} b: {top('topQueries', 12)}")
+    data = await post(client, tenant, both)
+    assert (data["stats"]["a"], data["stats"]["b"]) == (expected[:2], expected[:12])
+    one_bad = stats_document(f"a: {top('topQueries', 0)} b: {top('topQueries', 5)}")
+    errors = (await ask(client, tenant, one_bad))["errors"]
+    assert [e["extensions"]["code"] for e in errors] == ["bad_params"]
