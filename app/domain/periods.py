@@ -59,7 +59,10 @@ def parse_zone(name: str) -> ZoneInfo:
 
 
 def day_start(day: date, zone: ZoneInfo) -> datetime:
-    """The first instant of a local day (after the gap, where midnight does not exist)."""
+    """The first instant of a local day.
+
+    Where midnight does not exist, the end of the gap; where it happens twice, the first one.
+    """
     return _wall_to_utc(datetime.combine(day, time(0)), zone)
 
 
@@ -94,7 +97,7 @@ def _bucket_starts(period: Period, granularity: Granularity) -> tuple[datetime, 
     starts: list[datetime] = []
     seen: set[datetime] = set()
     for wall in _WallIter(local_first, granularity):
-        for instant in _instants_of(wall, zone):
+        for instant in _instants_of(wall, zone, granularity):
             if instant not in seen:
                 seen.add(instant)
                 starts.append(instant)
@@ -114,9 +117,16 @@ def _bucket_starts(period: Period, granularity: Granularity) -> tuple[datetime, 
     return tuple(kept)
 
 
-def _instants_of(wall: datetime, zone: ZoneInfo) -> tuple[datetime, ...]:
-    """The instants a wall-clock time names: two when it repeats, one otherwise."""
+def _instants_of(wall: datetime, zone: ZoneInfo, granularity: Granularity) -> tuple[datetime, ...]:
+    """The instants where buckets start at a wall-clock boundary.
+
+    An hour that happens twice (clocks falling back) is two hourly buckets. A midnight that
+    happens twice (clocks falling back to 00:00, as in Atlantic/Azores or America/Havana) starts
+    one day, at its first occurrence: the day is longer by the time repeated (25 hours there).
+    """
     first = _wall_to_utc(wall, zone)
+    if granularity is not Granularity.HOUR:
+        return (first,)
     if first.astimezone(zone).replace(tzinfo=None) != wall:
         return (first,)  # in a gap: fold=1 would name an instant before the gap
     return (first, _wall_to_utc(wall.replace(fold=1), zone))
