@@ -124,11 +124,11 @@ class Stats:
     def negative_feedback(self) -> CountSeries:
         return self._count(Metric.NEGATIVE_FEEDBACK)
 
-    @strawberry.field(description="Distinct sessionIds per bucket.")
+    @strawberry.field(description="Distinct sessionIds per bucket, across the engines asked.")
     def sessions(self) -> CountSeries:
         return self._count(Metric.SESSIONS)
 
-    @strawberry.field(description="Distinct userIds per bucket.")
+    @strawberry.field(description="Distinct userIds per bucket, across the engines asked.")
     def users(self) -> CountSeries:
         return self._count(Metric.USERS)
 

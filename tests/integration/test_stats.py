@@ -12,6 +12,7 @@ from app.domain.events import EventDraft, EventKind
 from app.domain.periods import Granularity, Period, parse_zone, period_of_days
 from app.domain.stats import Breakdown, Metric, Rate, StatsFilter, StatsQuery
 from app.errors import Timeout
+from app.services import accounts
 from app.services.runtime import Runtime
 from app.services.stats import StatsReport, compute_stats
 from tests.conftest import Tenant
@@ -314,6 +315,61 @@ async def test_sessions_users_feedback_and_breakdowns(runtime: Runtime, tenant: 
     assert report.breakdowns[Breakdown.TOP_QUERIES] == [("a", 2), ("y", 2)]
     assert report.breakdowns[Breakdown.TOP_NO_RESULT_QUERIES] == [("y", 2), ("z", 1)]
     assert report.breakdowns[Breakdown.TOP_DOCUMENTS] == [("doc-a", 2), ("doc-b", 1)]
+
+
+async def test_sessions_and_users_are_distinct_across_engines(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    second = await accounts.create_engine(database=runtime.database, account=tenant.account)
+    engines = (tenant.hashid, second.hashid)
+    visits = [  # (engine, day of August 2025, sessionId, userId)
+        (0, 4, "s1", "u1"),
+        (1, 4, "s1", "u1"),  # the same session and user on the other engine
+        (0, 4, "s2", "u1"),
+        (1, 4, "s3", "u2"),
+        (1, 5, "s1", "u1"),  # the next day: counted in that day too
+        (0, 5, None, "u3"),
+        (1, 5, "s4", None),
+    ]
+    await seed(
+        runtime,
+        tenant,
+        [
+            EventDraft(
+                kind=EventKind.VISIT,
+                engine=engines[engine],
+                occurred_at=datetime(2025, 8, day, 10, tzinfo=UTC),
+                store="store",
+                session_id=session,
+                user_id=user,
+            )
+            for engine, day, session, user in visits
+        ],
+    )
+
+    def distinct(asked: set[int], column: int) -> list[int]:
+        return [
+            len({v[column] for v in visits if v[0] in asked and v[1] == day and v[column]})
+            for day in (4, 5)
+        ]
+
+    for asked in ({0, 1}, {0}, {1}):
+        named = tuple(engines[i] for i in sorted(asked))
+        report = await ask(runtime, tenant, date(2025, 8, 4), date(2025, 8, 5), engines=named)
+        assert counts(report, Metric.SESSIONS) == distinct(asked, 2), asked
+        assert counts(report, Metric.USERS) == distinct(asked, 3), asked
+        # totalCount is the sum of the points, as for every count series.
+        assert report.series[Metric.USERS].total_count == sum(distinct(asked, 3))
+    every = await ask(runtime, tenant, date(2025, 8, 4), date(2025, 8, 5))
+    assert counts(every, Metric.SESSIONS) == distinct({0, 1}, 2)
+    # One series per engine (Doofinder's aggregate=false) counts that engine's ids alone.
+    apart = await ask(
+        runtime, tenant, date(2025, 8, 4), date(2025, 8, 5), engines=engines, per_engine=True
+    )
+    for index, hashid in enumerate(engines):
+        series = apart.by_engine[hashid]
+        assert [p.count for p in series[Metric.SESSIONS].points] == distinct({index}, 2)
+        assert [p.count for p in series[Metric.USERS].points] == distinct({index}, 3)
 
 
 async def test_bots_are_excluded_unless_asked(runtime: Runtime, tenant: Tenant) -> None:
