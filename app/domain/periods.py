@@ -20,6 +20,8 @@ from app.errors import BadParams
 MAX_BUCKETS = 1500
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ROLLUP_INTERVAL = timedelta(seconds=ROLLUP_SECONDS)
 ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
 
 
@@ -44,8 +46,12 @@ class Period:
 
     @property
     def rollup_aligned(self) -> bool:
-        """True when both ends fall on 15-minute UTC boundaries, so rollups cover it exactly."""
-        return all(_epoch_seconds(t) % ROLLUP_SECONDS == 0 for t in (self.start, self.end))
+        """True when both ends fall on 15-minute UTC boundaries, so rollups cover it exactly.
+
+        To the microsecond: an end a fraction of a second past a boundary (as JavaScript's
+        toISOString writes instants) is not on it, and is read from the raw events.
+        """
+        return all((t - EPOCH) % ROLLUP_INTERVAL == timedelta(0) for t in (self.start, self.end))
 
 
 @lru_cache(maxsize=512)
@@ -174,7 +180,3 @@ def _wall_to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
     # fold=0 reads a wall time inside a DST gap with the offset before the gap, which lands on
     # the first instant after it: exactly where a bucket whose start was skipped begins.
     return wall.replace(tzinfo=zone).astimezone(UTC)
-
-
-def _epoch_seconds(instant: datetime) -> int:
-    return int(instant.timestamp())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -189,3 +189,52 @@ async def test_aliases_each_get_their_own_limit_and_each_is_checked(
     one_bad = stats_document(f"a: {top('topQueries', 0)} b: {top('topQueries', 5)}")
     errors = (await ask(client, tenant, one_bad))["errors"]
     assert [e["extensions"]["code"] for e in errors] == ["bad_params"]
+
+
+SEARCHED_AROUND_10_15 = [
+    "2025-06-01T00:00:00Z",
+    "2025-06-01T00:00:00.000001Z",
+    "2025-06-01T10:14:59.999999Z",
+    "2025-06-01T10:15:00Z",
+    "2025-06-01T10:15:00.122999Z",
+    "2025-06-01T10:15:00.123Z",
+    "2025-06-01T10:15:00.5Z",
+    "2025-06-01T10:30:00Z",
+    "2025-06-01T23:59:59.999999Z",
+]
+
+
+def instant(bound: str, *, end: bool) -> datetime:
+    """A bound as the test reads it: a date is its UTC midnight (the day after, for ``to``)."""
+    if len(bound) == 10:
+        day = datetime.fromisoformat(bound).replace(tzinfo=UTC)
+        return day + timedelta(days=1) if end else day
+    return datetime.fromisoformat(bound)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("2025-06-01", "2025-06-01T10:15:00.123Z"),  # JavaScript's toISOString()
+        ("2025-06-01", "2025-06-01T10:15:01.123Z"),
+        ("2025-06-01T00:00:00.000001Z", "2025-06-01"),
+        ("2025-06-01T10:15:00.123Z", "2025-06-01T10:30:00Z"),
+        ("2025-06-01T10:14:59.999999Z", "2025-06-01T10:15:00.123001Z"),
+    ],
+)
+async def test_bounds_with_a_fraction_of_a_second(
+    client: httpx.AsyncClient, tenant: Tenant, start: str, end: str
+) -> None:
+    await searches_at(client, tenant, *SEARCHED_AROUND_10_15)
+    lo, hi = instant(start, end=False), instant(end, end=True)
+    inside = [t for t in map(datetime.fromisoformat, SEARCHED_AROUND_10_15) if lo <= t < hi]
+    hours = Counter(t.replace(minute=0, second=0, microsecond=0) for t in inside)
+    for granularity in ("DAY", "HOUR"):
+        data = await post(
+            client, tenant, COUNTS, **{"from": start, "to": end}, tz="Etc/UTC", g=granularity
+        )
+        searches = data["stats"]["searches"]
+        assert searches["totalCount"] == len(inside), granularity
+        if granularity == "HOUR":
+            found = {datetime.fromisoformat(p["start"]): p["count"] for p in searches["points"]}
+            assert {t: n for t, n in found.items() if n} == hours
