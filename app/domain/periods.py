@@ -18,8 +18,10 @@ from app.domain.buckets import ROLLUP_SECONDS
 from app.errors import BadParams
 
 MAX_BUCKETS = 1500
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# Local wall-clock times in the period's zone: 2000-01-01 in Madrid starts an hour before 2000
+# in UTC, and answers that hour with nothing (no event is recorded before 2000-01-01 UTC).
+EARLIEST = datetime(2000, 1, 1)
+LATEST = datetime(2100, 1, 1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ROLLUP_INTERVAL = timedelta(seconds=ROLLUP_SECONDS)
 ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
@@ -82,8 +84,11 @@ def period_of_days(first: date, last: date, zone: ZoneInfo) -> Period:
 def checked(period: Period) -> Period:
     if period.start >= period.end:
         raise BadParams("from must be before to")
-    if period.start < EARLIEST or period.end > LATEST:
-        raise BadParams("the period must lie between 2000-01-01 and 2100-01-01")
+    first, last = (
+        t.astimezone(period.zone).replace(tzinfo=None) for t in (period.start, period.end)
+    )
+    if first < EARLIEST or last > LATEST:
+        raise BadParams("the period must lie between 2000-01-01 and 2100-01-01 in its timezone")
     return period
 
 

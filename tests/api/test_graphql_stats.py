@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -238,3 +239,32 @@ async def test_bounds_with_a_fraction_of_a_second(
         if granularity == "HOUR":
             found = {datetime.fromisoformat(p["start"]): p["count"] for p in searches["points"]}
             assert {t: n for t, n in found.items() if n} == hours
+
+
+@pytest.mark.parametrize(
+    "zone", ["Etc/UTC", "Europe/Madrid", "Pacific/Kiritimati", "America/New_York", "Asia/Kolkata"]
+)
+async def test_periods_lie_between_2000_and_2100_in_their_timezone(
+    client: httpx.AsyncClient, tenant: Tenant, zone: str
+) -> None:
+    first_instant = "2000-01-01T00:00:00Z"  # the earliest an event may have happened
+    await searches_at(client, tenant, first_instant)
+    local_day = datetime.fromisoformat(first_instant).astimezone(ZoneInfo(zone)).date()
+
+    async def days(start: str, end: str) -> Any:
+        return await ask(client, tenant, COUNTS, **{"from": start, "to": end}, tz=zone, g="DAY")
+
+    first = (await days("2000-01-01", "2000-01-02"))["data"]["stats"]["searches"]["points"]
+    assert [(p["start"][:10], p["count"]) for p in first] == [
+        (day, int(day == local_day.isoformat())) for day in ("2000-01-01", "2000-01-02")
+    ]
+    last = (await days("2099-12-30", "2099-12-31"))["data"]["stats"]["searches"]
+    assert (last["total"], last["totalCount"]) == (2, 0)
+    for start, end in (("1999-12-31", "2000-01-01"), ("2099-12-31", "2100-01-01")):
+        errors = (await days(start, end))["errors"]
+        assert [e["extensions"]["code"] for e in errors] == ["bad_params"], (start, end)
+    # A date-time is read in the timezone too: half an hour before 2000 in UTC is 2000 east of it.
+    start = "1999-12-31T23:30:00Z"
+    early = await days(start, "2000-01-01T01:00:00Z")
+    in_2000 = datetime.fromisoformat(start).astimezone(ZoneInfo(zone)).year == 2000
+    assert ("errors" not in early) == in_2000, early
