@@ -50,7 +50,7 @@ class Query:
             granularity=granularity,
             engines=engines,
             filter=filter,
-            selections=info.selected_fields[0].selections,
+            info=info,
         )
         context = info.context
         report = await compute_stats(

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import strawberry
-from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLObjectType,
+    InlineFragmentNode,
+    SelectionSetNode,
+    VariableValues,
+    get_argument_values,
+    get_named_type,
+)
 
 from app.domain.bounds import parse_iso_bound, period_between
 from app.domain.events import Device, ProductType
@@ -21,8 +29,6 @@ from graphql_schema.stats_types import (
     DeviceEnum,
     Granularity,
 )
-
-DEFAULT_LIMIT = 10
 
 
 @strawberry.input(description="Narrow a stats question; every filter is optional.")
@@ -61,35 +67,59 @@ def stats_query(
     granularity: Granularity,
     engines: list[strawberry.ID] | None,
     filter: StatsFilterInput | None,
-    selections: Iterable[Any],
+    info: strawberry.Info[Any, Any],
 ) -> StatsQuery:
+    """The question a ``stats`` or ``liveStats`` field asks; ``info`` tells what it selects."""
     zone = parse_zone(timezone)
     period = period_between(
         parse_iso_bound("from", start, zone), parse_iso_bound("to", end, zone), zone
     )
-    wanted = _wanted_fields(selections)
+    selected = _selected_fields(info)
+    names = {name for name, _ in selected}
     return StatsQuery(
         period=period,
         granularity=DomainGranularity(granularity.value),
         engines=tuple(str(e) for e in engines or ()),
         filter=filter.to_domain() if filter else StatsFilter(),
-        metrics=frozenset(METRIC_FIELDS[n] for n in wanted if n in METRIC_FIELDS),
-        rates=frozenset(RATE_FIELDS[n] for n in wanted if n in RATE_FIELDS),
+        metrics=frozenset(METRIC_FIELDS[n] for n in names if n in METRIC_FIELDS),
+        rates=frozenset(RATE_FIELDS[n] for n in names if n in RATE_FIELDS),
+        # Every limit asked (aliases may ask several), so that each one is checked.
         breakdowns=tuple(
-            (BREAKDOWN_FIELDS[n], limit) for n, limit in wanted.items() if n in BREAKDOWN_FIELDS
+            sorted(
+                {
+                    (BREAKDOWN_FIELDS[n], args["limit"])
+                    for n, args in selected
+                    if n in BREAKDOWN_FIELDS
+                }
+            )
         ),
     )
 
 
-def _wanted_fields(selections: Iterable[Any]) -> dict[str, int]:
-    """Field names selected on Stats (through fragments too), with the largest limit asked."""
-    wanted: dict[str, int] = {}
-    for selection in selections:
-        if isinstance(selection, SelectedField):
-            limit = selection.arguments.get("limit", DEFAULT_LIMIT)
-            limit = limit if isinstance(limit, int) else DEFAULT_LIMIT
-            wanted[selection.name] = max(wanted.get(selection.name, 0), limit)
-        elif isinstance(selection, FragmentSpread | InlineFragment):
-            for name, limit in _wanted_fields(selection.selections).items():
-                wanted[name] = max(wanted.get(name, 0), limit)
-    return wanted
+def _selected_fields(info: strawberry.Info[Any, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The fields selected on Stats (through fragments too), each with its arguments.
+
+    Arguments are coerced here as GraphQL coerces them for the fields' own resolvers, literals
+    and variables alike: Strawberry's ``selected_fields`` hands a literal over as written (the
+    string "12" for ``limit: 12``).
+    """
+    raw = info._raw_info
+    stats_type = get_named_type(raw.return_type)
+    assert isinstance(stats_type, GraphQLObjectType)
+    # Only the coerced values are read (where they came from matters to no argument of Stats).
+    variables = VariableValues(sources={}, coerced=info.variable_values)
+    selected: list[tuple[str, dict[str, Any]]] = []
+    pending: list[SelectionSetNode | None] = [node.selection_set for node in raw.field_nodes]
+    while pending:
+        selection_set = pending.pop()
+        for node in selection_set.selections if selection_set else ():
+            if isinstance(node, FieldNode):
+                field = stats_type.fields.get(node.name.value)
+                if field is not None:  # not __typename
+                    arguments = get_argument_values(field, node, variables)
+                    selected.append((node.name.value, arguments))
+            elif isinstance(node, InlineFragmentNode):
+                pending.append(node.selection_set)
+            elif isinstance(node, FragmentSpreadNode):
+                pending.append(raw.fragments[node.name.value].selection_set)
+    return selected

@@ -7,7 +7,7 @@ from enum import Enum
 
 import strawberry
 
-from app.domain.stats import Breakdown, Metric, Rate
+from app.domain.stats import MAX_LIMIT, Breakdown, Metric, Rate
 from app.services import stats as service
 from graphql_schema.scalars import Long
 
@@ -93,6 +93,7 @@ class Stats:
         return RateSeries.of(self.report.rates[rate])
 
     def _top(self, breakdown: Breakdown, limit: int) -> list[tuple[str, int]]:
+        # The report holds the longest list asked of the breakdown (StatsQuery.top_limits).
         return self.report.breakdowns.get(breakdown, [])[:limit]
 
     @strawberry.field
@@ -123,11 +124,11 @@ class Stats:
     def negative_feedback(self) -> CountSeries:
         return self._count(Metric.NEGATIVE_FEEDBACK)
 
-    @strawberry.field(description="Distinct sessionIds per bucket.")
+    @strawberry.field(description="Distinct sessionIds per bucket, across the engines asked.")
     def sessions(self) -> CountSeries:
         return self._count(Metric.SESSIONS)
 
-    @strawberry.field(description="Distinct userIds per bucket.")
+    @strawberry.field(description="Distinct userIds per bucket, across the engines asked.")
     def users(self) -> CountSeries:
         return self._count(Metric.USERS)
 
@@ -143,16 +144,20 @@ class Stats:
     def average_click_position(self) -> RateSeries:
         return self._rate(Rate.AVERAGE_CLICK_POSITION)
 
-    @strawberry.field
+    @strawberry.field(
+        description=f"Most frequent search texts (ties by text); limit 1 to {MAX_LIMIT}."
+    )
     def top_queries(self, limit: int = 10) -> list[QueryCount]:
         return [QueryCount(query=q, count=n) for q, n in self._top(Breakdown.TOP_QUERIES, limit)]
 
-    @strawberry.field
+    @strawberry.field(
+        description=f"Most frequent texts of searches without results; limit 1 to {MAX_LIMIT}."
+    )
     def top_no_result_queries(self, limit: int = 10) -> list[QueryCount]:
         top = self._top(Breakdown.TOP_NO_RESULT_QUERIES, limit)
         return [QueryCount(query=q, count=n) for q, n in top]
 
-    @strawberry.field
+    @strawberry.field(description=f"Most clicked documents (ties by id); limit 1 to {MAX_LIMIT}.")
     def top_documents(self, limit: int = 10) -> list[DocumentCount]:
         top = self._top(Breakdown.TOP_DOCUMENTS, limit)
         return [DocumentCount(document_id=d, count=n) for d, n in top]

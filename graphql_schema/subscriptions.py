@@ -119,7 +119,7 @@ class Subscription:
             granularity=granularity,
             engines=engines,
             filter=filter,
-            selections=info.selected_fields[0].selections,
+            info=info,
         )
         context = info.context
         principal = await context.principal()

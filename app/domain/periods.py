@@ -18,8 +18,12 @@ from app.domain.buckets import ROLLUP_SECONDS
 from app.errors import BadParams
 
 MAX_BUCKETS = 1500
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# Local wall-clock times in the period's zone: 2000-01-01 in Madrid starts an hour before 2000
+# in UTC, and answers that hour with nothing (no event is recorded before 2000-01-01 UTC).
+EARLIEST = datetime(2000, 1, 1)
+LATEST = datetime(2100, 1, 1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ROLLUP_INTERVAL = timedelta(seconds=ROLLUP_SECONDS)
 ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
 
 
@@ -44,8 +48,12 @@ class Period:
 
     @property
     def rollup_aligned(self) -> bool:
-        """True when both ends fall on 15-minute UTC boundaries, so rollups cover it exactly."""
-        return all(_epoch_seconds(t) % ROLLUP_SECONDS == 0 for t in (self.start, self.end))
+        """True when both ends fall on 15-minute UTC boundaries, so rollups cover it exactly.
+
+        To the microsecond: an end a fraction of a second past a boundary (as JavaScript's
+        toISOString writes instants) is not on it, and is read from the raw events.
+        """
+        return all((t - EPOCH) % ROLLUP_INTERVAL == timedelta(0) for t in (self.start, self.end))
 
 
 @lru_cache(maxsize=512)
@@ -59,7 +67,10 @@ def parse_zone(name: str) -> ZoneInfo:
 
 
 def day_start(day: date, zone: ZoneInfo) -> datetime:
-    """The first instant of a local day (after the gap, where midnight does not exist)."""
+    """The first instant of a local day.
+
+    Where midnight does not exist, the end of the gap; where it happens twice, the first one.
+    """
     return _wall_to_utc(datetime.combine(day, time(0)), zone)
 
 
@@ -73,8 +84,11 @@ def period_of_days(first: date, last: date, zone: ZoneInfo) -> Period:
 def checked(period: Period) -> Period:
     if period.start >= period.end:
         raise BadParams("from must be before to")
-    if period.start < EARLIEST or period.end > LATEST:
-        raise BadParams("the period must lie between 2000-01-01 and 2100-01-01")
+    first, last = (
+        t.astimezone(period.zone).replace(tzinfo=None) for t in (period.start, period.end)
+    )
+    if first < EARLIEST or last > LATEST:
+        raise BadParams("the period must lie between 2000-01-01 and 2100-01-01 in its timezone")
     return period
 
 
@@ -94,7 +108,7 @@ def _bucket_starts(period: Period, granularity: Granularity) -> tuple[datetime, 
     starts: list[datetime] = []
     seen: set[datetime] = set()
     for wall in _WallIter(local_first, granularity):
-        for instant in _instants_of(wall, zone):
+        for instant in _instants_of(wall, zone, granularity):
             if instant not in seen:
                 seen.add(instant)
                 starts.append(instant)
@@ -114,9 +128,16 @@ def _bucket_starts(period: Period, granularity: Granularity) -> tuple[datetime, 
     return tuple(kept)
 
 
-def _instants_of(wall: datetime, zone: ZoneInfo) -> tuple[datetime, ...]:
-    """The instants a wall-clock time names: two when it repeats, one otherwise."""
+def _instants_of(wall: datetime, zone: ZoneInfo, granularity: Granularity) -> tuple[datetime, ...]:
+    """The instants where buckets start at a wall-clock boundary.
+
+    An hour that happens twice (clocks falling back) is two hourly buckets. A midnight that
+    happens twice (clocks falling back to 00:00, as in Atlantic/Azores or America/Havana) starts
+    one day, at its first occurrence: the day is longer by the time repeated (25 hours there).
+    """
     first = _wall_to_utc(wall, zone)
+    if granularity is not Granularity.HOUR:
+        return (first,)
     if first.astimezone(zone).replace(tzinfo=None) != wall:
         return (first,)  # in a gap: fold=1 would name an instant before the gap
     return (first, _wall_to_utc(wall.replace(fold=1), zone))
@@ -164,7 +185,3 @@ def _wall_to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
     # fold=0 reads a wall time inside a DST gap with the offset before the gap, which lands on
     # the first instant after it: exactly where a bucket whose start was skipped begins.
     return wall.replace(tzinfo=zone).astimezone(UTC)
-
-
-def _epoch_seconds(instant: datetime) -> int:
-    return int(instant.timestamp())

@@ -107,6 +107,7 @@ class StatsQuery:
     filter: StatsFilter = field(default_factory=StatsFilter)
     metrics: frozenset[Metric] = frozenset()
     rates: frozenset[Rate] = frozenset()
+    # (breakdown, limit) for every limit asked: a GraphQL client may ask one several times
     breakdowns: tuple[tuple[Breakdown, int], ...] = ()
     per_engine: bool = False
 
@@ -121,6 +122,14 @@ class StatsQuery:
             problems.append(f"at most {MAX_FILTER_VALUES} engines per query")
         if problems:
             raise BadParams.of(problems)
+
+    @property
+    def top_limits(self) -> dict[Breakdown, int]:
+        """The longest list asked of each breakdown; shorter ones are its first rows."""
+        limits: dict[Breakdown, int] = {}
+        for breakdown, limit in self.breakdowns:
+            limits[breakdown] = max(limit, limits.get(breakdown, 0))
+        return limits
 
     @property
     def counters(self) -> frozenset[str]:

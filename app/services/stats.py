@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -73,6 +73,8 @@ class StatsReport:
 
 # (engine id, bucket index, counter) -> amount
 Counts = dict[tuple[int, int, str], int]
+# distinct metric -> its count in each bucket
+Distinct = dict[Metric, list[int]]
 
 
 async def compute_stats(
@@ -93,14 +95,17 @@ async def compute_stats(
             end=query.period.end,
         )
         counts = await _counters(conn, scope, boundaries, query)
-        distinct = {
-            metric: await stats_sql.distinct_counts(conn, scope, boundaries, column)
-            for metric, column in DISTINCT_COLUMN.items()
-            if metric in query.metrics
-        }
+        distinct = await _distinct(conn, scope, boundaries, query.metrics)
+        distinct_by_engine: dict[int, Distinct] = {}
+        if query.per_engine:
+            for engine in engines:
+                alone = replace(scope, engine_ids=(engine.id,))
+                distinct_by_engine[engine.id] = await _distinct(
+                    conn, alone, boundaries, query.metrics
+                )
         tops = {
             breakdown: await stats_sql.top_values(conn, scope, breakdown, limit)
-            for breakdown, limit in query.breakdowns
+            for breakdown, limit in query.top_limits.items()
         }
     local = [s.astimezone(query.period.zone) for s in starts]
     stamps = [to_micros(s) // 1000 for s in starts]
@@ -110,7 +115,7 @@ async def compute_stats(
     if query.per_engine:
         for engine in engines:
             report.by_engine[engine.hashid] = _series(
-                query.metrics, local, stamps, counts, distinct, (engine.id,)
+                query.metrics, local, stamps, counts, distinct_by_engine[engine.id], (engine.id,)
             )
     return report
 
@@ -151,27 +156,45 @@ async def _counters(
     return counts
 
 
+async def _distinct(
+    conn: AsyncConnection,
+    scope: stats_sql.Scope,
+    boundaries: list[tuple[datetime, datetime]],
+    metrics: frozenset[Metric],
+) -> Distinct:
+    """Distinct sessions and users of each bucket, counted once across the scope's engines.
+
+    An id seen on two engines is one session or user: per-engine counts cannot be added up.
+    """
+    distinct: Distinct = {}
+    for metric, column in DISTINCT_COLUMN.items():
+        if metric in metrics:
+            totals = [0] * len(boundaries)
+            for index, amount in await stats_sql.distinct_counts(conn, scope, boundaries, column):
+                totals[index] = amount
+            distinct[metric] = totals
+    return distinct
+
+
 def _series(
     metrics: Iterable[Metric],
     starts: list[datetime],
     stamps: list[int],
     counts: Counts,
-    distinct: dict[Metric, list[tuple[int, int, int]]],
+    distinct: Distinct,
     engine_ids: tuple[int, ...],
 ) -> dict[Metric, CountSeries]:
+    """Count series over ``engine_ids``, whose distinct counts ``distinct`` already holds."""
     series: dict[Metric, CountSeries] = {}
     for metric in metrics:
-        totals = [0] * len(starts)
         if metric in COUNTER_OF_METRIC:
             counter = COUNTER_OF_METRIC[metric]
+            totals = [0] * len(starts)
             for engine_id in engine_ids:
                 for index in range(len(starts)):
                     totals[index] += counts.get((engine_id, index, counter), 0)
         else:
-            wanted = set(engine_ids)
-            for engine_id, index, amount in distinct.get(metric, []):
-                if engine_id in wanted:
-                    totals[index] += amount
+            totals = distinct[metric]
         series[metric] = CountSeries(
             [CountPoint(*point) for point in zip(starts, totals, stamps, strict=True)]
         )

@@ -232,8 +232,8 @@ async def distinct_counts(
     scope: Scope,
     boundaries: Sequence[tuple[datetime, datetime]],
     column_name: str,
-) -> list[tuple[int, int, int]]:
-    """Rows of (engine id, bucket index, distinct non-null values of the column)."""
+) -> list[tuple[int, int]]:
+    """Rows of (bucket index, distinct non-null values of the column across the engines)."""
     b = buckets_cte(conn.dialect.name, boundaries)
     c = EVENT.c
     target = c[column_name]
@@ -246,11 +246,11 @@ async def distinct_counts(
         *_event_conditions(scope),
     )
     statement = (
-        select(c.engine_id, b.c.idx, func.count(target.distinct()))
+        select(b.c.idx, func.count(target.distinct()))
         .select_from(b.join(EVENT, joined))
-        .group_by(c.engine_id, b.c.idx)
+        .group_by(b.c.idx)
     )
-    return [(row[0], row[1], int(row[2])) for row in await conn.execute(statement)]
+    return [(row[0], int(row[1])) for row in await conn.execute(statement)]
 
 
 async def top_values(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -106,3 +108,163 @@ async def test_filtered_and_unfiltered_counts_agree(
     filtered = await post(client, tenant, COUNTS, filter={"query": "q0"}, **args)
     assert [p["count"] for p in plain["stats"]["searches"]["points"]] == [1, 1, 0]
     assert [p["count"] for p in filtered["stats"]["searches"]["points"]] == [1, 0, 0]
+
+
+TOP_FIELDS = {"topQueries": "query", "topNoResultQueries": "query", "topDocuments": "documentId"}
+
+
+async def ask(client: httpx.AsyncClient, tenant: Tenant, query: str, **variables: Any) -> Any:
+    response = await client.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=tenant.token
+    )
+    return response.json()
+
+
+async def seed_tops(client: httpx.AsyncClient, tenant: Tenant) -> dict[str, list[dict[str, Any]]]:
+    """Fifteen texts searched (without results) and clicked 1 to 4 times each; the tops."""
+    texts = [f"t{i:02}" for i in range(15) for _ in range(i % 4 + 1)]
+    at = "2025-04-01T10:00:00Z"
+    searches = [{"search": {"query": t, "resultCount": 0, "occurredAt": at}} for t in texts]
+    clicks = [{"click": {"documentId": t, "rank": 0, "occurredAt": at}} for t in texts]
+    await post(client, tenant, RECORD, input=searches + clicks)
+    ranked = sorted(Counter(texts).items(), key=lambda item: (-item[1], item[0]))
+    return {
+        field: [{key: text, "count": count} for text, count in ranked]
+        for field, key in TOP_FIELDS.items()
+    }
+
+
+def top(field: str, limit: object) -> str:
+    return f"{field}(limit: {limit}) {{ {TOP_FIELDS[field]} count }}"
+
+
+def stats_document(selection: str, variables: str = "", fragments: str = "") -> str:
+    period = 'from: "2025-04-01", to: "2025-04-01"'
+    return f"query{variables} {{ stats({period}) {{ {selection} }} }} {fragments}"
+
+
+def limit_forms(field: str, limit: int) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The same limit written as a literal, a variable, a variable's default, in fragments."""
+    return {
+        "literal": (stats_document(top(field, limit)), {}),
+        "variable": (stats_document(top(field, "$n"), "($n: Int!)"), {"n": limit}),
+        "default": (stats_document(top(field, "$n"), f"($n: Int = {limit})"), {}),
+        "inline": (stats_document(f"... on Stats {{ {top(field, limit)} }}"), {}),
+        "fragment": (
+            stats_document("...F", fragments=f"fragment F on Stats {{ {top(field, limit)} }}"),
+            {},
+        ),
+    }
+
+
+@pytest.mark.parametrize("limit", [1, 12, 1000])
+@pytest.mark.parametrize("field", list(TOP_FIELDS))
+async def test_a_literal_limit_answers_as_a_variable_does(
+    client: httpx.AsyncClient, tenant: Tenant, field: str, limit: int
+) -> None:
+    expected = (await seed_tops(client, tenant))[field][:limit]
+    for form, (document, variables) in limit_forms(field, limit).items():
+        data = await post(client, tenant, document, **variables)
+        assert data["stats"][field] == expected, form
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001])
+@pytest.mark.parametrize("field", list(TOP_FIELDS))
+async def test_a_limit_out_of_bounds_is_bad_params_however_written(
+    client: httpx.AsyncClient, tenant: Tenant, field: str, limit: int
+) -> None:
+    for form, (document, variables) in limit_forms(field, limit).items():
+        errors = (await ask(client, tenant, document, **variables))["errors"]
+        assert [(e["extensions"]["code"], e["message"]) for e in errors] == [
+            ("bad_params", "limit must be between 1 and 1000")
+        ], form
+
+
+async def test_aliases_each_get_their_own_limit_and_each_is_checked(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    expected = (await seed_tops(client, tenant))["topQueries"]
+    both = stats_document(f"a: {top('topQueries', 2)} b: {top('topQueries', 12)}")
+    data = await post(client, tenant, both)
+    assert (data["stats"]["a"], data["stats"]["b"]) == (expected[:2], expected[:12])
+    one_bad = stats_document(f"a: {top('topQueries', 0)} b: {top('topQueries', 5)}")
+    errors = (await ask(client, tenant, one_bad))["errors"]
+    assert [e["extensions"]["code"] for e in errors] == ["bad_params"]
+
+
+SEARCHED_AROUND_10_15 = [
+    "2025-06-01T00:00:00Z",
+    "2025-06-01T00:00:00.000001Z",
+    "2025-06-01T10:14:59.999999Z",
+    "2025-06-01T10:15:00Z",
+    "2025-06-01T10:15:00.122999Z",
+    "2025-06-01T10:15:00.123Z",
+    "2025-06-01T10:15:00.5Z",
+    "2025-06-01T10:30:00Z",
+    "2025-06-01T23:59:59.999999Z",
+]
+
+
+def instant(bound: str, *, end: bool) -> datetime:
+    """A bound as the test reads it: a date is its UTC midnight (the day after, for ``to``)."""
+    if len(bound) == 10:
+        day = datetime.fromisoformat(bound).replace(tzinfo=UTC)
+        return day + timedelta(days=1) if end else day
+    return datetime.fromisoformat(bound)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("2025-06-01", "2025-06-01T10:15:00.123Z"),  # JavaScript's toISOString()
+        ("2025-06-01", "2025-06-01T10:15:01.123Z"),
+        ("2025-06-01T00:00:00.000001Z", "2025-06-01"),
+        ("2025-06-01T10:15:00.123Z", "2025-06-01T10:30:00Z"),
+        ("2025-06-01T10:14:59.999999Z", "2025-06-01T10:15:00.123001Z"),
+    ],
+)
+async def test_bounds_with_a_fraction_of_a_second(
+    client: httpx.AsyncClient, tenant: Tenant, start: str, end: str
+) -> None:
+    await searches_at(client, tenant, *SEARCHED_AROUND_10_15)
+    lo, hi = instant(start, end=False), instant(end, end=True)
+    inside = [t for t in map(datetime.fromisoformat, SEARCHED_AROUND_10_15) if lo <= t < hi]
+    hours = Counter(t.replace(minute=0, second=0, microsecond=0) for t in inside)
+    for granularity in ("DAY", "HOUR"):
+        data = await post(
+            client, tenant, COUNTS, **{"from": start, "to": end}, tz="Etc/UTC", g=granularity
+        )
+        searches = data["stats"]["searches"]
+        assert searches["totalCount"] == len(inside), granularity
+        if granularity == "HOUR":
+            found = {datetime.fromisoformat(p["start"]): p["count"] for p in searches["points"]}
+            assert {t: n for t, n in found.items() if n} == hours
+
+
+@pytest.mark.parametrize(
+    "zone", ["Etc/UTC", "Europe/Madrid", "Pacific/Kiritimati", "America/New_York", "Asia/Kolkata"]
+)
+async def test_periods_lie_between_2000_and_2100_in_their_timezone(
+    client: httpx.AsyncClient, tenant: Tenant, zone: str
+) -> None:
+    first_instant = "2000-01-01T00:00:00Z"  # the earliest an event may have happened
+    await searches_at(client, tenant, first_instant)
+    local_day = datetime.fromisoformat(first_instant).astimezone(ZoneInfo(zone)).date()
+
+    async def days(start: str, end: str) -> Any:
+        return await ask(client, tenant, COUNTS, **{"from": start, "to": end}, tz=zone, g="DAY")
+
+    first = (await days("2000-01-01", "2000-01-02"))["data"]["stats"]["searches"]["points"]
+    assert [(p["start"][:10], p["count"]) for p in first] == [
+        (day, int(day == local_day.isoformat())) for day in ("2000-01-01", "2000-01-02")
+    ]
+    last = (await days("2099-12-30", "2099-12-31"))["data"]["stats"]["searches"]
+    assert (last["total"], last["totalCount"]) == (2, 0)
+    for start, end in (("1999-12-31", "2000-01-01"), ("2099-12-31", "2100-01-01")):
+        errors = (await days(start, end))["errors"]
+        assert [e["extensions"]["code"] for e in errors] == ["bad_params"], (start, end)
+    # A date-time is read in the timezone too: half an hour before 2000 in UTC is 2000 east of it.
+    start = "1999-12-31T23:30:00Z"
+    early = await days(start, "2000-01-01T01:00:00Z")
+    in_2000 = datetime.fromisoformat(start).astimezone(ZoneInfo(zone)).year == 2000
+    assert ("errors" not in early) == in_2000, early

@@ -86,6 +86,19 @@ async def test_unix_timestamps(client: httpx.AsyncClient, tenant: Tenant, unit: 
     assert body["results"] == [{"count": 3, "timestamp": ms(date(2025, 3, 2))}]
 
 
+@pytest.mark.parametrize("past_noon_ms", [0, 1, 999])
+@pytest.mark.usefixtures("clicks")
+async def test_millisecond_timestamps_off_the_second(
+    client: httpx.AsyncClient, tenant: Tenant, past_noon_ms: int
+) -> None:
+    # The fixture's three clicks of 2025-03-02 happened at 12:00:00 UTC, the day's only ones.
+    noon = ms(date(2025, 3, 2)) + 12 * 3_600_000
+    start, end = ms(date(2025, 3, 2)) + 1, noon + past_noon_ms
+    response = await get(client, tenant, **{"from": str(start), "to": str(end)})
+    assert response.status_code == 200, response.text
+    assert response.json()["total_count"] == (3 if start <= noon < end else 0)
+
+
 @pytest.mark.usefixtures("clicks")
 async def test_days_follow_tz(client: httpx.AsyncClient, tenant: Tenant) -> None:
     body = (

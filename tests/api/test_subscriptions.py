@@ -269,6 +269,25 @@ async def test_live_stats_messages_are_spaced_by_the_interval(
     assert min(gaps) >= 0.24, gaps
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_live_stats_reads_a_literal_limit(
+    served: Served, tenant: Tenant, protocol: str
+) -> None:
+    texts = [f"q{i:02}" for i in range(15)]
+    await record(served, tenant, *(search(text) for text in texts))
+    twelve = LIVE.replace("topQueries(limit: 3)", "topQueries(limit: 12)")
+    too_many = LIVE.replace("topQueries(limit: 3)", "topQueries(limit: 1001)")
+    async with graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as socket:
+        await socket.subscribe("1", twelve, **PERIOD, interval=100)
+        first = (await socket.next("1"))["liveStats"]
+        await socket.subscribe("2", too_many, **PERIOD, interval=100)
+        with pytest.raises(OperationError) as refused:
+            await socket.next("2")
+    # One search each: ties broken by the text.
+    assert first["topQueries"] == [{"query": text, "count": 1} for text in sorted(texts)[:12]]
+    assert refused.value.code == "bad_params"
+
+
 @pytest.mark.parametrize("interval", [99, 60_001, -1])
 async def test_interval_is_bounded(served: Served, tenant: Tenant, interval: int) -> None:
     async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:

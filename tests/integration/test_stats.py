@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from collections import Counter
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from app.domain.events import EventDraft, EventKind
-from app.domain.periods import Granularity, parse_zone, period_of_days
+from app.domain.periods import Granularity, Period, parse_zone, period_of_days
 from app.domain.stats import Breakdown, Metric, Rate, StatsFilter, StatsQuery
 from app.errors import Timeout
+from app.services import accounts
 from app.services.runtime import Runtime
 from app.services.stats import StatsReport, compute_stats
 from tests.conftest import Tenant
@@ -75,6 +78,95 @@ async def test_madrid_autumn_day_has_25_hours(runtime: Runtime, tenant: Tenant) 
     assert by_start["2025-10-26T23:00:00+01:00"] == 1
     daily = await ask(runtime, tenant, date(2025, 10, 25), date(2025, 10, 27), "Europe/Madrid")
     assert counts(daily, Metric.SEARCHES) == [0, 3, 0]
+
+
+def unit_of(instant: datetime, zone: ZoneInfo, granularity: Granularity) -> tuple[object, ...]:
+    """The local hour (with its offset: a repeated hour is two), day, ISO week or month."""
+    local = instant.astimezone(zone)
+    if granularity is Granularity.HOUR:
+        return (local.date(), local.hour, local.utcoffset())
+    if granularity is Granularity.DAY:
+        return (local.date(),)
+    if granularity is Granularity.WEEK:
+        return tuple(local.isocalendar()[:2])
+    return (local.year, local.month)
+
+
+def scanned_starts(
+    zone: ZoneInfo, lo: datetime, hi: datetime, granularity: Granularity
+) -> list[datetime]:
+    """The quarter hours of [lo, hi) where the local unit changes: where buckets must start.
+
+    Every offset since 2000 is a whole number of quarter hours, and so is every instant at
+    which a zone's clocks changed.
+    """
+    starts: list[datetime] = []
+    previous: tuple[object, ...] | None = None
+    instant = lo
+    while instant < hi:
+        unit = unit_of(instant, zone, granularity)
+        if unit != previous:
+            starts.append(instant)
+            previous = unit
+        instant += timedelta(minutes=15)
+    return starts
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["rollups", "events"])
+@pytest.mark.parametrize(
+    ("zone_name", "granularity", "first", "last"),
+    [
+        # Clocks fall back from 01:00 to 00:00: midnight happens twice, the day lasts 25 hours.
+        ("Atlantic/Azores", Granularity.DAY, date(2025, 10, 25), date(2025, 10, 27)),
+        ("Atlantic/Azores", Granularity.HOUR, date(2025, 10, 26), date(2025, 10, 26)),
+        ("America/Havana", Granularity.DAY, date(2025, 11, 1), date(2025, 11, 3)),
+        ("America/Havana", Granularity.MONTH, date(2026, 10, 1), date(2026, 11, 30)),
+        # From 02:00 +07:00 back to 00:00 +05:00 on a Monday: a week's start happens twice.
+        ("Antarctica/Vostok", Granularity.WEEK, date(2023, 12, 11), date(2023, 12, 31)),
+        # Clocks jump from 00:00 to 01:00: the day starts at 01:00.
+        ("America/Sao_Paulo", Granularity.DAY, date(2018, 11, 3), date(2018, 11, 5)),
+    ],
+)
+async def test_a_midnight_that_repeats_starts_one_bucket(
+    runtime: Runtime,
+    tenant: Tenant,
+    zone_name: str,
+    granularity: Granularity,
+    first: date,
+    last: date,
+    raw: bool,
+) -> None:
+    zone = ZoneInfo(zone_name)
+    utc_days = (datetime.combine(first, time(), UTC), datetime.combine(last, time(), UTC))
+    day_starts = {
+        t.astimezone(zone).date(): t
+        for t in scanned_starts(
+            zone, utc_days[0] - timedelta(days=1), utc_days[1] + timedelta(days=2), Granularity.DAY
+        )
+    }
+    start, end = day_starts[first], day_starts[last + timedelta(days=1)]
+    assert period_of_days(first, last, zone) == Period(start, end, zone)
+    events = [start - timedelta(days=1) + timedelta(minutes=30 * i) for i in range(48)]
+    while events[-1] < end + timedelta(days=1):
+        events.append(events[-1] + timedelta(minutes=30))
+    for chunk in range(0, len(events), 1000):
+        await seed(runtime, tenant, [search(t) for t in events[chunk : chunk + 1000]])
+
+    report = await ask(
+        runtime,
+        tenant,
+        first,
+        last,
+        zone_name,
+        granularity,
+        filter=StatsFilter(query="q" if raw else None),
+    )
+    expected_starts = scanned_starts(zone, start, end, granularity)
+    assert [s.astimezone(UTC) for s in report.starts] == expected_starts
+    units = Counter(unit_of(t, zone, granularity) for t in events if start <= t < end)
+    expected = [units[unit_of(s, zone, granularity)] for s in expected_starts]
+    assert counts(report, Metric.SEARCHES) == expected
+    assert sum(expected) == sum(start <= t < end for t in events)
 
 
 async def test_lord_howe_half_hour_shift(runtime: Runtime, tenant: Tenant) -> None:
@@ -223,6 +315,61 @@ async def test_sessions_users_feedback_and_breakdowns(runtime: Runtime, tenant: 
     assert report.breakdowns[Breakdown.TOP_QUERIES] == [("a", 2), ("y", 2)]
     assert report.breakdowns[Breakdown.TOP_NO_RESULT_QUERIES] == [("y", 2), ("z", 1)]
     assert report.breakdowns[Breakdown.TOP_DOCUMENTS] == [("doc-a", 2), ("doc-b", 1)]
+
+
+async def test_sessions_and_users_are_distinct_across_engines(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    second = await accounts.create_engine(database=runtime.database, account=tenant.account)
+    engines = (tenant.hashid, second.hashid)
+    visits = [  # (engine, day of August 2025, sessionId, userId)
+        (0, 4, "s1", "u1"),
+        (1, 4, "s1", "u1"),  # the same session and user on the other engine
+        (0, 4, "s2", "u1"),
+        (1, 4, "s3", "u2"),
+        (1, 5, "s1", "u1"),  # the next day: counted in that day too
+        (0, 5, None, "u3"),
+        (1, 5, "s4", None),
+    ]
+    await seed(
+        runtime,
+        tenant,
+        [
+            EventDraft(
+                kind=EventKind.VISIT,
+                engine=engines[engine],
+                occurred_at=datetime(2025, 8, day, 10, tzinfo=UTC),
+                store="store",
+                session_id=session,
+                user_id=user,
+            )
+            for engine, day, session, user in visits
+        ],
+    )
+
+    def distinct(asked: set[int], column: int) -> list[int]:
+        return [
+            len({v[column] for v in visits if v[0] in asked and v[1] == day and v[column]})
+            for day in (4, 5)
+        ]
+
+    for asked in ({0, 1}, {0}, {1}):
+        named = tuple(engines[i] for i in sorted(asked))
+        report = await ask(runtime, tenant, date(2025, 8, 4), date(2025, 8, 5), engines=named)
+        assert counts(report, Metric.SESSIONS) == distinct(asked, 2), asked
+        assert counts(report, Metric.USERS) == distinct(asked, 3), asked
+        # totalCount is the sum of the points, as for every count series.
+        assert report.series[Metric.USERS].total_count == sum(distinct(asked, 3))
+    every = await ask(runtime, tenant, date(2025, 8, 4), date(2025, 8, 5))
+    assert counts(every, Metric.SESSIONS) == distinct({0, 1}, 2)
+    # One series per engine (Doofinder's aggregate=false) counts that engine's ids alone.
+    apart = await ask(
+        runtime, tenant, date(2025, 8, 4), date(2025, 8, 5), engines=engines, per_engine=True
+    )
+    for index, hashid in enumerate(engines):
+        series = apart.by_engine[hashid]
+        assert [p.count for p in series[Metric.SESSIONS].points] == distinct({index}, 2)
+        assert [p.count for p in series[Metric.USERS].points] == distinct({index}, 3)
 
 
 async def test_bots_are_excluded_unless_asked(runtime: Runtime, tenant: Tenant) -> None:
