@@ -27,7 +27,7 @@ from app.services import accounts, privacy
 from app.services.metrics import MULTIPROCESS_ENV
 from app.settings import Settings
 from app.storage.database import Database, open_database
-from app.storage.migrate import upgrade_to_head
+from app.storage.migrate import SchemaState, upgrade_to_head
 
 T = TypeVar("T")
 DRIVERS = frozenset({"sqlite+aiosqlite", "postgresql+asyncpg"})
@@ -172,8 +172,12 @@ def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]])
 
 
 def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    _with_database(settings, lambda database: upgrade_to_head(database, refuse_newer=True))
-    print("database is up to date", file=sys.stderr)
+    found = _with_database(settings, lambda database: upgrade_to_head(database, refuse_newer=True))
+    if found.state is SchemaState.OK:
+        print("database is up to date", file=sys.stderr)
+    else:
+        before = ", ".join(found.revisions) or "an empty database"
+        print(f"migrated {before} to {', '.join(found.heads)}", file=sys.stderr)
     return 0
 
 
