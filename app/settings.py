@@ -99,11 +99,9 @@ class Settings(BaseSettings):
             url = make_url(self.database_url)
         except ArgumentError:
             return None
-        database = url.database
+        database = url.database  # a URI filename's parameters are in url.query
         if url.get_backend_name() != "sqlite" or not database or database.startswith(":"):
             return None
-        if database.startswith("file:"):
-            if "mode=memory" in database:
-                return None
-            database = database.removeprefix("file:").split("?", 1)[0]
-        return Path(database)
+        if url.query.get("mode") == "memory":
+            return None
+        return Path(database.removeprefix("file:"))

@@ -54,9 +54,7 @@ def open_database(settings: Settings, *, pooled: bool = True) -> Database:
     if engine.dialect.name != "sqlite":
         writes = create_engine(settings, pooled=pooled, pool_size=WRITE_POOL_SIZE, writes=True)
         return Database(engine=engine, sessions=sessions, writes=writes)
-    lock = writer_lock_for(
-        make_url(settings.database_url).database, timeout=settings.db_connect_timeout_seconds
-    )
+    lock = writer_lock_for(settings)
     return Database(engine=engine, sessions=sessions, writes=writes, writer_lock=lock)
 
 

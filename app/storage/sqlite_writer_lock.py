@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.settings import Settings
+
 try:
     import fcntl
 except ImportError:  # not on Windows
@@ -101,11 +103,10 @@ def _lock(fd: int, deadline: float) -> None:
             pause = min(pause * 2, LONGEST_PAUSE)
 
 
-def writer_lock_for(database: str | None, *, timeout: float) -> SqliteWriterLock | None:
-    """The lock of a SQLite database file, named as SQLAlchemy's URL names it; none for a
-    database in memory, which one connection alone sees."""
-    if not database or database == ":memory:" or "mode=memory" in database:
+def writer_lock_for(settings: Settings) -> SqliteWriterLock | None:
+    """The lock of the settings' SQLite database file; none for PostgreSQL, or for a database in
+    memory, which one connection alone sees."""
+    path = settings.sqlite_file
+    if path is None:
         return None
-    if database.startswith("file:"):
-        database = database.removeprefix("file:").split("?", 1)[0]
-    return SqliteWriterLock(database, timeout=timeout)
+    return SqliteWriterLock(str(path), timeout=settings.db_connect_timeout_seconds)

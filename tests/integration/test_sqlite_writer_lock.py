@@ -114,12 +114,18 @@ def test_without_a_lock_file_batches_go_as_before(
 
 
 def test_a_database_in_memory_has_no_lock_file(tmp_path: Path) -> None:
-    assert writer_lock_for(None, timeout=1) is None
-    assert writer_lock_for(":memory:", timeout=1) is None
-    assert writer_lock_for("file:x?mode=memory&cache=shared", timeout=1) is None
-    named = writer_lock_for(str(tmp_path / "a.db"), timeout=1)
+    def lock_of(url: str) -> SqliteWriterLock | None:
+        return writer_lock_for(Settings(database_url=url, secret_key="x"))
+
+    assert lock_of("sqlite+aiosqlite://") is None
+    assert lock_of("sqlite+aiosqlite:///:memory:") is None
+    assert lock_of("sqlite+aiosqlite:///file:x?mode=memory&cache=shared&uri=true") is None
+    named = lock_of(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
     assert named is not None
     assert named.path == tmp_path / "a.db-writer.lock"
+    uri = lock_of(f"sqlite+aiosqlite:///file:{tmp_path / 'b.db'}?uri=true")
+    assert uri is not None
+    assert uri.path == tmp_path / "b.db-writer.lock"
 
 
 def open_files() -> set[str]:
