@@ -24,7 +24,7 @@ from app.auth.keys import read_secret
 from app.collector import settle_garbage_collector
 from app.domain.event_documents import CSV_COLUMNS, csv_row
 from app.errors import BadParams
-from app.import_files import Advance, csv_documents, ndjson_documents
+from app.import_files import Advance, cannot_read, csv_documents, ndjson_documents
 from app.services import bulk
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
@@ -105,7 +105,7 @@ def _input(name: str) -> IO[bytes]:
     try:
         return Path(name).open("rb")
     except OSError as error:
-        raise BadParams(f"cannot read the import file {name}: {_reason(error)}") from None
+        raise cannot_read(name, error) from None
 
 
 def _reason(error: OSError) -> str:

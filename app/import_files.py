@@ -71,8 +71,12 @@ class Lines:
             return self.source.readline(size)
         except OSError as error:  # a disk or network failure, not the file's contents
             name = self.source.name if isinstance(self.source.name, str) else "the file"
-            reason = error.strerror or str(error)
-            raise BadParams(f"cannot read the import file {name}: {reason}") from None
+            raise cannot_read(name, error) from None
+
+
+def cannot_read(name: str, error: OSError) -> BadParams:
+    """The import file ``name`` could not be opened or read."""
+    return BadParams(f"cannot read the import file {name}: {error.strerror or error}")
 
 
 class TextLines:
