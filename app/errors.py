@@ -39,6 +39,12 @@ class NotFound(SearchStatsError):
     code, status, default_message = "not_found", 404, "Not found"
 
 
+class MethodNotAllowed(SearchStatsError):
+    """A method the path does not answer: an invalid request, answered 405 over HTTP."""
+
+    code, status, default_message = "bad_params", 405, "Method not allowed"
+
+
 class Timeout(SearchStatsError):
     code, status, default_message = "timeout", 408, "Request timed out"
 

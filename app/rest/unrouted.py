@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from app.errors import NotFound, SearchStatsError
+from app.errors import MethodNotAllowed, NotFound, SearchStatsError
 from app.rest.dialect import RenderError
 from app.rest.doofinder_errors import doofinder_error
 from app.rest.dspace import dspace_error
 from app.rest.workplace import workplace_error
-
-
-class MethodNotAllowed(SearchStatsError):
-    code, status, default_message = "bad_params", 405, "Method not allowed"
-
 
 # Each dialect's paths, by their common prefix.
 DIALECTS: tuple[tuple[str, RenderError], ...] = (
@@ -31,17 +26,11 @@ DIALECTS: tuple[tuple[str, RenderError], ...] = (
 )
 
 
-def service_error(_request: Request, error: SearchStatsError) -> Response:
-    return JSONResponse(
-        {"error": {"code": error.code, "message": error.message}}, status_code=error.status
-    )
-
-
 def render_for(path: str) -> RenderError:
     for prefix, render in DIALECTS:
         if path.startswith(prefix) or path == prefix.rstrip("/"):
             return render
-    return service_error
+    return doofinder_error  # the service's own format is the same: {"error": {"code", "message"}}
 
 
 async def unrouted(request: Request, exc: Exception) -> Response:
