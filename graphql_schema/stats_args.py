@@ -8,8 +8,11 @@ import strawberry
 from graphql import (
     FieldNode,
     FragmentSpreadNode,
+    GraphQLIncludeDirective,
     GraphQLObjectType,
+    GraphQLSkipDirective,
     InlineFragmentNode,
+    SelectionNode,
     SelectionSetNode,
     VariableValues,
     get_argument_values,
@@ -101,7 +104,9 @@ def _selected_fields(info: strawberry.Info[Any, Any]) -> list[tuple[str, dict[st
 
     Arguments are coerced here as GraphQL coerces them for the fields' own resolvers, literals
     and variables alike: Strawberry's ``selected_fields`` hands a literal over as written (the
-    string "12" for ``limit: 12``).
+    string "12" for ``limit: 12``). A field, fragment or spread that ``@skip`` or ``@include``
+    leaves out is not selected, as GraphQL's execution leaves it out: its metric is not computed
+    and its arguments are not checked.
     """
     raw = info._raw_info
     stats_type = get_named_type(raw.return_type)
@@ -113,6 +118,8 @@ def _selected_fields(info: strawberry.Info[Any, Any]) -> list[tuple[str, dict[st
     while pending:
         selection_set = pending.pop()
         for node in selection_set.selections if selection_set else ():
+            if not _included(node, variables):
+                continue
             if isinstance(node, FieldNode):
                 field = stats_type.fields.get(node.name.value)
                 if field is not None:  # not __typename
@@ -123,3 +130,19 @@ def _selected_fields(info: strawberry.Info[Any, Any]) -> list[tuple[str, dict[st
             elif isinstance(node, FragmentSpreadNode):
                 pending.append(raw.fragments[node.name.value].selection_set)
     return selected
+
+
+def _included(node: SelectionNode, variables: VariableValues) -> bool:
+    """False where ``@skip(if: true)`` or ``@include(if: false)`` leaves the node out."""
+    for directive in node.directives or ():
+        if directive.name.value == GraphQLSkipDirective.name:
+            leaves_out = get_argument_values(GraphQLSkipDirective, directive, variables)["if"]
+        elif directive.name.value == GraphQLIncludeDirective.name:
+            leaves_out = not get_argument_values(GraphQLIncludeDirective, directive, variables)[
+                "if"
+            ]
+        else:
+            continue
+        if leaves_out:
+            return False
+    return True

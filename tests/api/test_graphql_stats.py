@@ -10,6 +10,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from app.domain.stats import Breakdown, Metric, Rate
+from app.services.stats import compute_stats
+from graphql_schema import queries
 from tests.conftest import Tenant
 
 RECORD = """
@@ -190,6 +193,60 @@ async def test_aliases_each_get_their_own_limit_and_each_is_checked(
     one_bad = stats_document(f"a: {top('topQueries', 0)} b: {top('topQueries', 5)}")
     errors = (await ask(client, tenant, one_bad))["errors"]
     assert [e["extensions"]["code"] for e in errors] == ["bad_params"]
+
+
+BAD_TOP = "topQueries(limit: 1001) {directive} { query count }"
+SKIPPED_FORMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "skip": (BAD_TOP.replace("{directive}", "@skip(if: true)"), {}),
+    "include": (BAD_TOP.replace("{directive}", "@include(if: false)"), {}),
+    "skip by variable": (BAD_TOP.replace("{directive}", "@skip(if: $s)"), {"s": True}),
+    "include by variable": (BAD_TOP.replace("{directive}", "@include(if: $s)"), {"s": False}),
+    "inline fragment": ("... on Stats @skip(if: true) { " + top("topQueries", 1001) + " }", {}),
+    "fragment spread": ("...F @include(if: false)", {}),
+}
+
+
+@pytest.mark.parametrize("form", list(SKIPPED_FORMS))
+async def test_a_skipped_breakdown_is_neither_checked_nor_answered(
+    client: httpx.AsyncClient, tenant: Tenant, form: str
+) -> None:
+    expected = (await seed_tops(client, tenant))["topQueries"]
+    skipped, variables = SKIPPED_FORMS[form]
+    document = stats_document(
+        f"{skipped} kept: {top('topQueries', 3)}",
+        "($s: Boolean!)" if variables else "",
+        fragments=f"fragment F on Stats {{ {top('topQueries', 1001)} }}" if "F" in skipped else "",
+    )
+    data = await post(client, tenant, document, **variables)
+    assert data["stats"] == {"kept": expected[:3]}
+
+
+async def test_skipped_metrics_are_not_computed(
+    client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[Any] = []
+
+    async def spy(**kwargs: Any) -> Any:
+        asked.append(kwargs["query"])
+        return await compute_stats(**kwargs)
+
+    monkeypatch.setattr(queries, "compute_stats", spy)
+    document = stats_document(
+        "views { total } clicks @skip(if: $s) { total } "
+        "clickThroughRate @include(if: $s) { overall } "
+        "... on Stats @include(if: $s) { topDocuments(limit: 2) { documentId } }",
+        "($s: Boolean!)",
+    )
+    await post(client, tenant, document, s=False)
+    await post(client, tenant, document, s=True)
+    assert [(q.metrics, q.rates, q.breakdowns) for q in asked] == [
+        (frozenset({Metric.VIEWS, Metric.CLICKS}), frozenset(), ()),
+        (
+            frozenset({Metric.VIEWS}),
+            frozenset({Rate.CLICK_THROUGH_RATE}),
+            ((Breakdown.TOP_DOCUMENTS, 2),),
+        ),
+    ]
 
 
 SEARCHED_AROUND_10_15 = [
