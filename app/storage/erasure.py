@@ -66,11 +66,10 @@ async def erase_user(conn: AsyncConnection, *, engine_ids: Sequence[int], user_i
     """Delete the user's events in these engines, rollups adjusted; how many were deleted."""
     if not engine_ids:
         return 0
+    await _keep_writers_out(conn)
     selected = select(*_COLUMNS).where(
         EVENT.c.engine_id.in_(engine_ids), EVENT.c.user_id == user_id
     )
-    if conn.dialect.name == "postgresql":
-        selected = selected.with_for_update()
     erased = [_stored(row) for row in await conn.execute(selected.order_by(EVENT.c.id))]
     if not erased:
         return 0
@@ -90,6 +89,25 @@ async def erase_user(conn: AsyncConnection, *, engine_ids: Sequence[int], user_i
     await subtract(conn, ROLLUP, minus)
     await subtract_coarse(conn, minus)
     return len(gone)
+
+
+async def _keep_writers_out(conn: AsyncConnection) -> None:
+    """No event is written from here until the erasure commits (readers go on).
+
+    The erasure reads what links to the user's searches, then deletes them. A batch committed in
+    between, a click linked to one of those searches, would keep its link and its copy of the
+    query text, and count as a linked click of a search that is gone. So the erasure holds off
+    writers for its transaction: on SQLite it takes the write lock as it begins (``BEGIN
+    IMMEDIATE``: SQLite's driver would begin only at the first write, after the reads); on
+    PostgreSQL a lock on the events table that every write conflicts with, and another erasure
+    too. A batch that waited reads the events afresh once the erasure committed (PostgreSQL takes
+    a statement's snapshot after its locks): the search is gone, the click is stored unlinked.
+    Called first in the erasure's transaction.
+    """
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        await conn.exec_driver_sql(f"LOCK TABLE {EVENT.name} IN SHARE ROW EXCLUSIVE MODE")
 
 
 async def _unlink_from(
