@@ -216,6 +216,9 @@ async def test_csv_parses_back(client: httpx.AsyncClient, tenant: Tenant) -> Non
         {"from": "20250301", "to": "20250301", "indices": "products"},
         {"from": "20250301", "to": "20250301"} | {f"indices[{i}][name]": "x" for i in range(101)},
         {"from": "20000101", "to": "20991231"},
+        {"from": "9999999998", "to": "9999999999"},
+        {"from": "20250301", "to": "9999999999999"},
+        {"from": "0000000000000", "to": "0000000000001"},
     ],
     ids=[
         "no-from",
@@ -235,6 +238,9 @@ async def test_csv_parses_back(client: httpx.AsyncClient, tenant: Tenant) -> Non
         "indices-flat",
         "too-many-indices",
         "range-too-long",
+        "seconds-in-2286",
+        "milliseconds-in-2286",
+        "milliseconds-in-1970",
     ],
 )
 async def test_bad_params(
