@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -29,7 +29,7 @@ from strawberry.types.graphql import OperationType
 
 from app.domain.strict_json import parse_json
 from app.errors import BadParams, NotFound, SearchStatsError, retry_after
-from app.services.metrics import note_error_code
+from app.services.metrics import CLIENT_CLOSED_REQUEST, note_error_code
 from graphql_schema.context import Context
 
 log = logging.getLogger("searchstats.graphql")
@@ -103,6 +103,10 @@ class GraphQLDoor(GraphQL[Context, None]):
             response = error_response(error)
         except HTTPException as exception:
             response = error_response(_from_http(exception))
+        except ClientDisconnect:
+            # Gone before its body ended: nobody to answer, and no fault of the service's.
+            log.debug("client gone during %s %s", scope["method"], scope["path"])
+            response = Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception:
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             response = error_response(SearchStatsError())
