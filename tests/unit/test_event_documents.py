@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 
+from app.cli_bulk import csv_writer
 from app.domain.event_documents import CSV_COLUMNS, csv_document, csv_row, read_document
 from app.domain.events import Device, EventKind, ProductType
 from app.errors import BadParams
+from app.import_files import csv_documents
 
 
 def test_a_search_with_everything_graphql_takes() -> None:
@@ -81,3 +84,23 @@ def test_csv_cells_are_typed_by_column_and_kind() -> None:
 def test_csv_rows_round_trip() -> None:
     document = {"search": {"query": "q", "sort": {"by": "x", "order": "asc"}, "isBot": False}}
     assert csv_document(csv_row(document)) == document
+
+
+def through_a_file(documents: list[dict[str, Any]]) -> tuple[list[Any], str]:
+    """What ``export --format csv`` writes of the documents, and what ``import`` reads of it."""
+    out = io.StringIO(newline="")
+    write = csv_writer(out)
+    for document in documents:
+        write(document)
+    source = io.BufferedReader(io.BytesIO(out.getvalue().encode()))
+    read = [document for _, document in csv_documents(source, lambda _: None, limit=1 << 20)]
+    return read, out.getvalue()
+
+
+@pytest.mark.parametrize("text", ["a\rb", "a\r", "a\r\nb", "a\nb", 'say "hi", then go'])
+def test_a_line_break_or_a_quote_in_a_cell_reads_back(text: str) -> None:
+    """A lone carriage return was written bare: the import refused the row as not CSV."""
+    documents = [{"search": {"query": text, "eventId": "e1"}}, {"visit": {"store": "s"}}]
+    read, written = through_a_file(documents)
+    assert read == documents
+    assert written.count("\n") == 3 + text.count("\n")  # the header and two rows, one a line
