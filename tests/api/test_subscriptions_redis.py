@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from contextlib import AsyncExitStack
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -13,7 +15,8 @@ from app.broker.redis import RedisBroker
 from app.domain.events import EventDraft, EventKind
 from app.services import live
 from app.services.record import Client, engine_channel, record_events
-from app.services.runtime import Runtime
+from app.services.runtime import Runtime, build_runtime
+from app.settings import Settings
 from tests.api.helpers import stored_events
 from tests.conftest import Tenant
 from tests.e2e.graphql_ws import eventually
@@ -37,7 +40,7 @@ async def search(runtime: Runtime, tenant: Tenant, query: str) -> None:
 async def test_with_redis_down_events_are_stored_and_stay_live_on_this_worker(
     runtime: Runtime, tenant: Tenant, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker = RedisBroker(f"redis://127.0.0.1:{closed_port()}/0")
+    broker = RedisBroker(f"redis://127.0.0.1:{closed_port()}/0", namespace="test")
     await broker.start()
     runtime = replace(runtime, broker=broker)
     try:
@@ -58,7 +61,7 @@ async def test_an_event_published_by_one_worker_reaches_the_others(
     runtime: Runtime, tenant: Tenant
 ) -> None:
     url = await redis_or_skip()
-    workers = [RedisBroker(url), RedisBroker(url)]
+    workers = [RedisBroker(url, namespace="test"), RedisBroker(url, namespace="test")]
     for broker in workers:
         await broker.start()
     try:
@@ -76,3 +79,51 @@ async def test_an_event_published_by_one_worker_reaches_the_others(
         for broker in workers:
             await broker.stop()
     assert (event.query, event.engine) == ("across", tenant.hashid)
+
+
+def another_database(url: str) -> str:
+    """The same Redis server, the database number before (15 -> 14, the rate limits' tests' one:
+    pub/sub writes no key in it)."""
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or 0)
+    return parts._replace(path=f"/{(number - 1) % 16}").geturl()
+
+
+@pytest.mark.parametrize("other", ["another database", "another secret"])
+async def test_deployments_sharing_a_redis_hear_nothing_of_each_other(
+    settings: Settings, tenant: Tenant, other: str
+) -> None:
+    url = await redis_or_skip()
+    deployment = settings.model_copy(update={"broker_url": url})
+    # A staging copy of the deployment (the same engine hashids), on the same Redis server.
+    staging = deployment.model_copy(
+        update={"broker_url": another_database(url)}
+        if other == "another database"
+        else {"secret_key": "staging-secret-key"}
+    )
+    async with AsyncExitStack() as stack:
+        worker, colleague, stranger = runtimes = [
+            build_runtime(deployment),
+            build_runtime(deployment),
+            build_runtime(staging),
+        ]
+        for runtime in runtimes:
+            await runtime.start()
+            stack.push_async_callback(runtime.stop)
+        brokers = [redis_broker(runtime) for runtime in runtimes]
+        await asyncio.wait_for(asyncio.gather(*(b.listening.wait() for b in brokers)), 5)
+        channel = [engine_channel(tenant.hashid)]
+        ours = await stack.enter_async_context(colleague.broker.subscribe(channel))
+        theirs = await stack.enter_async_context(stranger.broker.subscribe(channel))
+        await search(worker, tenant, "secret prod query")
+        heard = await asyncio.wait_for(anext(ours), 5)
+        assert heard["query"] == "secret prod query"  # the deployment's own workers hear it
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(theirs), 0.5)
+    # Channels are named after a keyed digest of the secret, never the secret itself.
+    assert "test-secret-key" not in brokers[0].prefix
+
+
+def redis_broker(runtime: Runtime) -> RedisBroker:
+    assert isinstance(runtime.broker, RedisBroker)
+    return runtime.broker
