@@ -85,10 +85,14 @@ class RedisBroker:
             yield messages
 
     async def _listen(self) -> None:
+        lost = False  # an outage is said once when it starts and once when it ends
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.psubscribe(self.prefix + "*")
+                if lost:
+                    log.warning("Redis subscription restored: other workers' events arrive again")
+                    lost = False
                 self.listening.set()
                 async for item in pubsub.listen():
                     if item.get("type") == "pmessage":
@@ -96,7 +100,12 @@ class RedisBroker:
                         self._local.deliver(channel, orjson.loads(item["data"]))
             except (RedisError, OSError) as error:
                 self.listening.clear()
-                log.warning("Redis subscription lost (%s); retrying", type(error).__name__)
+                if not lost:
+                    log.warning(
+                        "Redis subscription lost (%s); retrying every second",
+                        type(error).__name__,
+                    )
+                    lost = True
                 await asyncio.sleep(1)
             finally:
                 # Typed only in recent redis-py: through a typed name, both versions check.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -55,6 +56,63 @@ async def test_with_redis_down_events_are_stored_and_stay_live_on_this_worker(
     assert len(await stored_events(runtime)) == 3
     refused = [r for r in caplog.records if "could not publish to Redis" in r.getMessage()]
     assert len(refused) == 1  # once per outage, not once per event
+
+
+@asynccontextmanager
+async def relay(port: int, to: str) -> AsyncIterator[None]:
+    """A TCP relay on the port to the Redis of the URL: that Redis answers there from now on."""
+    target = urlsplit(to)
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await asyncio.open_connection(target.hostname, target.port or 6379)
+        for source, sink in ((reader, upstream[1]), (upstream[0], writer)):
+            task = asyncio.create_task(pipe(source, sink))
+            pipes.add(task)
+
+    server = await asyncio.start_server(connected, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        for task in pipes:
+            task.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+
+
+async def test_a_lost_redis_subscription_is_logged_once_and_its_return_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = await redis_or_skip()
+    port = closed_port()
+    broker = RedisBroker(f"redis://127.0.0.1:{port}{urlsplit(url).path}", namespace="test")
+    with caplog.at_level(logging.WARNING, logger="app.broker.redis"):
+        await broker.start()
+        try:
+            await asyncio.sleep(2.5)  # nothing answers: tried three times
+            async with relay(port, to=url):
+                await asyncio.wait_for(broker.listening.wait(), 5)
+                await asyncio.sleep(1.5)  # listening: nothing more to say
+                await broker.stop()  # before its relay goes (stopping twice is harmless)
+        finally:
+            await broker.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if "subscription lost" in m] == [
+        "Redis subscription lost (ConnectionError); retrying every second"
+    ]
+    assert [m for m in said if "subscription restored" in m] == [
+        "Redis subscription restored: other workers' events arrive again"
+    ]
 
 
 async def test_an_event_published_by_one_worker_reaches_the_others(
