@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -304,7 +305,8 @@ class _Feed:
         self._newcomers: set[_Watcher] = set()
         self._current: StatsReport | None = None
         self._dirty = True  # events may have been committed since _current was computed
-        self._urgent = False  # a newcomer waits for its first report: refresh without pacing
+        # A newcomer waits for its first report: refresh at once, cutting any pacing short.
+        self._urgent = asyncio.Event()
         self._wake = asyncio.Event()
         self._following = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -323,7 +325,7 @@ class _Feed:
             watcher.offer(self._current, asyncio.get_running_loop().time())
         else:
             self._newcomers.add(watcher)
-            self._urgent = True
+            self._urgent.set()
             self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="live-stats-feed")
@@ -391,12 +393,10 @@ class _Feed:
         last = float("-inf")
         while not self._stopped:
             await self._wake.wait()
-            if not self._urgent:
-                # Coalesce: whatever arrives while waiting is covered by one computation. The
-                # interval counts from the last publication, as the watchers' does.
-                await asyncio.sleep(max(0.0, last + self._pace() - loop.time()))
+            await self._paced(last + self._pace() - loop.time())
             self._wake.clear()
-            self._urgent = self._dirty = False
+            self._urgent.clear()
+            self._dirty = False
             newcomers, self._newcomers = self._newcomers, set()
             self._computing = True
             try:
@@ -407,6 +407,15 @@ class _Feed:
                 self._computing = False
             last = loop.time()
             await self._publish(report, newcomers, last)
+
+    async def _paced(self, delay: float) -> None:
+        """Coalesce: whatever arrives while waiting is covered by one computation. The interval
+        counts from the last publication, as the watchers' does. A newcomer cuts the wait short:
+        its first answer comes at once, and the others' watchers keep their own pace."""
+        if delay > 0 and not self._urgent.is_set():
+            with suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._urgent.wait()
 
     def _refresh_due(self) -> bool:
         """Whether a report is being computed, or will be at the next beat."""
@@ -432,7 +441,7 @@ class _Feed:
                 if not watcher.offer(report, at):
                     self._remove(watcher)
         if not self._newcomers:
-            self._urgent = False
+            self._urgent.clear()
             if not self._dirty:
                 self._wake.clear()
 

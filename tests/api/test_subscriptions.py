@@ -245,6 +245,26 @@ async def test_live_stats_coalesces_changes_to_one_message_per_interval(
     assert answers[-1] == await stats_now(served, tenant)
 
 
+async def test_a_subscriber_joining_a_feed_that_waits_out_its_pace_has_its_first_answer_at_once(
+    served: Served, tenant: Tenant
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("slow", LIVE, **PERIOD, interval=60_000)
+        await socket.next("slow")
+        await record(served, tenant, search("boots"))
+        await asyncio.sleep(0.2)  # the feed has heard of it: its next answer waits for a minute
+        joined = loop.time()
+        await socket.subscribe("quick", LIVE, **PERIOD, interval=1000)
+        first = (await socket.next("quick", within=5))["liveStats"]
+        waited = loop.time() - joined
+        assert first == await stats_now(served, tenant)
+        assert first["searches"]["totalCount"] == 1
+        # The slow subscriber still gets at most one answer a minute.
+        assert await socket.pending("slow", 0.3) == []
+    assert waited < 0.5, waited
+
+
 async def answers_until(socket: GraphQLSocket, *, searches: int) -> list[Any]:
     """liveStats answers up to the first that counts this many searches."""
     answers: list[Any] = []
