@@ -137,13 +137,13 @@ class LiveStats:
         watcher = _Watcher(interval_seconds(interval_ms), self._backlog, sink)
         # Access is checked here, before anything is shared.
         engines = await self._runtime.engines.engines_for(principal, query.engines or None)
+        channels = {engine_channel(engine.hashid) for engine in engines}
         key = (principal.account_id, query)
         feed = self._feeds.get(key)
         if feed is None:
-            channels = [engine_channel(engine.hashid) for engine in engines]
-            feed = _Feed(self._runtime, principal, query, channels, self._forget)
+            feed = _Feed(self._runtime, principal, query, self._forget)
             self._feeds[key] = feed
-        feed.join(watcher)
+        feed.join(watcher, channels)
         try:
             async for report in watcher.reports():
                 yield report
@@ -293,13 +293,12 @@ class _Feed:
         runtime: Runtime,
         principal: Principal,
         query: StatsQuery,
-        channels: list[str],
         on_idle: Callable[[_Feed], None],
     ) -> None:
         self._runtime = runtime
         self.principal = principal
         self.query = query
-        self._channels = channels
+        self._channels: frozenset[str] = frozenset()  # those of the engines it follows
         self._on_idle = on_idle
         self._watchers: set[_Watcher] = set()
         self._newcomers: set[_Watcher] = set()
@@ -309,6 +308,7 @@ class _Feed:
         self._urgent = asyncio.Event()
         self._wake = asyncio.Event()
         self._following = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._computing = False
@@ -317,9 +317,13 @@ class _Feed:
     def size(self) -> int:
         return len(self._watchers)
 
-    def join(self, watcher: _Watcher) -> None:
+    def join(self, watcher: _Watcher, channels: Collection[str]) -> None:
+        """Add a watcher of these engines' channels (every engine its account has, when the
+        question names none: another engine may have been created since the feed began)."""
         watcher.refresh_due = self._refresh_due
         self._watchers.add(watcher)
+        if not self._channels.issuperset(channels):
+            self._follow_too(channels)
         if self._current is not None and not self._dirty:
             # Nothing happened since it was computed.
             watcher.offer(self._current, asyncio.get_running_loop().time())
@@ -363,20 +367,38 @@ class _Feed:
         self._stop()
 
     async def _run(self) -> None:
-        follower = asyncio.create_task(self._follow(), name="live-stats-follow")
         try:
             await self._refresh()
         except Exception as error:
             self._fail(error)
         finally:
-            follower.cancel()
-            await asyncio.wait([follower])
+            if self._follower is not None:
+                self._follower.cancel()
+                await asyncio.wait([self._follower])
 
-    async def _follow(self) -> None:
+    def _follow_too(self, channels: Collection[str]) -> None:
+        """Follow these channels as well, in one broker subscription that replaces the last one.
+
+        Until it is in place nothing is computed, and what was computed before is stale: the
+        computation already counted the new engine's events, but none of them refreshed it.
+        """
+        self._channels |= frozenset(channels)
+        self._dirty = True
+        self._following.clear()
+        previous = self._follower
+        if previous is not None:
+            previous.cancel()
+        self._follower = asyncio.create_task(
+            self._follow(sorted(self._channels), after=previous), name="live-stats-follow"
+        )
+
+    async def _follow(self, channels: list[str], after: asyncio.Task[None] | None) -> None:
         """Note that something changed; what exactly is read back from the database."""
+        if after is not None:
+            await asyncio.wait([after])  # the subscription it replaces has ended
         while True:
             try:
-                async with self._runtime.broker.subscribe(self._channels) as messages:
+                async with self._runtime.broker.subscribe(channels) as messages:
                     self._following.set()
                     async for _ in messages:
                         self._changed()
@@ -388,12 +410,12 @@ class _Feed:
         self._wake.set()
 
     async def _refresh(self) -> None:
-        await self._following.wait()  # no event may slip between a computation and the follow
         loop = asyncio.get_running_loop()
         last = float("-inf")
         while not self._stopped:
             await self._wake.wait()
             await self._paced(last + self._pace() - loop.time())
+            await self._following.wait()  # no event may slip between a computation and the follow
             self._wake.clear()
             self._urgent.clear()
             self._dirty = False
