@@ -266,7 +266,9 @@ async def test_a_long_lived_jwt_keeps_its_subscription(served: Served, tenant: T
 
 async def test_subscription_starts_count_as_reads(runtime: Runtime, tenant: Tenant) -> None:
     settings = runtime.settings.model_copy(update={"read_rate_limit": "2/second"})
-    limited = replace(runtime, settings=settings, limits=type(runtime.limits)(settings))
+    limited = replace(
+        runtime, settings=settings, limits=type(runtime.limits)(settings, namespace="test")
+    )
     async with (
         serving(create_app(settings, runtime=limited)) as port,
         graphql_socket(f"ws://127.0.0.1:{port}/graphql", payload=token(tenant)) as socket,
