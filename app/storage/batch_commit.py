@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.storage import batch_postgresql, rollups
 from app.storage.batch_plan import names_search, plan
 from app.storage.batch_sqlite import on_sqlite_thread, store_on_sqlite, store_plain_on_sqlite
-from app.storage.database import Database
+from app.storage.database import Database, let_go
 from app.storage.sqlite_writer_lock import SqliteWriterLock
 from app.storage.writes import (
     COPY_ROWS,
@@ -46,8 +46,11 @@ class HeldConnection:
     returned, before the batch's requests are answered; on PostgreSQL the pool's ping before
     the statement (measured: the REST doors' throughput 9 to 18% lower). One that PostgreSQL
     closed (a restart), which asyncpg knows of, is let go of before the next batch, which takes
-    a fresh one, pinged, from the pool; after a failure it is closed, and the next batch takes
-    another.
+    a fresh one, pinged, from the pool; after a failure it is given back, and the next batch
+    takes another. After a failure of the database itself it is thrown away, not pooled
+    again (``let_go``): one opened while the database was read-only (a SQLite file the process
+    could not write, a PostgreSQL standby) would refuse every batch after the database takes
+    writes again.
     """
 
     def __init__(self, database: Database) -> None:
@@ -64,8 +67,8 @@ class HeldConnection:
             self._driver = (await self._conn.get_raw_connection()).driver_connection
         try:
             yield self._conn
-        except BaseException:
-            await self.close()
+        except BaseException as error:
+            await self.close(error)
             raise
 
     @contextlib.asynccontextmanager
@@ -78,11 +81,11 @@ class HeldConnection:
         # SQLite's connection is a file this process alone closes.
         return not self._database.is_sqlite and bool(self._driver.is_closed())
 
-    async def close(self) -> None:
+    async def close(self, error: BaseException | None = None) -> None:
+        """Let go of the connection; ``error``, the failure it is let go of after."""
         conn, self._conn, self._driver = self._conn, None, None
         if conn is not None:
-            with contextlib.suppress(Exception):  # already broken: it is being let go of
-                await conn.close()
+            await let_go(self._database, conn, error)
 
 
 ConnectDriver = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
@@ -117,8 +120,13 @@ async def store_batch(
 def _pooled_driver(database: Database) -> ConnectDriver:
     @contextlib.asynccontextmanager
     async def connect() -> AsyncIterator[Any]:
-        async with database.writes.connect() as conn:
+        conn = await database.writes.connect()
+        try:
             yield (await conn.get_raw_connection()).driver_connection
+        except BaseException as error:
+            await let_go(database, conn, error)
+            raise
+        await conn.close()
 
     return connect
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from app.settings import Settings
+from app.storage.outages import is_read_only, is_storage_down
 from app.storage.sqlite_writer_lock import SqliteWriterLock, writer_lock_for
 
 
@@ -34,12 +37,34 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    async def replace_connections(self) -> None:
+        """Close the connections the pools hold: new ones are opened as they are needed (those
+        in use are not pooled again)."""
+        await self.engine.dispose()
+        if self.writes is not self.engine:
+            await self.writes.dispose()
+
     async def dispose(self) -> None:
         await self.engine.dispose()
         if self.writes is not self.engine:
             await self.writes.dispose()
         if self.writer_lock is not None:
             self.writer_lock.close()
+
+
+async def let_go(database: Database, conn: AsyncConnection, error: BaseException | None) -> None:
+    """Give a connection back to its pool, or, after ``error``, a failure of the database itself
+    (down, locked, full, read-only), close it for good: the pool would hand it back. After a
+    write refused as read-only, the pools' other connections go too: a connection opened while
+    the database was read-only refuses writes for its life (SQLite opens a file it may not
+    write read-only; a PostgreSQL session keeps the read-only default it started with)."""
+    if error is not None and (is_storage_down(error) or is_read_only(error)):
+        with contextlib.suppress(Exception):  # already broken: it is being thrown away
+            await conn.invalidate()
+    with contextlib.suppress(Exception):
+        await conn.close()
+    if error is not None and is_read_only(error):
+        await database.replace_connections()
 
 
 # Connections of the write pool: one flusher writes at a time; one more for a connection being
@@ -71,7 +96,7 @@ def create_engine(
     autocommit."""
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(settings)
+        return _discarding_read_only_connections(_sqlite_engine(settings))
     connect_args: dict[str, Any] = {
         "timeout": settings.db_connect_timeout_seconds,
         "server_settings": {"application_name": "searchstats"},
@@ -92,7 +117,20 @@ def create_engine(
         }
     else:
         options["poolclass"] = NullPool
-    return create_async_engine(url, **options)
+    return _discarding_read_only_connections(create_async_engine(url, **options))
+
+
+def _discarding_read_only_connections(engine: AsyncEngine) -> AsyncEngine:
+    """A write refused as read-only is taken for a lost connection: that connection and the
+    others the pool holds are replaced, so that writes come back with the database (a
+    connection opened while it was read-only would refuse them until the process restarts)."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _read_only(context: ExceptionContext) -> None:
+        if is_read_only(context.original_exception):
+            context.is_disconnect = True
+
+    return engine
 
 
 def _sqlite_engine(settings: Settings) -> AsyncEngine:

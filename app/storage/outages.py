@@ -15,10 +15,13 @@ log = logging.getLogger(__name__)
 
 
 # PostgreSQL's SQLSTATEs for a server that cannot serve now: connection exceptions (class 08),
-# too many connections, and shutting down or starting up (57P01-57P03), which asyncpg reports
-# as plain errors, not as operational ones.
-DOWN_SQLSTATE_CLASSES = ("08",)
-DOWN_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+# insufficient resources (class 53: disk full, out of memory, too many connections), shutting
+# down or starting up (57P01-57P03), and a write refused as read-only (a standby, or
+# default_transaction_read_only), which asyncpg reports as plain errors, not as operational ones.
+DOWN_SQLSTATE_CLASSES = ("08", "53")
+READ_ONLY_SQLSTATE = "25006"  # read_only_sql_transaction
+DOWN_SQLSTATES = frozenset({READ_ONLY_SQLSTATE, "57P01", "57P02", "57P03"})
+SQLITE_READONLY = 8  # the primary result code; extended ones (SQLITE_READONLY_DBMOVED) add bits
 
 
 def is_storage_down(error: BaseException) -> bool:
@@ -33,6 +36,20 @@ def is_storage_down(error: BaseException) -> bool:
         or sqlstate in DOWN_SQLSTATES
         or sqlstate.startswith(DOWN_SQLSTATE_CLASSES)
     )
+
+
+def is_read_only(error: BaseException) -> bool:
+    """A write the database refused as read-only (the driver's error, or SQLAlchemy's of it).
+
+    The connection keeps refusing: SQLite opens a file it may not write read-only, for the
+    connection's life, and a PostgreSQL session keeps the default_transaction_read_only it
+    started with (or stays on the standby it reached). Only a new connection writes again.
+    """
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    code = getattr(cause, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == SQLITE_READONLY
+    return getattr(cause, "sqlstate", None) == READ_ONLY_SQLSTATE
 
 
 @asynccontextmanager

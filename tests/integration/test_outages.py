@@ -5,6 +5,7 @@ SQLite database that is locked, full or read-only. Once the cause goes, the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
 import socket
 import sqlite3
@@ -17,7 +18,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -25,7 +26,7 @@ from app.main import create_app
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from app.storage.outages import is_storage_down
-from tests.conftest import Tenant
+from tests.conftest import Tenant, _admin_sql
 
 VISIT = {"store": "b0b0a7a5-5b3c-4d7e-8f9a-bb5a7e0f1c2d", "session_id": "s1"}
 RECORD = 'mutation { recordVisit(input: {store: "s"}) { id } }'
@@ -312,6 +313,80 @@ async def test_sqlite_locked_past_busy_timeout_then_free_again(
     assert event_count(path) == before + 2
 
 
+async def reconnect(runtime: Runtime) -> None:
+    """New connections for the pool and for the group commit, which keeps its own."""
+    await runtime.recorder.stop()
+    await runtime.database.engine.dispose()
+    await runtime.recorder.start()
+
+
+@asynccontextmanager
+async def connections_opened_read_only(runtime: Runtime) -> AsyncIterator[None]:
+    """Every connection of the runtime opened anew, read-only, as SQLite opens a database file
+    the process may not write: it stays read-only for its life, however the file's mode
+    changes. (The tests run as root, which may write a file of mode 0444: the read-only mode
+    is the connection's, as ``query_only``, with the same error.) Connections opened after the
+    block write."""
+    engine = runtime.database.engine.sync_engine
+
+    def read_only(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA query_only = ON")
+
+    event.listen(engine, "connect", read_only)
+    try:
+        await reconnect(runtime)
+        yield
+    finally:
+        event.remove(engine, "connect", read_only)
+
+
+async def fill_the_pools(runtime: Runtime, connections: int) -> None:
+    """Each pool (the group commit's too, on PostgreSQL) holds this many connections more,
+    opened now, as requests at once open them."""
+    async with contextlib.AsyncExitStack() as stack:
+        for engine in {runtime.database.engine, runtime.database.writes}:
+            for _ in range(connections):
+                conn = await stack.enter_async_context(engine.connect())
+                await conn.execute(text("SELECT 1"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqlite_read_only_then_writable_serves_again_without_a_restart(
+    http: httpx.AsyncClient, tenant: Tenant, sqlite_runtime: Runtime, sqlite_settings: Settings
+) -> None:
+    """The audit's case: the database file was not writable when the service opened it, then
+    was again; every write was still 503 until a restart, as the group commit kept writing on
+    the connection it had opened read-only. A connection that failed so is thrown away."""
+    path = sqlite_path(sqlite_settings)
+    await record_through_every_door(http, tenant)  # warm: credentials and engine cached
+    before = event_count(path)
+    async with connections_opened_read_only(sqlite_runtime):
+        await fill_the_pools(sqlite_runtime, 5)
+        refused = [await record_through_every_door(http, tenant) for _ in range(2)]
+    # The file is writable again: the same runtime serves, no restart.
+    served = [await record_through_every_door(http, tenant) for _ in range(2)]
+    assert refused == [[(503, "1"), (503, "1")]] * 2
+    assert served == [[(200, None), (200, None)]] * 2
+    assert event_count(path) == before + 4
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_pooled_sqlite_connection_that_was_read_only_is_not_pooled_again(
+    sqlite_runtime: Runtime,
+) -> None:
+    """Writes outside the group commit (an erasure, an account) take the pool's connections:
+    one that refused a write as read-only is replaced, and the pool's others with it."""
+    database = sqlite_runtime.database
+    write = text("UPDATE alembic_version SET version_num = version_num")
+    async with connections_opened_read_only(sqlite_runtime):
+        with pytest.raises(DBAPIError, match="readonly") as refused:
+            async with database.engine.begin() as conn:
+                await conn.execute(write)
+    async with database.engine.begin() as conn:
+        await conn.execute(write)
+    assert refused.value.connection_invalidated
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_sqlite_full_disk_then_room_again(
     http: httpx.AsyncClient, tenant: Tenant, sqlite_runtime: Runtime, sqlite_settings: Settings
@@ -326,14 +401,8 @@ async def test_sqlite_full_disk_then_room_again(
         pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
         dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
 
-    async def reconnect() -> None:
-        # New connections for the pool and for the group commit, which keeps its own.
-        await sqlite_runtime.recorder.stop()
-        await sqlite_runtime.database.engine.dispose()
-        await sqlite_runtime.recorder.start()
-
     event.listen(engine, "connect", no_room)
-    await reconnect()  # each with no room
+    await reconnect(sqlite_runtime)  # each with no room
     try:
         payload = {"store": "x" * 36, "url": "/" + "y" * 4000}
         responses = [
@@ -346,7 +415,7 @@ async def test_sqlite_full_disk_then_room_again(
         ]
     finally:
         event.remove(engine, "connect", no_room)
-        await reconnect()
+        await reconnect(sqlite_runtime)
     statuses = {response.status_code for response in responses}
     assert 503 in statuses, statuses
     assert statuses <= {200, 503}  # the first few may still fit in free pages
@@ -377,6 +446,34 @@ async def test_read_only_sqlite_answers_503_on_every_door(
     assert event_count(path) == 0
 
 
+@asynccontextmanager
+async def read_only_database(url: str) -> AsyncIterator[None]:
+    """The database refuses writes in the sessions that start in the block (as a standby does,
+    or a database put read-only for maintenance); a session keeps that for its life."""
+    name = make_url(url).database
+    await _admin_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    try:
+        yield
+    finally:
+        await _admin_sql(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_postgres_read_only_then_writable_serves_again_without_a_restart(
+    tenant: Tenant, settings: Settings
+) -> None:
+    """A worker that connected while the database took no writes: its writes are 503 (not a
+    masked 500), and once the database takes writes again the same worker writes, on
+    connections opened anew."""
+    async with started(settings) as worker, probing(worker) as http:
+        async with read_only_database(settings.database_url):
+            await fill_the_pools(worker, 3)
+            refused = [await record_through_every_door(http, tenant) for _ in range(2)]
+        served = [await record_through_every_door(http, tenant) for _ in range(2)]
+    assert refused == [[(503, "1"), (503, "1")]] * 2
+    assert served == [[(200, None), (200, None)]] * 2
+
+
 class _Orig(Exception):
     def __init__(self, sqlstate: str) -> None:
         super().__init__(sqlstate)
@@ -385,7 +482,16 @@ class _Orig(Exception):
 
 @pytest.mark.parametrize(
     ("sqlstate", "down"),
-    [("57P03", True), ("57P01", True), ("08006", True), ("53300", True), ("23505", False)],
+    [
+        ("57P03", True),
+        ("57P01", True),
+        ("08006", True),
+        ("53300", True),
+        ("53100", True),  # disk full
+        ("25006", True),  # read-only: a standby, default_transaction_read_only
+        ("23505", False),
+        ("22001", False),
+    ],
 )
 def test_postgres_states_that_mean_retry_later(sqlstate: str, down: bool) -> None:
     error = DBAPIError("SELECT 1", {}, _Orig(sqlstate))
