@@ -59,15 +59,16 @@ def build_runtime(settings: Settings, *, secret: str | None = None) -> Runtime:
     # would only queue on the same hot rollup rows (measured: no gain from four).
     flushers = 1
     metrics = Metrics()
+    recorder = Recorder(
+        database,
+        max_batch=settings.batch_max_events,
+        flushers=flushers,
+        on_commit=metrics.observe_batch,
+    )
     return Runtime(
         settings=settings,
         database=database,
-        recorder=Recorder(
-            database,
-            max_batch=settings.batch_max_events,
-            flushers=flushers,
-            on_commit=metrics.observe_batch,
-        ),
+        recorder=recorder,
         authenticator=Authenticator(
             database, vault, cache_seconds=settings.credential_cache_seconds
         ),
@@ -78,6 +79,7 @@ def build_runtime(settings: Settings, *, secret: str | None = None) -> Runtime:
         addresses=ClientAddresses(trusted_proxies=settings.trusted_proxies, secret=secret),
         readiness=ReadinessProbe(
             database,
+            recorder,
             timeout=settings.ready_timeout_seconds,
             connect_timeout=settings.db_connect_timeout_seconds,
         ),

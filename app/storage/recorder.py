@@ -43,6 +43,13 @@ STRAGGLERS_SHARE = 4
 STRAGGLERS_WAIT_SECONDS = 0.001
 
 
+class StorageFailure:
+    """A batch the database could not take (down, locked, full, read-only). Each failure is an
+    object of its own, so that readiness tells a new one from one it saw the database overcome."""
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
 class _Submission:
     events: Sequence[NewEvent]
@@ -78,6 +85,9 @@ class Recorder:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
+        # Set when a batch fails for a storage reason, cleared when one commits: readiness
+        # (app/services/health.py) is not ready meanwhile, until a write of its own commits.
+        self.storage_failure: StorageFailure | None = None
 
     async def start(self) -> None:
         # The loop the submissions' futures belong to, looked up once (a lookup per request
@@ -154,7 +164,9 @@ class Recorder:
         try:
             results = await self._commit([s.events for s in batch])
         except Exception as error:
-            if len(batch) > 1 and not is_storage_down(error):
+            if is_storage_down(error):
+                self.storage_failure = StorageFailure()
+            elif len(batch) > 1:
                 # One bad submission must not fail the others: commit them one by one.
                 for submission in batch:
                     await self._flush([submission])
@@ -164,6 +176,7 @@ class Recorder:
                 if not submission.done.done():
                     submission.done.set_exception(failure)
             return
+        self.storage_failure = None
         for submission, written in zip(batch, results, strict=True):
             if not submission.done.done():
                 submission.done.set_result(written)

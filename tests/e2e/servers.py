@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,14 +60,18 @@ def searchstats_serve(
     name: str = "serve",
     ready_within: float = 60,
     workers: int = 1,
+    wrapper: Sequence[str] = (),
+    ready_path: str = "/readyz",
 ) -> Iterator[ServeProcess]:
-    """``searchstats serve`` on a free port, ready (``/readyz``) before the block runs."""
+    """``searchstats serve`` on a free port, ready (``/readyz``, or ``ready_path`` answering 200)
+    before the block runs; ``wrapper``, a command that runs it (``setpriv …``), exec'ing it."""
     port = free_port()
     log = workdir / f"{name}-{port}.log"
     environment = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [
+                *wrapper,
                 *(sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"),
                 *("--port", str(port), "--workers", str(workers)),
             ],
@@ -78,20 +82,20 @@ def searchstats_serve(
         )
     served = ServeProcess(process, port, log)
     try:
-        _wait_ready(served, ready_within)
+        _wait_ready(served, ready_within, ready_path)
         yield served
     finally:
         _terminate(process)
 
 
-def _wait_ready(served: ServeProcess, within: float) -> None:
+def _wait_ready(served: ServeProcess, within: float, path: str) -> None:
     deadline = time.monotonic() + within
     with httpx.Client(base_url=served.base_url, trust_env=False, timeout=2) as http:
         while time.monotonic() < deadline:
             if served.process.poll() is not None:
                 raise RuntimeError(f"searchstats serve exited:\n{served.output()}")
             try:
-                if http.get("/readyz").status_code == 200:
+                if http.get(path).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

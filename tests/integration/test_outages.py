@@ -371,6 +371,94 @@ async def test_sqlite_read_only_then_writable_serves_again_without_a_restart(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+async def test_readyz_is_503_while_the_sqlite_database_is_read_only_and_200_after(
+    http: httpx.AsyncClient, tenant: Tenant, sqlite_runtime: Runtime
+) -> None:
+    """A read-only file answers reads: a probe that only read said ready while every write was
+    refused. The probe writes (and rolls back), before any request did, and is ready again
+    once the file is writable, without a write of a client's (none comes while unready)."""
+    await record_through_every_door(http, tenant)
+    async with connections_opened_read_only(sqlite_runtime):
+        await fill_the_pools(sqlite_runtime, 5)
+        unready = [await http.get("/readyz") for _ in range(2)]
+    ready = await http.get("/readyz")
+    assert [(r.status_code, r.headers.get("Retry-After")) for r in unready] == [(503, "1")] * 2
+    assert unready[0].json()["checks"] == {
+        "database": "ok",
+        "migrations": "ok",
+        "writes": "unavailable (read-only)",
+    }
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["writes"] == "ok"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_readyz_is_503_while_another_process_holds_the_sqlite_write_lock(
+    http: httpx.AsyncClient, sqlite_settings: Settings
+) -> None:
+    """In WAL mode reads go on under another process's write lock, so a probe that only read
+    said ready while every write waited out the busy timeout and failed. The probe takes the
+    write lock as a batch does, within the busy timeout, and lets go of it at once."""
+    path = sqlite_path(sqlite_settings)
+    assert (await http.get("/readyz")).status_code == 200
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")  # /tmp/audit-dur/holdlock.py
+    try:
+        locked, seconds = await timed_probe(http)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    free = await http.get("/readyz")
+    assert (locked.status_code, locked.headers.get("Retry-After")) == (503, "1")
+    assert locked.json()["checks"]["writes"] == "unavailable (locked)"
+    assert seconds < 2  # the busy timeout, 0.5 s here
+    assert free.status_code == 200
+
+
+def commits_by_others(path: str) -> Iterator[int]:
+    """How many times, so far, a connection other than this one's committed to the file (a
+    change of ``PRAGMA data_version``, each time it is asked)."""
+    watcher = sqlite3.connect(path, isolation_level=None)
+    seen = watcher.execute("PRAGMA data_version").fetchone()[0]
+    commits = 0
+    try:
+        while True:
+            now = watcher.execute("PRAGMA data_version").fetchone()[0]
+            commits += now != seen
+            seen = now
+            yield commits
+    finally:
+        watcher.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_after_a_batch_failed_for_room_readyz_commits_a_write_before_saying_ready(
+    http: httpx.AsyncClient, tenant: Tenant, sqlite_runtime: Runtime, sqlite_settings: Settings
+) -> None:
+    """A full disk shows only in a write that commits (one rolled back writes nothing to disk).
+    After a batch failed for a storage reason, the probe commits its write (a row written as it
+    is), and is ready again as soon as one commits: not once a client's write has, which a
+    worker out of the balancer never gets. Then it rolls its write back again."""
+    path = sqlite_path(sqlite_settings)
+    await record_through_every_door(http, tenant)
+    async with disk_without_room(sqlite_runtime):
+        payload = {"store": "x" * 36, "url": "/" + "y" * 4000}
+        token = {"Authorization": f"Token {tenant.api_key}"}
+        statuses = [
+            (await http.post("/api/v2/stats/visit", json=payload, headers=token)).status_code
+            for _ in range(30)
+        ]
+    assert 503 in statuses
+    commits = commits_by_others(path)
+    next(commits)
+    probes = []
+    for _ in range(3):
+        probes.append(((await http.get("/readyz")).status_code, next(commits)))
+    assert probes == [(200, 1), (200, 1), (200, 1)]  # one commit, by the first probe alone
+    assert await record_through_every_door(http, tenant) == [(200, None), (200, None)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_pooled_sqlite_connection_that_was_read_only_is_not_pooled_again(
     sqlite_runtime: Runtime,
 ) -> None:
@@ -387,6 +475,25 @@ async def test_a_pooled_sqlite_connection_that_was_read_only_is_not_pooled_again
     assert refused.value.connection_invalidated
 
 
+@asynccontextmanager
+async def disk_without_room(runtime: Runtime) -> AsyncIterator[None]:
+    """SQLITE_FULL, as on a full disk, for the connections opened in the block: the file may
+    not grow by a single page. There is room again after it, on new connections."""
+    engine = runtime.database.engine.sync_engine
+
+    def no_room(dbapi_connection: Any, _record: Any) -> None:
+        pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    event.listen(engine, "connect", no_room)
+    await reconnect(runtime)  # each with no room
+    try:
+        yield
+    finally:
+        event.remove(engine, "connect", no_room)
+        await reconnect(runtime)
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_sqlite_full_disk_then_room_again(
     http: httpx.AsyncClient, tenant: Tenant, sqlite_runtime: Runtime, sqlite_settings: Settings
@@ -394,16 +501,7 @@ async def test_sqlite_full_disk_then_room_again(
     path = sqlite_path(sqlite_settings)
     await record_through_every_door(http, tenant)  # warm: credentials and engine cached
     before = event_count(path)
-    engine = sqlite_runtime.database.engine.sync_engine
-
-    def no_room(dbapi_connection: Any, _record: Any) -> None:
-        # SQLITE_FULL, as on a full disk: the file may not grow by a single page.
-        pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
-        dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
-
-    event.listen(engine, "connect", no_room)
-    await reconnect(sqlite_runtime)  # each with no room
-    try:
+    async with disk_without_room(sqlite_runtime):
         payload = {"store": "x" * 36, "url": "/" + "y" * 4000}
         responses = [
             await http.post(
@@ -413,9 +511,6 @@ async def test_sqlite_full_disk_then_room_again(
             )
             for n in range(30)
         ]
-    finally:
-        event.remove(engine, "connect", no_room)
-        await reconnect(sqlite_runtime)
     statuses = {response.status_code for response in responses}
     assert 503 in statuses, statuses
     assert statuses <= {200, 503}  # the first few may still fit in free pages
@@ -472,6 +567,58 @@ async def test_postgres_read_only_then_writable_serves_again_without_a_restart(
         served = [await record_through_every_door(http, tenant) for _ in range(2)]
     assert refused == [[(503, "1"), (503, "1")]] * 2
     assert served == [[(200, None), (200, None)]] * 2
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_readyz_is_503_while_postgres_is_read_only_and_200_after(
+    tenant: Tenant, settings: Settings
+) -> None:
+    """A standby, or a database put read-only, answers reads: a probe that only read said
+    ready. The probe asks whether its session is read-only (taking no lock), and is ready again
+    once the database takes writes, on connections opened anew."""
+    async with started(settings) as worker, probing(worker) as http:
+        assert (await http.get("/readyz")).status_code == 200  # a read-write connection pooled
+        async with read_only_database(settings.database_url):
+            await worker.database.engine.dispose()  # sessions start read-only from here
+            await fill_the_pools(worker, 3)
+            unready = [await http.get("/readyz") for _ in range(2)]
+        ready = await http.get("/readyz")
+    assert [(r.status_code, r.headers.get("Retry-After")) for r in unready] == [(503, "1")] * 2
+    assert unready[0].json()["checks"]["writes"] == "unavailable (read-only)"
+    assert ready.status_code == 200, ready.text
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_after_a_batch_failed_on_postgres_readyz_commits_a_write_before_saying_ready(
+    runtime: Runtime, tenant: Tenant, settings: Settings
+) -> None:
+    """A batch that failed for a storage reason (here past the write deadline, behind another
+    session's lock) makes the next probe commit its write, once, instead of asking whether the
+    session is read-only: a full disk refuses only what is written."""
+    quick = settings.model_copy(update={"db_write_timeout_seconds": 0.5})
+
+    async def version_row() -> str:  # the row's xmin: a new one at each committed update
+        async with runtime.database.engine.connect() as conn:
+            xmin: str = (
+                await conn.execute(text("SELECT xmin::text FROM alembic_version"))
+            ).scalar_one()
+            return xmin
+
+    async with started(quick) as worker, probing(worker) as http:
+        token = {"Authorization": f"Token {tenant.api_key}"}
+        assert (
+            await http.post("/api/v2/stats/visit", json=VISIT, headers=token)
+        ).status_code == 200
+        async with runtime.database.engine.connect() as locker:
+            await locker.execute(text("LOCK TABLE event IN EXCLUSIVE MODE"))
+            refused = await http.post("/api/v2/stats/visit", json=VISIT, headers=token)
+            await locker.rollback()
+        rows = [await version_row()]
+        for _ in range(2):
+            assert (await http.get("/readyz")).status_code == 200
+            rows.append(await version_row())
+    assert refused.status_code == 503
+    assert rows[0] != rows[1] == rows[2]  # committed by the first probe alone
 
 
 class _Orig(Exception):
