@@ -30,11 +30,22 @@ from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from app.storage.migrate import upgrade_to_head
 
+# The exit status of an import that read the whole file but rejected lines of it (--on-error
+# skip): not 0, which says every line was stored or a duplicate, nor 1, an import that stopped.
+SOME_LINES_REJECTED = 3
+
 
 def add_commands(commands: Any) -> None:
     """The two subcommands, on the ``searchstats`` parser's subparsers."""
     importing = commands.add_parser(
-        "import", help="record the events of an NDJSON or CSV file (idempotent by eventId)"
+        "import",
+        help="record the events of an NDJSON or CSV file (idempotent by eventId)",
+        epilog=(
+            "exit status: 0 when every line was stored or a duplicate; 1 on an error, or at "
+            "the first rejected line with --on-error stop; "
+            f"{SOME_LINES_REJECTED} when lines were rejected and skipped (--on-error skip). "
+            "The last line on standard error sums up: read, stored, duplicates, rejected."
+        ),
     )
     importing.add_argument("file", metavar="FILE", help="the file, or - for standard input")
     importing.add_argument("--account", help="the account whose engines get the events")
@@ -98,7 +109,9 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     with source:  # opened first, to name a missing file before the database is opened
         summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
     print(f"searchstats: import: {summary.line()}", file=sys.stderr)
-    return 1 if summary.stopped_at is not None else 0
+    if summary.stopped_at is not None:
+        return 1
+    return SOME_LINES_REJECTED if summary.rejected else 0
 
 
 def _input(name: str) -> IO[bytes]:

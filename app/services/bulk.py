@@ -34,6 +34,8 @@ from app.storage.outages import unavailable_when_down
 from app.storage.writes import NewEvent, Written
 
 OnError = Literal["stop", "skip"]
+# What is wrong with a line (rejected, named by its number), not with the import.
+REJECTED = (BadParams, AccessDenied, NotFound)
 Checked = tuple[NewEvent, EngineRecord]  # a valid event's row and the engine it is bound to
 IN_FLIGHT = 4  # batches committing while the next ones are read
 # Lines a batch holds, each batch committed in its own transaction (a request's limit,
@@ -80,7 +82,10 @@ class _Importer:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
     analyzed_at: int = 0  # events stored at the last refresh of the planner's statistics
-    engines: dict[str | None, EngineRecord] = field(default_factory=dict)  # bound, by hashid
+    # The engines lines named, by hashid: the engine, or why a line may not name it (no such
+    # engine, another account's), so that a file of another database's engines is not one
+    # lookup a line.
+    engines: dict[str | None, EngineRecord | SearchStatsError] = field(default_factory=dict)
 
     async def check(self, document: Any, now: datetime) -> Checked:
         """The line's row, by the doors' rules at ``now``; BadParams says what is wrong."""
@@ -101,8 +106,13 @@ class _Importer:
         """The engine exists and is the account's: a batch never fails on one event's engine."""
         engine = self.engines.get(hashid)
         if engine is None:
-            engine = await self.runtime.engines.engine_for(self.principal, hashid)
+            try:
+                engine = await self.runtime.engines.engine_for(self.principal, hashid)
+            except REJECTED as refused:
+                engine = refused
             self.engines[hashid] = engine
+        if isinstance(engine, SearchStatsError):
+            raise engine.with_traceback(None)  # raised once a line: no traceback piling up
         return engine
 
     async def submit(self, batch: list[Checked]) -> None:
@@ -175,7 +185,7 @@ async def import_events(
             summary.read += 1
             try:
                 batch.append(await importer.check(document, now))
-            except (BadParams, AccessDenied, NotFound) as error:
+            except REJECTED as error:
                 summary.rejected += 1
                 rejected(line, error.message)
                 if on_error == "stop":

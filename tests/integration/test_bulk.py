@@ -23,6 +23,7 @@ from app.services.bulk import account_principal
 from app.services.runtime import build_runtime
 from app.services.stats import compute_stats
 from app.settings import Settings
+from app.storage import directory
 from app.storage.database import open_database
 from app.storage.models import Event
 
@@ -176,7 +177,7 @@ def test_malformed_lines_are_named_by_number(
         assert "read 2, stored 1, duplicates 0, rejected 1" in messages[-1]
         assert "stopped at line 3" in messages[-1]
         return
-    assert code == 0
+    assert code == 3  # lines were rejected: the import did not store the whole file
     assert messages[:4] == [
         "searchstats: line 3: rank is required",
         "searchstats: line 5: the line is not valid JSON",
@@ -185,6 +186,41 @@ def test_malformed_lines_are_named_by_number(
         "searchstats: line 7: unknown fields for visit: colour",
     ]
     assert "read 7, stored 3, duplicates 0, rejected 4" in messages[-1]
+
+
+def test_an_import_that_skipped_lines_exits_3_and_looks_a_missing_engine_up_once(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """The audit's case: a file of another database's engines, imported with ``--on-error
+    skip``, rejected every line and exited 0, so a script could not tell that nothing was
+    imported; the missing engine was looked up again for every line. The import exits 3, with
+    its summary, and looks the engine up once."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    lookups: list[str] = []
+    look_up = directory.engine_by_hashid
+
+    async def counted(session: Any, hashid: str) -> Any:
+        lookups.append(hashid)
+        return await look_up(session, hashid)
+
+    monkeypatch.setattr(directory, "engine_by_hashid", counted)
+    elsewhere = "f" * 32  # no such engine here
+    docs = [{"visit": {"store": "s", "engine": elsewhere, "eventId": f"v{n}"}} for n in range(40)]
+    source = write_ndjson(tmp_path / "elsewhere.ndjson", docs)
+
+    code, out, err = cli(capsys, "import", str(source), "--on-error", "skip")
+
+    assert (code, out) == (3, "")
+    assert err.count(f"search engine {elsewhere} not found") == 40
+    assert "read 40, stored 0, duplicates 0, rejected 40" in summary(err)
+    assert lookups == [elsewhere]
+    with pytest.raises(SystemExit):
+        main(["import", "--help"])
+    assert "3 when lines were rejected" in " ".join(capsys.readouterr().out.split())
 
 
 def stored_event_ids(url: str) -> set[str]:
@@ -267,7 +303,7 @@ def test_a_line_that_cannot_be_read_is_reported_like_a_malformed_one(
         assert "read 251, stored 250, duplicates 0, rejected 1" in messages[-1]
         assert f"stopped at line {bad_line}" in messages[-1]
     else:
-        assert (code, out) == (0, "")
+        assert (code, out) == (3, "")
         assert f"stored {len(stored)}, duplicates 0, rejected 1" in messages[-1]
 
 
