@@ -16,9 +16,9 @@ from app.errors import SearchStatsError
 from app.services.live import LiveStats
 from app.services.runtime import Runtime
 from graphql_schema.context import Context
-from graphql_schema.fanout import LegacyWSHandler, TransportWSHandler
 from graphql_schema.http import GraphQLDoor
 from graphql_schema.schema import build_schema
+from graphql_schema.websocket import LegacyWSHandler, TransportWSHandler
 
 # The legacy graphql-ws protocol has no ping of its own: keep idle connections from timing out.
 LEGACY_KEEP_ALIVE_SECONDS = 15
