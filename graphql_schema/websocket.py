@@ -1,5 +1,10 @@
 """The two websocket protocols' handlers: Strawberry's, with the gaps they leave filled.
 
+- A connection refused for another reason than its credential (storage down, an unexpected
+  error) is closed in the contract's words: 1013 (Try Again Later) when the error says to retry,
+  else 1011, with the error's code as the reason (graphql-ws: a ``connection_error`` with that
+  code first). A bad credential stays Strawberry's 4403 (graphql-ws: ``connection_error``),
+  which clients take as "fix the key".
 - Each operation's task may be written to by the live fan-out (graphql_schema/fanout.py).
 """
 
@@ -11,14 +16,33 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage as LegacyInitMessage,
+)
 
+from app.errors import SearchStatsError, retry_after
 from graphql_schema.context import Context
 from graphql_schema.fanout import follow
+
+INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013
+
+
+def _close_code(refusal: SearchStatsError) -> int:
+    """The close code of a connection refused for another reason than its credential."""
+    return TRY_AGAIN_LATER if retry_after(refusal) is not None else INTERNAL_ERROR
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws."""
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SearchStatsError as refusal:  # on_ws_connect's, for another reason than the key
+            await self.websocket.close(code=_close_code(refusal), reason=refusal.code)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         def current() -> bool:  # not completed by either side
@@ -30,6 +54,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws (Apollo's subscriptions-transport-ws)."""
+
+    async def handle_connection_init(self, message: LegacyInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SearchStatsError as refusal:  # on_ws_connect's, for another reason than the key
+            payload: dict[str, object] = {"code": refusal.code, "message": refusal.message}
+            await self.send_message({"type": "connection_error", "payload": payload})
+            await self.websocket.close(code=_close_code(refusal), reason=refusal.code)
 
     async def handle_async_results(
         self,

@@ -1,0 +1,138 @@
+"""Both websocket protocols at their edges: how a connection is refused or timed out, and how
+malformed messages, client mistakes and the operation limit are answered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from app.services.runtime import Runtime
+from app.storage import directory
+from app.storage.directory import AccountRecord
+from tests.conftest import Tenant
+from tests.e2e.graphql_ws import LEGACY_WS, PROTOCOLS
+from tests.e2e.live_support import Served, served_app, token
+
+# Transport behaviour: one database backend is enough.
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+
+
+@pytest.fixture
+async def served(runtime: Runtime) -> AsyncIterator[Served]:
+    async with served_app(runtime) as app:
+        yield app
+
+
+@asynccontextmanager
+async def raw_socket(url: str, protocol: str) -> AsyncIterator[ClientConnection]:
+    async with connect(url, subprotocols=[Subprotocol(protocol)], proxy=None) as ws:
+        yield ws
+
+
+async def send(ws: ClientConnection, message: object) -> None:
+    await ws.send(json.dumps(message))
+
+
+def init(payload: object) -> dict[str, object]:
+    return {"type": "connection_init", "payload": payload}
+
+
+async def until_closed(ws: ClientConnection) -> tuple[list[Any], int | None, str | None]:
+    """The messages received (keep-alives aside) until the server closed the connection, and
+    its close code and reason (None, None: dropped without a close frame)."""
+    received: list[Any] = []
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("type") != "ka":
+                    received.append(message)
+    except ConnectionClosed as closed:
+        frame = closed.rcvd
+        return received, frame.code if frame else None, frame.reason if frame else None
+
+
+async def next_message(ws: ClientConnection) -> Any:
+    """The next message, keep-alives aside."""
+    async with asyncio.timeout(5):
+        while (message := json.loads(await ws.recv())).get("type") == "ka":
+            pass
+    return message
+
+
+async def refused_with(
+    url: str, protocol: str, payload: Mapping[str, str]
+) -> tuple[list[Any], int | None, str | None]:
+    async with raw_socket(url, protocol) as ws:
+        await send(ws, init(dict(payload)))
+        return await until_closed(ws)
+
+
+def storage_down(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    async def failing(session: AsyncSession, digest: str) -> AccountRecord | None:
+        raise error
+
+    monkeypatch.setattr(directory, "account_by_key_digest", failing)
+
+
+class _NotAcceptingConnections(Exception):
+    """What asyncpg raises for a database closed to connections (SQLSTATE 55000)."""
+
+    sqlstate = "55000"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_storage_down_at_connect_is_retry_later_not_a_bad_key(
+    served: Served, tenant: Tenant, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage_down(monkeypatch, OperationalError("SELECT", None, OSError("connection refused")))
+    received, code, reason = await refused_with(served.ws_url, protocol, token(tenant))
+    # 1013 Try Again Later: graphql-ws clients (and the dashboard) retry; 4403 made them think
+    # the key was bad and stop.
+    assert (code, reason) == (1013, "unavailable")
+    if protocol == LEGACY_WS:
+        [error] = received
+        assert error["type"] == "connection_error"
+        assert error["payload"]["code"] == "unavailable"
+    else:
+        assert received == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_unexpected_error_at_connect_is_masked_closed_and_logged_once(
+    served: Served,
+    tenant: Tenant,
+    protocol: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = _NotAcceptingConnections('database "secret_db" is not accepting connections')
+    storage_down(monkeypatch, DBAPIError("SELECT", None, secret))
+    with caplog.at_level(logging.ERROR):
+        received, code, reason = await refused_with(served.ws_url, protocol, token(tenant))
+    # Closed properly (it escaped as an ASGI exception: the socket dropped without a close frame).
+    assert (code, reason) == (1011, "internal_error")
+    if protocol == LEGACY_WS:
+        assert received == [
+            {
+                "type": "connection_error",
+                "payload": {"code": "internal_error", "message": "Unexpected error."},
+            }
+        ]
+    else:
+        assert received == []
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
+    assert "secret_db" in caplog.text  # the operator finds the cause in the log
