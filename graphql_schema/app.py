@@ -69,9 +69,9 @@ class SearchStatsGraphQL(GraphQLDoor):
         """Admit a connection with a valid credential.
 
         Without one, it is rejected as Strawberry does (graphql-transport-ws: 4403; graphql-ws:
-        ``connection_error``). Any other refusal (storage down) is raised as the contract's
-        error, an unexpected one masked and logged, for graphql_schema/websocket.py's handlers
-        to close the connection with.
+        ``connection_error``). Any other refusal (storage down, too many failed credentials
+        from the address) is raised as the contract's error, an unexpected one masked and
+        logged, for graphql_schema/websocket.py's handlers to close the connection with.
         """
         try:
             await context.connect()

@@ -1,10 +1,10 @@
 """The two websocket protocols' handlers: Strawberry's, with the gaps they leave filled.
 
-- A connection refused for another reason than its credential (storage down, an unexpected
-  error) is closed in the contract's words: 1013 (Try Again Later) when the error says to retry,
-  else 1011, with the error's code as the reason (graphql-ws: a ``connection_error`` with that
-  code first). A bad credential stays Strawberry's 4403 (graphql-ws: ``connection_error``),
-  which clients take as "fix the key".
+- A connection refused for another reason than its credential (storage down, too many failed
+  credentials from its address, an unexpected error) is closed in the contract's words: 1013
+  (Try Again Later) when the error says to retry, else 1011, with the error's code as the reason
+  (graphql-ws: a ``connection_error`` with that code first). A bad credential stays Strawberry's
+  4403 (graphql-ws: ``connection_error``), which clients take as "fix the key".
 - Each operation's task may be written to by the live fan-out (graphql_schema/fanout.py).
 """
 

@@ -8,8 +8,10 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,21 +19,35 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from app.main import create_app
 from app.services.runtime import Runtime
 from app.storage import directory
 from app.storage.directory import AccountRecord
 from tests.conftest import Tenant
-from tests.e2e.graphql_ws import LEGACY_WS, PROTOCOLS
-from tests.e2e.live_support import Served, served_app, token
+from tests.e2e.graphql_ws import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, graphql_socket
+from tests.e2e.live_support import Served, served_app, serving, token
 
 # Transport behaviour: one database backend is enough.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+
+WRONG_KEY = {"Authorization": "Token " + "0" * 40}
+ENGINES = "{ engines { hashid } }"
 
 
 @pytest.fixture
 async def served(runtime: Runtime) -> AsyncIterator[Served]:
     async with served_app(runtime) as app:
         yield app
+
+
+@asynccontextmanager
+async def served_with(runtime: Runtime, **settings: Any) -> AsyncIterator[str]:
+    """The service with other settings (and its own rate limits); yields its websocket URL."""
+    changed = runtime.settings.model_copy(update=settings)
+    limits = type(runtime.limits)(changed)
+    app = create_app(changed, runtime=replace(runtime, settings=changed, limits=limits))
+    async with serving(app) as port:
+        yield f"ws://127.0.0.1:{port}/graphql"
 
 
 @asynccontextmanager
@@ -136,3 +152,30 @@ async def test_an_unexpected_error_at_connect_is_masked_closed_and_logged_once(
     assert len(logged) == 1
     assert logged[0].exc_info is not None
     assert "secret_db" in caplog.text  # the operator finds the cause in the log
+
+
+async def test_failed_credentials_at_connect_are_rate_limited_by_address(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    async with served_with(runtime, read_rate_limit="3/minute") as url:
+        for _ in range(3):
+            assert (await refused_with(url, TRANSPORT_WS, WRONG_KEY))[1:] == (4403, "Forbidden")
+        # Past the read rate of failed credentials from this address, as at the HTTP doors:
+        # not 4403 (bad key) nor 4429 (Strawberry's second connection_init).
+        assert (await refused_with(url, TRANSPORT_WS, WRONG_KEY))[1:] == (
+            1013,
+            "too_many_requests",
+        )
+        received, code, _ = await refused_with(url, LEGACY_WS, WRONG_KEY)
+        assert [m["type"] for m in received] == ["connection_error"]
+        assert (received[0]["payload"]["code"], code) == ("too_many_requests", 1013)
+        # The address's budget is the HTTP doors' one...
+        async with httpx.AsyncClient(trust_env=False) as http:
+            response = await http.post(
+                url.replace("ws://", "http://"), json={"query": ENGINES}, headers=WRONG_KEY
+            )
+            assert response.status_code == 429
+        # ...and the account is not slowed by someone guessing keys.
+        async with graphql_socket(url, payload=token(tenant)) as socket:
+            await socket.subscribe("1", ENGINES)
+            assert "engines" in await socket.next("1")
