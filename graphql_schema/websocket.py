@@ -5,12 +5,17 @@
   (Try Again Later) when the error says to retry, else 1011, with the error's code as the reason
   (graphql-ws: a ``connection_error`` with that code first). A bad credential stays Strawberry's
   4403 (graphql-ws: ``connection_error``), which clients take as "fix the key".
+- graphql-ws gets the connection_init timeout graphql-transport-ws has (4408), and one
+  connection_init per connection, as graphql-transport-ws allows (4429): its account never
+  changes, and it runs one keep-alive.
 - Each operation's task may be written to by the live fan-out (graphql_schema/fanout.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -28,6 +33,8 @@ from graphql_schema.fanout import follow
 
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
+INIT_TIMEOUT, INIT_TIMEOUT_REASON = 4408, "Connection initialisation timeout"
+SECOND_INIT, SECOND_INIT_REASON = 4429, "Too many initialisation requests"
 
 
 def _close_code(refusal: SearchStatsError) -> int:
@@ -55,7 +62,36 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws (Apollo's subscriptions-transport-ws)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_received = False
+        self._init_timer: asyncio.Task[None] | None = None
+        self._timed_out = False
+
+    async def handle(self) -> None:
+        self._init_timer = asyncio.create_task(self._close_without_init())
+        try:
+            await super().handle()
+        finally:
+            self._init_timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._init_timer
+
+    async def _close_without_init(self) -> None:
+        """Cancelled by the connection_init, or by the end of the connection."""
+        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
+        self._timed_out = True
+        await self.websocket.close(code=INIT_TIMEOUT, reason=INIT_TIMEOUT_REASON)
+
     async def handle_connection_init(self, message: LegacyInitMessage) -> None:
+        if self._timed_out:
+            return  # read just before the timeout closed the connection
+        if self._init_received:
+            await self.websocket.close(code=SECOND_INIT, reason=SECOND_INIT_REASON)
+            return
+        self._init_received = True
+        if self._init_timer is not None:
+            self._init_timer.cancel()
         try:
             await super().handle_connection_init(message)
         except SearchStatsError as refusal:  # on_ws_connect's, for another reason than the key

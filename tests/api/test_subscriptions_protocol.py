@@ -24,8 +24,8 @@ from app.services.runtime import Runtime
 from app.storage import directory
 from app.storage.directory import AccountRecord
 from tests.conftest import Tenant
-from tests.e2e.graphql_ws import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, graphql_socket
-from tests.e2e.live_support import Served, served_app, serving, token
+from tests.e2e.graphql_ws import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, eventually, graphql_socket
+from tests.e2e.live_support import LIVE, PERIOD, Served, served_app, serving, token
 
 # Transport behaviour: one database backend is enough.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
@@ -179,3 +179,36 @@ async def test_failed_credentials_at_connect_are_rate_limited_by_address(
         async with graphql_socket(url, payload=token(tenant)) as socket:
             await socket.subscribe("1", ENGINES)
             assert "engines" in await socket.next("1")
+
+
+async def test_graphql_ws_closes_without_connection_init_after_the_timeout(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    async with served_with(runtime, graphql_connection_init_timeout_seconds=0.2) as url:
+        async with raw_socket(url, LEGACY_WS) as silent:
+            assert await until_closed(silent) == ([], 4408, "Connection initialisation timeout")
+        # A connection that sent its connection_init in time is left open past the timeout.
+        async with graphql_socket(url, protocol=LEGACY_WS, payload=token(tenant)) as socket:
+            await asyncio.sleep(0.5)
+            await socket.subscribe("1", LIVE, **PERIOD, interval=1000)
+            assert (await socket.next("1"))["liveStats"]["searches"]["totalCount"] == 0
+
+
+def keep_alive_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_coro().__qualname__.endswith("handle_keep_alive")  # type: ignore[union-attr]
+    ]
+
+
+async def test_graphql_ws_takes_one_connection_init(
+    served: Served, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    async with raw_socket(served.ws_url, LEGACY_WS) as ws:
+        await send(ws, init(token(tenant)))
+        assert (await next_message(ws))["type"] == "connection_ack"
+        # A second one neither switches the connection's account nor starts another keep-alive.
+        await send(ws, init(token(other_tenant)))
+        assert await until_closed(ws) == ([], 4429, "Too many initialisation requests")
+    await eventually(lambda: keep_alive_tasks() == [])
