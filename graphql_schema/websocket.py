@@ -5,6 +5,9 @@
   (Try Again Later) when the error says to retry, else 1011, with the error's code as the reason
   (graphql-ws: a ``connection_error`` with that code first). A bad credential stays Strawberry's
   4403 (graphql-ws: ``connection_error``), which clients take as "fix the key".
+- A malformed message is answered (graphql-transport-ws closes with 4400, as for its other
+  invalid messages; graphql-ws sends an ``error``) instead of escaping as an exception that
+  drops the socket without a close frame.
 - graphql-ws gets the connection_init timeout graphql-transport-ws has (4408), and one
   connection_init per connection, as graphql-transport-ws allows (4429): its account never
   changes, and it runs one keep-alive.
@@ -17,17 +20,22 @@ import asyncio
 import contextlib
 from typing import Any
 
+from graphql import GraphQLError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    Message,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyInitMessage,
 )
+from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 
-from app.errors import SearchStatsError, retry_after
+from app.errors import BadParams, SearchStatsError, retry_after
 from graphql_schema.context import Context
 from graphql_schema.fanout import follow
 
@@ -42,8 +50,36 @@ def _close_code(refusal: SearchStatsError) -> int:
     return TRY_AGAIN_LATER if retry_after(refusal) is not None else INTERNAL_ERROR
 
 
+def _message_problem(message: object, *, start: str, stop: str) -> str | None:
+    """What makes a message unusable (the protocol's names of its operation messages), or None."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return "a message is a JSON object with a type"
+    kind = message["type"]
+    if kind in (start, stop) and not isinstance(message.get("id"), str):
+        return f"a {kind} message needs an id (a string)"
+    if kind != start:
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, dict):
+        return f"a {kind} message needs a payload (an object)"
+    if not isinstance(payload.get("query"), str):
+        return "the payload needs a query (a string)"
+    if not isinstance(payload.get("variables", {}), dict | None):
+        return "the payload's variables must be an object"
+    if not isinstance(payload.get("operationName"), str | None):
+        return "the payload's operationName must be a string"
+    return None
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws."""
+
+    async def handle_message(self, message: Message) -> None:
+        problem = _message_problem(message, start="subscribe", stop="complete")
+        if problem is None:
+            await super().handle_message(message)
+        else:
+            await self.handle_invalid_message(problem)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
@@ -83,6 +119,14 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self._timed_out = True
         await self.websocket.close(code=INIT_TIMEOUT, reason=INIT_TIMEOUT_REASON)
 
+    async def handle_message(self, message: OperationMessage) -> None:
+        problem = _message_problem(message, start="start", stop="stop")
+        if problem is None:
+            await super().handle_message(message)
+        else:
+            operation_id = message.get("id") if isinstance(message, dict) else None
+            await self._send_error(operation_id if isinstance(operation_id, str) else None, problem)
+
     async def handle_connection_init(self, message: LegacyInitMessage) -> None:
         if self._timed_out:
             return  # read just before the timeout closed the connection
@@ -98,6 +142,13 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             payload: dict[str, object] = {"code": refusal.code, "message": refusal.message}
             await self.send_message({"type": "connection_error", "payload": payload})
             await self.websocket.close(code=_close_code(refusal), reason=refusal.code)
+
+    async def _send_error(self, operation_id: str | None, message: str) -> None:
+        payload = GraphQLError(message, extensions={"code": BadParams.code}).formatted
+        frame = {"type": "error", "payload": payload}
+        if operation_id is not None:
+            frame["id"] = operation_id
+        await self.websocket.send_json(frame)
 
     async def handle_async_results(
         self,

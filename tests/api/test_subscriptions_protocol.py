@@ -212,3 +212,46 @@ async def test_graphql_ws_takes_one_connection_init(
         await send(ws, init(token(other_tenant)))
         assert await until_closed(ws) == ([], 4429, "Too many initialisation requests")
     await eventually(lambda: keep_alive_tasks() == [])
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        ({"type": "start", "id": "1"}, "a start message needs a payload (an object)"),
+        ({"type": "start", "id": "1", "payload": "x"}, "a start message needs a payload"),
+        ({"type": "start", "id": "1", "payload": {}}, "the payload needs a query (a string)"),
+        ({"type": "stop"}, "a stop message needs an id (a string)"),
+        ([1], "a message is a JSON object with a type"),
+    ],
+    ids=["start-without-payload", "payload-not-an-object", "no-query", "stop-without-id", "list"],
+)
+async def test_graphql_ws_answers_a_malformed_message_and_goes_on(
+    served: Served, tenant: Tenant, message: object, problem: str
+) -> None:
+    async with graphql_socket(served.ws_url, protocol=LEGACY_WS, payload=token(tenant)) as socket:
+        await send(socket.ws, message)
+        error = await next_message(socket.ws)
+        assert error["type"] == "error"
+        assert error["payload"]["message"].startswith(problem)
+        assert error["payload"]["extensions"] == {"code": "bad_params"}
+        await socket.subscribe("2", LIVE, **PERIOD, interval=1000)
+        assert (await socket.next("2"))["liveStats"]["searches"]["totalCount"] == 0
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "subscribe", "id": "1", "payload": "x"},
+        {"type": "subscribe", "id": "1", "payload": {"query": ENGINES, "variables": [1]}},
+        {"type": "complete", "id": ["1"]},
+        "shoes",
+    ],
+    ids=["payload-not-an-object", "variables-not-an-object", "id-not-a-string", "string"],
+)
+async def test_transport_ws_closes_on_a_malformed_message_with_4400(
+    served: Served, tenant: Tenant, message: object
+) -> None:
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await send(socket.ws, message)
+        received, code, _ = await until_closed(socket.ws)
+    assert (received, code) == ([], 4400)
