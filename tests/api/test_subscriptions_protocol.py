@@ -24,7 +24,14 @@ from app.services.runtime import Runtime
 from app.storage import directory
 from app.storage.directory import AccountRecord
 from tests.conftest import Tenant
-from tests.e2e.graphql_ws import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, eventually, graphql_socket
+from tests.e2e.graphql_ws import (
+    LEGACY_WS,
+    PROTOCOLS,
+    TRANSPORT_WS,
+    OperationError,
+    eventually,
+    graphql_socket,
+)
 from tests.e2e.live_support import LIVE, PERIOD, Served, served_app, serving, token
 
 # Transport behaviour: one database backend is enough.
@@ -255,3 +262,63 @@ async def test_transport_ws_closes_on_a_malformed_message_with_4400(
         await send(socket.ws, message)
         received, code, _ = await until_closed(socket.ws)
     assert (received, code) == ([], 4400)
+
+
+@pytest.mark.parametrize("kind", ["query", "mutation"])
+async def test_graphql_ws_refuses_queries_and_mutations_as_bad_params(
+    served: Served, tenant: Tenant, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = {
+        "query": ENGINES,
+        "mutation": 'mutation { recordVisit(input: {store: "s"}) { id } }',
+    }[kind]
+    async with graphql_socket(served.ws_url, protocol=LEGACY_WS, payload=token(tenant)) as socket:
+        with caplog.at_level(logging.ERROR):
+            await socket.subscribe("1", document)
+            with pytest.raises(OperationError) as refused:
+                await socket.next("1")
+    assert refused.value.code == "bad_params"
+    assert refused.value.errors[0]["message"].startswith(
+        f"{kind.replace('y', 'ie')}s are not run over the legacy graphql-ws protocol"
+    )
+    assert caplog.records == []  # a client's mistake, not the server's
+
+
+TWO_OPERATIONS = "subscription a { eventRecorded { id } } subscription b { eventRecorded { type } }"
+
+
+async def test_an_unknown_operation_name_is_bad_params_over_graphql_ws(
+    served: Served, tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    named = {"query": TWO_OPERATIONS, "operationName": "zzz"}
+    fragment_only = {"query": "fragment F on Subscription { eventRecorded { id } }"}
+    async with graphql_socket(served.ws_url, protocol=LEGACY_WS, payload=token(tenant)) as socket:
+        with caplog.at_level(logging.ERROR):
+            await send(socket.ws, {"type": "start", "id": "1", "payload": named})
+            with pytest.raises(OperationError) as unknown:
+                await socket.next("1")
+            await send(socket.ws, {"type": "start", "id": "2", "payload": fragment_only})
+            with pytest.raises(OperationError) as none:
+                await socket.next("2")
+    assert (unknown.value.code, unknown.value.errors[0]["message"]) == (
+        "bad_params",
+        'Unknown operation named "zzz".',
+    )
+    assert (none.value.code, none.value.errors[0]["message"]) == (
+        "bad_params",
+        "the document holds no operation to run",
+    )
+    assert caplog.records == []
+
+
+async def test_an_unknown_operation_name_closes_graphql_transport_ws_with_4400(
+    served: Served, tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        with caplog.at_level(logging.ERROR):
+            payload = {"query": TWO_OPERATIONS, "operationName": "zzz"}
+            await send(socket.ws, {"type": "subscribe", "id": "1", "payload": payload})
+            received, code, reason = await until_closed(socket.ws)
+    # Strawberry's answer on this protocol, which the masking used to hide.
+    assert (received, code, reason) == ([], 4400, 'Unknown operation named "zzz".')
+    assert caplog.records == []
