@@ -8,6 +8,8 @@
 - A malformed message is answered (graphql-transport-ws closes with 4400, as for its other
   invalid messages; graphql-ws sends an ``error``) instead of escaping as an exception that
   drops the socket without a close frame.
+- Past the operations allowed at once on a connection, the refusal has a code:
+  ``too_many_requests``.
 - graphql-ws gets the connection_init timeout graphql-transport-ws has (4408), and one
   connection_init per connection, as graphql-transport-ws allows (4429): its account never
   changes, and it runs one keep-alive.
@@ -20,22 +22,24 @@ import asyncio
 import contextlib
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLFormattedError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
+    ErrorMessage,
     Message,
+    SubscribeMessage,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyInitMessage,
 )
-from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage, StartMessage
 
-from app.errors import BadParams, SearchStatsError, retry_after
+from app.errors import BadParams, SearchStatsError, TooManyRequests, retry_after
 from graphql_schema.context import Context
 from graphql_schema.fanout import follow
 
@@ -71,6 +75,14 @@ def _message_problem(message: object, *, start: str, stop: str) -> str | None:
     return None
 
 
+def _operation_limit(limit: int | None, running: int) -> GraphQLFormattedError | None:
+    """The refusal of one more operation on a connection already running ``running``."""
+    if limit is None or running < limit:
+        return None
+    message = f"Subscription limit reached: at most {limit} operations at once on a connection"
+    return GraphQLError(message, extensions={"code": TooManyRequests.code}).formatted
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws."""
 
@@ -86,6 +98,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().handle_connection_init(message)
         except SearchStatsError as refusal:  # on_ws_connect's, for another reason than the key
             await self.websocket.close(code=_close_code(refusal), reason=refusal.code)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        # Strawberry checks in this order: acknowledged (4401), id in use (4409), then the limit.
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            refusal = _operation_limit(self.max_subscriptions_per_connection, len(self.operations))
+            if refusal is not None:
+                error: ErrorMessage = {"id": message["id"], "type": "error", "payload": [refusal]}
+                await self.send_message(error)
+                return
+        await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         def current() -> bool:  # not completed by either side
@@ -142,6 +164,16 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             payload: dict[str, object] = {"code": refusal.code, "message": refusal.message}
             await self.send_message({"type": "connection_error", "payload": payload})
             await self.websocket.close(code=_close_code(refusal), reason=refusal.code)
+
+    async def handle_start(self, message: StartMessage) -> None:
+        # Strawberry closes a start before the connection's ack (4401); a known id replaces its
+        # operation.
+        if self.connection_acknowledged and message["id"] not in self.tasks:
+            refusal = _operation_limit(self.max_subscriptions_per_connection, len(self.tasks))
+            if refusal is not None:
+                await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
+                return
+        await super().handle_start(message)
 
     async def _send_error(self, operation_id: str | None, message: str) -> None:
         payload = GraphQLError(message, extensions={"code": BadParams.code}).formatted

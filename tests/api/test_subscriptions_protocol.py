@@ -32,7 +32,7 @@ from tests.e2e.graphql_ws import (
     eventually,
     graphql_socket,
 )
-from tests.e2e.live_support import LIVE, PERIOD, Served, served_app, serving, token
+from tests.e2e.live_support import EVENTS, LIVE, PERIOD, Served, served_app, serving, token
 
 # Transport behaviour: one database backend is enough.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
@@ -322,3 +322,21 @@ async def test_an_unknown_operation_name_closes_graphql_transport_ws_with_4400(
     # Strawberry's answer on this protocol, which the masking used to hide.
     assert (received, code, reason) == ([], 4400, 'Unknown operation named "zzz".')
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_the_operation_limit_says_too_many_requests(
+    runtime: Runtime, tenant: Tenant, protocol: str
+) -> None:
+    async with (
+        served_with(runtime, graphql_max_subscriptions=2) as url,
+        graphql_socket(url, protocol=protocol, payload=token(tenant)) as socket,
+    ):
+        for op_id in ("1", "2", "3"):
+            await socket.subscribe(op_id, EVENTS)
+        with pytest.raises(OperationError) as refused:
+            await socket.next("3")
+        assert await socket.pending("1", 0.1) == []  # the first two run on
+    [error] = refused.value.errors
+    assert error["message"].startswith("Subscription limit reached")
+    assert error["extensions"] == {"code": "too_many_requests"}
