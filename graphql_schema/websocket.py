@@ -94,6 +94,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.handle_invalid_message(problem)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        if message.get("payload", {}) is None:
+            # The protocol allows it: the credential then comes from the upgrade request.
+            message = ConnectionInitMessage(type="connection_init", payload={})
         try:
             await super().handle_connection_init(message)
         except SearchStatsError as refusal:  # on_ws_connect's, for another reason than the key

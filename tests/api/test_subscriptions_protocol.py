@@ -221,6 +221,20 @@ async def test_graphql_ws_takes_one_connection_init(
     await eventually(lambda: keep_alive_tasks() == [])
 
 
+async def test_transport_ws_takes_a_null_connection_init_payload(
+    served: Served, tenant: Tenant
+) -> None:
+    headers = {"Authorization": f"Token {tenant.api_key}"}
+    async with connect(
+        served.ws_url,
+        subprotocols=[Subprotocol(TRANSPORT_WS)],
+        additional_headers=headers,
+        proxy=None,
+    ) as ws:
+        await send(ws, init(None))  # the protocol allows null: the upgrade's credential counts
+        assert await next_message(ws) == {"type": "connection_ack"}
+
+
 @pytest.mark.parametrize(
     ("message", "problem"),
     [
