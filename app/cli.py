@@ -264,6 +264,8 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         access_log=False,
         log_config=log_config(json=settings.log_format == "json"),
         ws_max_size=settings.max_body_bytes,
+        # httptools, with the request head bounded in size and time (app.http.request_heads).
+        http="app.http.request_heads:BoundedHeadsProtocol",
     )
 
 

@@ -166,7 +166,7 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
             runtime=runtime, principal=principal, start=start, end=end
         )
         with _output(args.output) as out:
-            write = _csv_writer(out) if args.format == "csv" else _ndjson_writer(out)
+            write = csv_writer(out) if args.format == "csv" else _ndjson_writer(out)
             count = 0
             async for document in documents:
                 try:
@@ -218,10 +218,20 @@ def _ndjson_writer(out: IO[str]) -> Callable[[dict[str, Any]], None]:
     return write
 
 
-def _csv_writer(out: IO[str]) -> Callable[[dict[str, Any]], None]:
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    return lambda document: writer.writerow(csv_row(document))
+def csv_writer(out: IO[str]) -> Callable[[dict[str, Any]], None]:
+    """Writes the header, then one row per document given: what ``import`` reads back."""
+    plain = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    # csv quotes a cell holding a line break only when the break is in its line terminator: a
+    # lone "\r" would be written bare, and read back as the end of the line. Rows with one are
+    # written with every cell quoted.
+    quoted = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    plain.writeheader()
+
+    def write(document: dict[str, Any]) -> None:
+        row = csv_row(document)
+        (quoted if any("\r" in cell for cell in row.values()) else plain).writerow(row)
+
+    return write
 
 
 def _bound(flag: str, text: str, *, end: bool = False) -> datetime:

@@ -38,8 +38,9 @@ query($day: String!) {
     topQueries(limit: 5) { query count }
   }
 }"""
-# A script's User-Agent marks its events as robots, which stats leave out unless asked to count
-# them: includeBots lets this example see its own events.
+# includeBots also counts robots' events, which stats leave out by default. This script's own
+# events count either way: recorded with a key through an HTTP library, they are not a robot's
+# (docs/graphql.md).
 EVENTS = "subscription { eventRecorded { id type query occurredAt } }"
 LIVE = """
 subscription($day: String!) {

@@ -17,22 +17,29 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from app.domain.strict_json import parse_json
 from app.errors import BadParams, NotFound, SearchStatsError, retry_after
-from app.services.metrics import note_error_code
+from app.services.metrics import CLIENT_CLOSED_REQUEST, note_error_code
 from graphql_schema.context import Context
 
 log = logging.getLogger("searchstats.graphql")
 
 MESSAGE_TOO_BIG = 1009
+SUBSCRIPTION = OperationType.SUBSCRIPTION
+SUBSCRIPTION_OVER_HTTP = (
+    "subscriptions are served over websockets at /graphql (graphql-transport-ws or graphql-ws), "
+    "not over HTTP"
+)
 
 
 def error_response(error: SearchStatsError) -> Response:
@@ -47,6 +54,9 @@ def error_response(error: SearchStatsError) -> Response:
 
 def _from_http(exception: HTTPException) -> SearchStatsError:
     """Strawberry's own refusals (unparsable request, batch, method) in the contract's words."""
+    cause = exception.__cause__
+    if isinstance(cause, InvalidOperationTypeError) and cause.operation_type is SUBSCRIPTION:
+        return BadParams(SUBSCRIPTION_OVER_HTTP)
     error: SearchStatsError = (
         NotFound(exception.reason) if exception.status_code == 404 else BadParams(exception.reason)
     )
@@ -93,6 +103,10 @@ class GraphQLDoor(GraphQL[Context, None]):
             response = error_response(error)
         except HTTPException as exception:
             response = error_response(_from_http(exception))
+        except ClientDisconnect:
+            # Gone before its body ended: nobody to answer, and no fault of the service's.
+            log.debug("client gone during %s %s", scope["method"], scope["path"])
+            response = Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception:
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             response = error_response(SearchStatsError())

@@ -75,6 +75,11 @@ class ClientAddresses:
         pseudonym: str = known
         return pseudonym
 
+    def is_trusted_proxy(self, peer: str | None) -> bool:
+        """Whether the connection comes from a proxy listed in ``SEARCHSTATS_TRUSTED_PROXIES``,
+        whose ``X-Forwarded-*`` headers are then believed."""
+        return peer is not None and bool(self._proxies) and self._is_proxy(peer)
+
     def _is_proxy(self, text: str) -> bool:
         return _within(text, self._proxies)
 

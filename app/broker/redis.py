@@ -16,16 +16,22 @@ from app.broker.base import Message
 from app.broker.memory import DEFAULT_QUEUE_LIMIT, MemoryBroker
 
 log = logging.getLogger(__name__)
-CHANNEL_PREFIX = "searchstats:"
 # After a failed publish, skip Redis for this long: ingestion must not wait on a dead broker.
 RETRY_AFTER_SECONDS = 1.0
 
 
 class RedisBroker:
-    """Publishes through Redis; one pattern subscription per worker feeds a local fan-out."""
+    """Publishes through Redis; one pattern subscription per worker feeds a local fan-out.
 
-    def __init__(self, url: str, *, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
+    Pub/sub channels are global to a Redis server, whatever database the URL selects: they are
+    named after that database and the deployment's ``namespace`` (the same on all its workers),
+    so that another deployment on the same Redis hears none of this one's events.
+    """
+
+    def __init__(self, url: str, *, namespace: str, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
         self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        database = self._redis.connection_pool.connection_kwargs.get("db") or 0
+        self.prefix = f"searchstats:{database}:{namespace}:"
         self._local = MemoryBroker(queue_limit=queue_limit)
         self._listener: asyncio.Task[None] | None = None
         self._down_until = 0.0
@@ -45,7 +51,7 @@ class RedisBroker:
     async def publish(self, channel: str, messages: list[Message]) -> None:
         if time.monotonic() >= self._down_until:
             try:
-                await self._redis.publish(CHANNEL_PREFIX + channel, orjson.dumps(messages))
+                await self._redis.publish(self.prefix + channel, orjson.dumps(messages))
             except (RedisError, OSError) as error:
                 self._failed(error)
             else:
@@ -79,18 +85,27 @@ class RedisBroker:
             yield messages
 
     async def _listen(self) -> None:
+        lost = False  # an outage is said once when it starts and once when it ends
         while True:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                await pubsub.psubscribe(self.prefix + "*")
+                if lost:
+                    log.warning("Redis subscription restored: other workers' events arrive again")
+                    lost = False
                 self.listening.set()
                 async for item in pubsub.listen():
                     if item.get("type") == "pmessage":
-                        channel = item["channel"].decode()[len(CHANNEL_PREFIX) :]
+                        channel = item["channel"].decode()[len(self.prefix) :]
                         self._local.deliver(channel, orjson.loads(item["data"]))
             except (RedisError, OSError) as error:
                 self.listening.clear()
-                log.warning("Redis subscription lost (%s); retrying", type(error).__name__)
+                if not lost:
+                    log.warning(
+                        "Redis subscription lost (%s); retrying every second",
+                        type(error).__name__,
+                    )
+                    lost = True
                 await asyncio.sleep(1)
             finally:
                 # Typed only in recent redis-py: through a typed name, both versions check.

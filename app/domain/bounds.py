@@ -6,7 +6,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from app.domain.periods import Period, checked, day_start
+from app.domain.periods import OUT_OF_RANGE, Period, checked, day_start, near_range
 from app.errors import BadParams
 
 YYYYMMDD = re.compile(r"^(20\d{2})(\d{2})(\d{2})$")
@@ -28,7 +28,10 @@ def parse_iso_bound(name: str, text: str, zone: ZoneInfo) -> Bound:
         raise BadParams(f"{name} must be an ISO date or date-time, not {text[:40]!r}") from None
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=zone)
-    return instant.astimezone(UTC)
+    try:
+        return instant.astimezone(UTC)
+    except OverflowError:  # at the calendar's ends: year 1 east of UTC, 9999 west of it
+        raise BadParams(OUT_OF_RANGE) from None
 
 
 def parse_doofinder_bound(name: str, text: str) -> Bound:
@@ -47,6 +50,8 @@ def parse_doofinder_bound(name: str, text: str) -> Bound:
 
 def period_between(start: Bound, end: Bound, zone: ZoneInfo) -> Period:
     """Dates cover whole local days, ``to`` included; date-times are instants, ``to`` excluded."""
+    for bound in (start, end):
+        near_range(bound.date() if isinstance(bound, datetime) else bound)
     lower = day_start(start, zone) if not isinstance(start, datetime) else start
     upper = end if isinstance(end, datetime) else day_start(end + timedelta(days=1), zone)
     if lower >= upper:

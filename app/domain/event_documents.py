@@ -5,11 +5,14 @@ with the fields of the GraphQL input in camelCase. A few more are read and writt
 export imports back exactly: a search's own ``queryId`` (which links clicks to it) and
 ``clickedObject``, and what was derived from the client when it was first recorded, ``device``
 and ``isBot``. CSV rows carry the same fields as columns, with a ``type`` column for the kind;
-nested values (``appliedFilters``, ``sort``, a search's ``page``) are JSON in their cell.
+nested values (``appliedFilters``, ``sort``, a search's ``page``) are JSON in their cell. A text
+cell that a spreadsheet would run as a formula is written with a ``'`` before it, and read back
+without it (``defused``, ``restored``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -224,6 +227,28 @@ CSV_COLUMNS = (
 )
 _INTEGERS = frozenset({"resultCount", "rank", "score"})
 _NESTED = frozenset({"appliedFilters", "sort"})
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP's CSV injection):
+# clients' text (a query, a session id) must not start a cell with one.
+FORMULA_STARTS = "=+-@\t\r"
+# Escaped: a cell that would start a formula, and one that looks escaped already ('=…, ''+…),
+# so that reading back undoes exactly what writing did, for every string.
+_TO_ESCAPE = re.compile(f"'*[{re.escape(FORMULA_STARTS)}]")
+_ESCAPED = re.compile(f"'+[{re.escape(FORMULA_STARTS)}]")
+_FIRST_CHARACTERS = "'" + FORMULA_STARTS
+
+
+def defused(text: str) -> str:
+    """A text cell as a spreadsheet shows it, never runs it: ``'`` before a formula's start."""
+    if text[:1] in _FIRST_CHARACTERS and _TO_ESCAPE.match(text):
+        return "'" + text
+    return text
+
+
+def restored(cell: str) -> str:
+    """The text a ``defused`` cell was written from."""
+    if cell[:1] == "'" and _ESCAPED.match(cell):
+        return cell[1:]
+    return cell
 
 
 def csv_document(row: Mapping[str, str | None]) -> Any:
@@ -255,7 +280,7 @@ def _cell(kind: str, column: str, cell: str) -> Any:
         if cell.lower() not in ("true", "false"):
             raise BadParams("isBot must be true or false")
         return cell.lower() == "true"
-    return cell
+    return restored(cell)
 
 
 def csv_row(document: Mapping[str, Any]) -> dict[str, str]:
@@ -267,6 +292,8 @@ def csv_row(document: Mapping[str, Any]) -> dict[str, str]:
             row[column] = orjson.dumps(value).decode()
         elif isinstance(value, bool):
             row[column] = "true" if value else "false"
+        elif isinstance(value, str):
+            row[column] = defused(value)
         else:
             row[column] = str(value)
     return row

@@ -22,6 +22,11 @@ MAX_BUCKETS = 1500
 # in UTC, and answers that hour with nothing (no event is recorded before 2000-01-01 UTC).
 EARLIEST = datetime(2000, 1, 1)
 LATEST = datetime(2100, 1, 1)
+OUT_OF_RANGE = "the period must lie between 2000-01-01 and 2100-01-01 in its timezone"
+# No timezone is a day away from UTC: a date further than this outside the range is outside it
+# in every timezone, and is refused before any arithmetic on it (which overflows near the
+# calendar's ends, years 1 and 9999).
+RANGE_MARGIN = timedelta(days=2)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ROLLUP_INTERVAL = timedelta(seconds=ROLLUP_SECONDS)
 ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
@@ -74,10 +79,21 @@ def day_start(day: date, zone: ZoneInfo) -> datetime:
     return _wall_to_utc(datetime.combine(day, time(0)), zone)
 
 
+def near_range(day: date) -> None:
+    """Refuse a date far outside the range, where moving it by a day or an offset may overflow.
+
+    The exact check, in the period's timezone, is ``checked``'s.
+    """
+    if not EARLIEST.date() - RANGE_MARGIN <= day <= LATEST.date() + RANGE_MARGIN:
+        raise BadParams(OUT_OF_RANGE)
+
+
 def period_of_days(first: date, last: date, zone: ZoneInfo) -> Period:
     """Whole local days ``first`` to ``last``, both included."""
     if first > last:
         raise BadParams("from must not be after to")
+    near_range(first)
+    near_range(last)
     return checked(Period(day_start(first, zone), day_start(last + timedelta(days=1), zone), zone))
 
 
@@ -88,7 +104,7 @@ def checked(period: Period) -> Period:
         t.astimezone(period.zone).replace(tzinfo=None) for t in (period.start, period.end)
     )
     if first < EARLIEST or last > LATEST:
-        raise BadParams("the period must lie between 2000-01-01 and 2100-01-01 in its timezone")
+        raise BadParams(OUT_OF_RANGE)
     return period
 
 

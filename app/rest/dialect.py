@@ -15,6 +15,7 @@ from app.auth.principal import Principal
 from app.domain.strict_json import parse_json
 from app.errors import BadParams, PayloadTooLarge, SearchStatsError, retry_after
 from app.services.limits import Access, admitted_caller, client_subject
+from app.services.metrics import CLIENT_CLOSED_REQUEST
 from app.services.record import Client
 from app.services.runtime import Runtime
 
@@ -34,6 +35,10 @@ def guarded(render: RenderError) -> Callable[[Endpoint], Endpoint]:
                 return await endpoint(request)
             except SearchStatsError as error:
                 return _rendered(render, request, error)
+            except ClientDisconnect:
+                # Gone before its body ended: nobody to answer, and no fault of the service's.
+                log.debug("client gone during %s %s", request.method, request.url.path)
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
             except Exception:
                 # The client learns nothing of the cause; the operator finds it in the log.
                 log.exception("unexpected error answering %s %s", request.method, request.url.path)

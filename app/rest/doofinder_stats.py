@@ -29,6 +29,8 @@ from app.services.runtime import Runtime
 from app.services.stats import CountSeries, StatsReport, compute_stats
 
 INDEX_PARAM = re.compile(r"^indices\[(\d{1,9})\]\[(name|hashid)\]$")
+# name, name[] or name[<digits>]: the name itself is checked by the caller.
+ARRAY_PARAM = re.compile(r"[a-z_]+(\[[0-9]*\])?")
 MAX_INDICES = 100
 # Doofinder documents the default as "ETC/UTC"; the tz database spells it Etc/UTC.
 UTC_ALIASES = {"ETC/UTC": "Etc/UTC", "UTC": "Etc/UTC"}
@@ -73,8 +75,21 @@ def clicks_query(params: QueryParams) -> tuple[StatsQuery, bool]:
 
 
 def _all(params: QueryParams, *names: str) -> list[str]:
-    """Every value of an array parameter, sent as ``name[]=`` or ``name=``."""
-    return [v for name in names for key in (f"{name}[]", name) for v in params.getlist(key)]
+    """Every value of an array parameter, in the order sent: ``name[]=``, ``name=``, or PHP's
+    numbered ``name[0]=`` (what ``http_build_query`` writes).
+
+    Any other ``name[…]`` is a 400, never dropped: a filter left out (the engines asked) would
+    answer for all of them.
+    """
+    values = []
+    for key, value in params.multi_items():
+        name = key.partition("[")[0]
+        if name not in names:
+            continue
+        if not ARRAY_PARAM.fullmatch(key):
+            raise BadParams(f"{key} is not a list item: use {name}[]=value (or {name}[0]=value)")
+        values.append(value)
+    return values
 
 
 def _choice(params: QueryParams, name: str, allowed: tuple[str, ...], default: str | None) -> Any:

@@ -19,6 +19,7 @@ from app.domain.events import AppliedFilter, EventDraft, EventKind, PageInfo, So
 from app.errors import BadParams, SearchStatsError
 from app.rest.dialect import admit_anonymous, client_of, guarded, read_json_object
 from app.rest.fields import Fields
+from app.rest.origin import public_origin
 from app.services.limits import Access
 from app.services.record import record_events
 from app.services.runtime import Runtime
@@ -168,7 +169,7 @@ def dspace_routes(runtime: Runtime) -> list[BaseRoute]:
     async def statistics_root(request: Request) -> Response:
         """The HAL links the DSpace UI follows to find where to send its events."""
         await admit_anonymous(runtime, request, Access.READ)
-        root = str(request.base_url).rstrip("/") + "/api/statistics"
+        root = public_origin(request, runtime.addresses) + "/api/statistics"
         links = {name: {"href": f"{root}/{name}"} for name in ("viewevents", "searchevents")}
         links["self"] = {"href": root}
         return JSONResponse({"_links": links}, media_type="application/hal+json")

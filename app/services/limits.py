@@ -9,9 +9,11 @@ pseudonym of their address.
 
 Counters live in this worker's memory (app/services/local_window.py), or in Redis (``limits``'
 moving window) when ``SEARCHSTATS_BROKER_URL`` is a Redis URL, so that every worker enforces one
-shared limit. When Redis does not answer, writes are admitted (an event is never lost to the
-limiter) and reads are counted in this worker's memory, so each worker allows the full read rate
-on its own until Redis is back; Redis is tried again a few seconds later.
+shared limit. Their keys carry the deployment's namespace (``runtime.redis_namespace``):
+two deployments on one Redis database never count each other's accounts. When Redis does not
+answer, writes are admitted (an event is never lost to the limiter) and reads are counted in
+this worker's memory, so each worker allows the full read rate on its own until Redis is back;
+Redis is tried again a few seconds later.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Access(StrEnum):
 class RateLimits:
     """Admits or refuses one request of a subject; built once per worker."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, namespace: str) -> None:
         self._rates: dict[Access, RateLimitItem] = {
             Access.READ: parse(settings.read_rate_limit),
             Access.WRITE: parse(settings.write_rate_limit),
@@ -58,9 +60,9 @@ class RateLimits:
         self._pool: object | None = None
         self._shared_down_until = 0.0
         if settings.broker_url:  # validated: a Redis URL
-            self._shared = self._redis_limiter(settings.broker_url)
+            self._shared = self._redis_limiter(settings.broker_url, namespace)
 
-    def _redis_limiter(self, url: str) -> MovingWindowRateLimiter:
+    def _redis_limiter(self, url: str, namespace: str) -> MovingWindowRateLimiter:
         import redis.asyncio as aioredis
 
         # Our own pool, so that stop() can close its connections.
@@ -74,7 +76,7 @@ class RateLimits:
             "async+" + url,
             implementation="redispy",
             wrap_exceptions=True,
-            key_prefix=KEY_PREFIX,
+            key_prefix=f"{KEY_PREFIX}:{namespace}",
             connection_pool=pool,  # type: ignore[arg-type]
         )
         return MovingWindowRateLimiter(storage)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -136,13 +137,13 @@ class LiveStats:
         watcher = _Watcher(interval_seconds(interval_ms), self._backlog, sink)
         # Access is checked here, before anything is shared.
         engines = await self._runtime.engines.engines_for(principal, query.engines or None)
+        channels = {engine_channel(engine.hashid) for engine in engines}
         key = (principal.account_id, query)
         feed = self._feeds.get(key)
         if feed is None:
-            channels = [engine_channel(engine.hashid) for engine in engines]
-            feed = _Feed(self._runtime, principal, query, channels, self._forget)
+            feed = _Feed(self._runtime, principal, query, self._forget)
             self._feeds[key] = feed
-        feed.join(watcher)
+        feed.join(watcher, channels)
         try:
             async for report in watcher.reports():
                 yield report
@@ -292,21 +293,22 @@ class _Feed:
         runtime: Runtime,
         principal: Principal,
         query: StatsQuery,
-        channels: list[str],
         on_idle: Callable[[_Feed], None],
     ) -> None:
         self._runtime = runtime
         self.principal = principal
         self.query = query
-        self._channels = channels
+        self._channels: frozenset[str] = frozenset()  # those of the engines it follows
         self._on_idle = on_idle
         self._watchers: set[_Watcher] = set()
         self._newcomers: set[_Watcher] = set()
         self._current: StatsReport | None = None
         self._dirty = True  # events may have been committed since _current was computed
-        self._urgent = False  # a newcomer waits for its first report: refresh without pacing
+        # A newcomer waits for its first report: refresh at once, cutting any pacing short.
+        self._urgent = asyncio.Event()
         self._wake = asyncio.Event()
         self._following = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._computing = False
@@ -315,15 +317,19 @@ class _Feed:
     def size(self) -> int:
         return len(self._watchers)
 
-    def join(self, watcher: _Watcher) -> None:
+    def join(self, watcher: _Watcher, channels: Collection[str]) -> None:
+        """Add a watcher of these engines' channels (every engine its account has, when the
+        question names none: another engine may have been created since the feed began)."""
         watcher.refresh_due = self._refresh_due
         self._watchers.add(watcher)
+        if not self._channels.issuperset(channels):
+            self._follow_too(channels)
         if self._current is not None and not self._dirty:
             # Nothing happened since it was computed.
             watcher.offer(self._current, asyncio.get_running_loop().time())
         else:
             self._newcomers.add(watcher)
-            self._urgent = True
+            self._urgent.set()
             self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="live-stats-feed")
@@ -361,20 +367,38 @@ class _Feed:
         self._stop()
 
     async def _run(self) -> None:
-        follower = asyncio.create_task(self._follow(), name="live-stats-follow")
         try:
             await self._refresh()
         except Exception as error:
             self._fail(error)
         finally:
-            follower.cancel()
-            await asyncio.wait([follower])
+            if self._follower is not None:
+                self._follower.cancel()
+                await asyncio.wait([self._follower])
 
-    async def _follow(self) -> None:
+    def _follow_too(self, channels: Collection[str]) -> None:
+        """Follow these channels as well, in one broker subscription that replaces the last one.
+
+        Until it is in place nothing is computed, and what was computed before is stale: the
+        computation already counted the new engine's events, but none of them refreshed it.
+        """
+        self._channels |= frozenset(channels)
+        self._dirty = True
+        self._following.clear()
+        previous = self._follower
+        if previous is not None:
+            previous.cancel()
+        self._follower = asyncio.create_task(
+            self._follow(sorted(self._channels), after=previous), name="live-stats-follow"
+        )
+
+    async def _follow(self, channels: list[str], after: asyncio.Task[None] | None) -> None:
         """Note that something changed; what exactly is read back from the database."""
+        if after is not None:
+            await asyncio.wait([after])  # the subscription it replaces has ended
         while True:
             try:
-                async with self._runtime.broker.subscribe(self._channels) as messages:
+                async with self._runtime.broker.subscribe(channels) as messages:
                     self._following.set()
                     async for _ in messages:
                         self._changed()
@@ -386,17 +410,15 @@ class _Feed:
         self._wake.set()
 
     async def _refresh(self) -> None:
-        await self._following.wait()  # no event may slip between a computation and the follow
         loop = asyncio.get_running_loop()
         last = float("-inf")
         while not self._stopped:
             await self._wake.wait()
-            if not self._urgent:
-                # Coalesce: whatever arrives while waiting is covered by one computation. The
-                # interval counts from the last publication, as the watchers' does.
-                await asyncio.sleep(max(0.0, last + self._pace() - loop.time()))
+            await self._paced(last + self._pace() - loop.time())
+            await self._following.wait()  # no event may slip between a computation and the follow
             self._wake.clear()
-            self._urgent = self._dirty = False
+            self._urgent.clear()
+            self._dirty = False
             newcomers, self._newcomers = self._newcomers, set()
             self._computing = True
             try:
@@ -407,6 +429,15 @@ class _Feed:
                 self._computing = False
             last = loop.time()
             await self._publish(report, newcomers, last)
+
+    async def _paced(self, delay: float) -> None:
+        """Coalesce: whatever arrives while waiting is covered by one computation. The interval
+        counts from the last publication, as the watchers' does. A newcomer cuts the wait short:
+        its first answer comes at once, and the others' watchers keep their own pace."""
+        if delay > 0 and not self._urgent.is_set():
+            with suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._urgent.wait()
 
     def _refresh_due(self) -> bool:
         """Whether a report is being computed, or will be at the next beat."""
@@ -432,7 +463,7 @@ class _Feed:
                 if not watcher.offer(report, at):
                     self._remove(watcher)
         if not self._newcomers:
-            self._urgent = False
+            self._urgent.clear()
             if not self._dirty:
                 self._wake.clear()
 

@@ -33,6 +33,9 @@ SAMPLE_SECONDS = 5.0
 # Seconds; from a cache hit to a request held up by a slow database.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+# nginx's status for a request its client abandoned before the answer (gone mid-body): the
+# access line says so, nobody receives it, and it is no error of the service's: no code counted.
+CLIENT_CLOSED_REQUEST = 499
 # The code of an error answered without a note from its door, by its HTTP status.
 CODE_OF_STATUS = {
     400: "bad_params",
@@ -189,6 +192,6 @@ def error_codes(scope: MutableMapping[str, Any], status: int) -> list[str]:
     noted: list[str] = scope.get(ERROR_CODES_KEY, [])
     if noted:
         return noted
-    if status < 400:
+    if status < 400 or status == CLIENT_CLOSED_REQUEST:
         return []
     return [CODE_OF_STATUS.get(status, "internal_error")]

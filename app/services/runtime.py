@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 
 from app.auth.addresses import ClientAddresses
@@ -53,6 +54,7 @@ def build_runtime(settings: Settings, *, secret: str | None = None) -> Runtime:
     database = open_database(settings)
     secret = secret or resolve_secret(settings)
     vault = KeyVault(secret)
+    namespace = redis_namespace(secret)
     # One flusher per worker: SQLite has a single writer, and on PostgreSQL concurrent batches
     # would only queue on the same hot rollup rows (measured: no gain from four).
     flushers = 1
@@ -71,8 +73,8 @@ def build_runtime(settings: Settings, *, secret: str | None = None) -> Runtime:
         ),
         engines=EnginePolicy(database, anonymous_engine=settings.anonymous_engine),
         vault=vault,
-        broker=_broker(settings),
-        limits=RateLimits(settings),
+        broker=_broker(settings, namespace),
+        limits=RateLimits(settings, namespace=namespace),
         addresses=ClientAddresses(trusted_proxies=settings.trusted_proxies, secret=secret),
         readiness=ReadinessProbe(
             database,
@@ -83,9 +85,16 @@ def build_runtime(settings: Settings, *, secret: str | None = None) -> Runtime:
     )
 
 
-def _broker(settings: Settings) -> Broker:
+def redis_namespace(secret: str) -> str:
+    """This deployment's name in a Redis that others may share: the same on every worker of
+    the deployment (they share the secret key), another for a deployment with another secret.
+    A keyed digest: it tells nothing of the secret."""
+    return hmac.new(secret.encode(), b"searchstats redis namespace", "sha256").hexdigest()[:16]
+
+
+def _broker(settings: Settings, namespace: str) -> Broker:
     if settings.broker_url:  # validated: a Redis URL
         from app.broker.redis import RedisBroker
 
-        return RedisBroker(settings.broker_url)
+        return RedisBroker(settings.broker_url, namespace=namespace)
     return MemoryBroker()

@@ -4,6 +4,7 @@ for a body that trickles in past the deadline; each in the door's own error form
 from __future__ import annotations
 
 import asyncio
+import logging
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Message
 
 from app.main import create_app
 from app.services.runtime import Runtime, build_runtime
@@ -205,4 +207,57 @@ async def test_a_body_that_stops_arriving_is_refused_with_408_while_it_waits(
         assert response.status_code == 408, response.text
         assert loop.time() - started < 1.5  # the deadline plus at most one sweep, not 5 s
         assert door.read(response.json())[0] == CODES[name][408]
+        assert await stored_events(runtime) == []
+
+
+async def gone_mid_body(app: ASGIApp, path: str, sent_headers: dict[str, str]) -> list[Message]:
+    """POST ``path`` declaring 100 bytes, send 8 of them and hang up; what the app sent back."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"type":', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    answered: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        answered.append(message)
+
+    raw_headers = [(b"host", b"testserver"), (b"content-length", b"100")]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in sent_headers.items()]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": raw_headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    return answered
+
+
+@pytest.mark.parametrize("name", DOORS)
+async def test_a_client_gone_mid_body_is_no_error_of_the_service(
+    settings: Settings, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client closed the connection before its body ended: it was logged as an unexpected
+    error with a traceback and counted as internal_error. Nobody is left to answer."""
+    door = DOORS[name]
+    async with serving(settings) as (runtime, tenant, client):
+        app = create_app(runtime.settings, runtime=runtime)
+        with caplog.at_level(logging.INFO):
+            answered = await gone_mid_body(app, door.path, headers(door, tenant))
+        [start] = [m for m in answered if m["type"] == "http.response.start"]
+        assert start["status"] == 499  # nginx's "client closed request", in the access line
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        metrics = (await client.get("/metrics")).text
+        assert "searchstats_errors_total{" not in metrics
         assert await stored_events(runtime) == []

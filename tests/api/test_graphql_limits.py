@@ -20,9 +20,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from app.auth.principal import Principal
 from app.main import create_app
+from app.services.limits import Access
 from app.services.runtime import Runtime
 from graphql_schema import queries
+from graphql_schema.http import SUBSCRIPTION_OVER_HTTP
 from tests.api.helpers import gql
 from tests.conftest import Tenant
 from tests.e2e.graphql_ws import (
@@ -147,6 +150,46 @@ async def served(runtime: Runtime) -> AsyncIterator[Served]:
         yield app
 
 
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize("credential", ["token", "anonymous"])
+async def test_a_subscription_over_http_is_bad_params_before_anything_runs(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    credential: str,
+) -> None:
+    """A subscription streams over a websocket. Sent over HTTP it was executed as a query, its
+    stream taken for a value: internal_error, logged with a traceback as the server's fault."""
+    admitted: list[Access] = []
+
+    async def admit_caller(principal: Principal | None, client: str, access: Access) -> None:
+        admitted.append(access)
+
+    monkeypatch.setattr(runtime.limits, "admit_caller", admit_caller)
+    operation = {"query": "subscription { eventRecorded { type } }"}
+    headers = tenant.token if credential == "token" else {}
+    with caplog.at_level(logging.WARNING):
+        if method == "POST":
+            response = await client.post("/graphql", json=operation, headers=headers)
+        else:
+            response = await client.get("/graphql", params=operation, headers=headers)
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": [{"message": SUBSCRIPTION_OVER_HTTP, "extensions": {"code": "bad_params"}}]
+    }
+    assert admitted == []  # refused before its execution, where operations are counted
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # The same document names its query too: that operation runs.
+    both = "subscription S { eventRecorded { type } } query Q { engines { hashid } }"
+    ran = await client.post(
+        "/graphql", json={"query": both, "operationName": "Q"}, headers=tenant.token
+    )
+    assert ran.json() == {"data": {"engines": [{"hashid": tenant.hashid}]}}
+
+
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
 async def test_a_websocket_message_over_the_cap_closes_the_connection(
     served: Served, tenant: Tenant, protocol: str
@@ -223,7 +266,9 @@ async def test_a_long_lived_jwt_keeps_its_subscription(served: Served, tenant: T
 
 async def test_subscription_starts_count_as_reads(runtime: Runtime, tenant: Tenant) -> None:
     settings = runtime.settings.model_copy(update={"read_rate_limit": "2/second"})
-    limited = replace(runtime, settings=settings, limits=type(runtime.limits)(settings))
+    limited = replace(
+        runtime, settings=settings, limits=type(runtime.limits)(settings, namespace="test")
+    )
     async with (
         serving(create_app(settings, runtime=limited)) as port,
         graphql_socket(f"ws://127.0.0.1:{port}/graphql", payload=token(tenant)) as socket,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from app.domain.periods import OUT_OF_RANGE
 from app.domain.stats import Breakdown, Metric, Rate
 from app.services.stats import compute_stats
 from graphql_schema import queries
@@ -325,3 +327,36 @@ async def test_periods_lie_between_2000_and_2100_in_their_timezone(
     early = await days(start, "2000-01-01T01:00:00Z")
     in_2000 = datetime.fromisoformat(start).astimezone(ZoneInfo(zone)).year == 2000
     assert ("errors" not in early) == in_2000, early
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "arguments"),
+    [
+        ("9999-12-31", "9999-12-31", ""),
+        ("2025-12-05", "9999-12-31", "granularity: MONTH"),
+        ("9999-12-31", "9999-12-31", 'timezone: "Pacific/Kiritimati"'),
+        ("9999-12-31T00:00:00+00:00", "9999-12-31T23:59:59-14:00", ""),
+        ("9999-12-31T00:00:00", "9999-12-31T23:00:00", 'timezone: "Etc/GMT+12"'),
+        ("0001-01-01", "0001-01-02", ""),
+        ("0001-01-01T00:00:00+14:00", "2025-01-01", "granularity: MONTH"),
+    ],
+)
+@pytest.mark.parametrize("credential", ["token", "anonymous"])
+async def test_a_period_at_the_calendars_ends_is_bad_params_and_logs_no_error(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    caplog: pytest.LogCaptureFixture,
+    start: str,
+    end: str,
+    arguments: str,
+    credential: str,
+) -> None:
+    """Years 9999 and 1 overflowed the date arithmetic: internal_error, logged as the server's
+    own fault. They are the client's mistake, told as any period outside the range is."""
+    document = f'{{ stats(from: "{start}", to: "{end}" {arguments}) {{ clicks {{ total }} }} }}'
+    headers = tenant.token if credential == "token" else {}
+    with caplog.at_level(logging.WARNING):
+        response = await client.post("/graphql", json={"query": document}, headers=headers)
+    [error] = response.json()["errors"]
+    assert (error["extensions"]["code"], error["message"]) == ("bad_params", OUT_OF_RANGE)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -258,6 +258,23 @@ async def test_two_workers_share_one_limit_through_redis(settings: Settings) -> 
         assert_refused(await clicks(two, tenant.token))
 
 
+async def test_deployments_sharing_a_redis_database_count_apart(settings: Settings) -> None:
+    url = await redis_or_skip()
+    async with (
+        limited(settings, broker_url=url, read_rate_limit="2/second") as (production, one),
+        # A staging copy: the same accounts, its own secret key, the same Redis database.
+        limited(
+            settings, broker_url=url, read_rate_limit="2/second", secret_key="staging-secret-key"
+        ) as (_, two),
+    ):
+        tenant = await make_tenant(production, "acme")
+        statuses = [(await clicks(one, tenant.token)).status_code for _ in range(2)]
+        assert statuses == [200, 200]
+        assert_refused(await clicks(one, tenant.token))
+        # The other deployment's account of the same id has a budget of its own.
+        assert (await clicks(two, tenant.token)).status_code == 200
+
+
 async def test_with_redis_down_writes_are_accepted_and_reads_limited_per_worker(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

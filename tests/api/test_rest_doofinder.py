@@ -278,6 +278,7 @@ def bad_credentials(tenant: Tenant) -> dict[str, tuple[dict[str, str], str]]:
     unnamed = jwt.encode({"iat": int(now), "exp": int(now) + 60}, tenant.api_key, "HS256")
     ahead = signed(tenant.api_key, name=tenant.account, issued=now + 300, expires=now + 3600)
     just_expired = signed(tenant.api_key, name=tenant.account, issued=now - 600, expires=now - 90)
+    seconds_ago = signed(tenant.api_key, name=tenant.account, issued=now - 600, expires=now - 5)
     return {
         "missing": ({}, "Authentication required"),
         "unknown-key": ({"Authorization": "Token " + "0" * 40}, "Invalid API key"),
@@ -290,6 +291,8 @@ def bad_credentials(tenant: Tenant) -> dict[str, tuple[dict[str, str], str]]:
         "no-name": (bearer(unnamed), "The token must carry a name claim"),
         "issued-minutes-ahead": (bearer(ahead), "Invalid or expired token"),
         "expired-past-the-skew": (bearer(just_expired), "Invalid or expired token"),
+        # The skew is for a clock ahead at issue, not a minute of life after expiry.
+        "expired-seconds-ago": (bearer(seconds_ago), "Invalid or expired token"),
     }
 
 
@@ -307,6 +310,7 @@ def bad_credentials(tenant: Tenant) -> dict[str, tuple[dict[str, str], str]]:
         "no-name",
         "issued-minutes-ahead",
         "expired-past-the-skew",
+        "expired-seconds-ago",
     ],
 )
 async def test_bad_credential_is_not_authenticated(

@@ -120,6 +120,7 @@ async def test_days_follow_tz(client: httpx.AsyncClient, tenant: Tenant) -> None
         ({"indices[1000][name]": "products"}, 1),  # the spec sets no bound on i
         ({"product_type[]": "banner"}, 1),
         ({"product_type": ["banner", "search"]}, 4),
+        ({"product_type[0]": "banner"}, 1),  # PHP's http_build_query
     ],
 )
 async def test_filters(
@@ -129,7 +130,11 @@ async def test_filters(
     assert body["total_count"] == expected
 
 
-@pytest.mark.parametrize("name", ["hashids[]", "hashids", "hashid[]", "hashid"])
+@pytest.mark.parametrize(
+    "name",
+    # PHP's http_build_query numbers an array's items: hashids%5B0%5D=…, as httpx sends it here.
+    ["hashids[]", "hashids", "hashid[]", "hashid", "hashids[0]", "hashid[0]", "hashids[1]"],
+)
 async def test_every_spelling_of_the_engine_parameter(
     client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, name: str
 ) -> None:
@@ -216,6 +221,9 @@ async def test_csv_parses_back(client: httpx.AsyncClient, tenant: Tenant) -> Non
         {"from": "20250301", "to": "20250301", "indices": "products"},
         {"from": "20250301", "to": "20250301"} | {f"indices[{i}][name]": "x" for i in range(101)},
         {"from": "20000101", "to": "20991231"},
+        {"from": "9999999998", "to": "9999999999"},
+        {"from": "20250301", "to": "9999999999999"},
+        {"from": "0000000000000", "to": "0000000000001"},
     ],
     ids=[
         "no-from",
@@ -235,6 +243,9 @@ async def test_csv_parses_back(client: httpx.AsyncClient, tenant: Tenant) -> Non
         "indices-flat",
         "too-many-indices",
         "range-too-long",
+        "seconds-in-2286",
+        "milliseconds-in-2286",
+        "milliseconds-in-1970",
     ],
 )
 async def test_bad_params(
@@ -245,6 +256,51 @@ async def test_bad_params(
     body = response.json()
     assert body["error"]["code"] == "bad_params"
     assert body["error"]["message"]
+
+
+async def test_engines_numbered_as_php_writes_them(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    second = await accounts.create_engine(database=runtime.database, account=tenant.account)
+    await seed(runtime, tenant, [click(datetime(2025, 3, 2, 12, tzinfo=UTC), None, 0)])
+    sent = [("from", "20250302"), ("to", "20250302"), ("aggregate", "false")]
+    response = await client.get(
+        CLICKS,
+        params=[*sent, ("hashids[0]", second.hashid), ("hashids[1]", tenant.hashid)],
+        headers=tenant.token,
+    )
+    assert [(r["hashid"], r["total_count"]) for r in response.json()["results"]] == [
+        (second.hashid, 0),
+        (tenant.hashid, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["hashids[a]", "hashids[0][x]", "hashid[x]", "hashids[", "hashids[ 0]", "product_type[a]"],
+)
+async def test_an_unreadable_engine_or_product_list_is_bad_params_not_ignored(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, key: str
+) -> None:
+    """Ignored, such a parameter answered for every engine (every product type) of the account."""
+    await seed(runtime, tenant, [click(datetime(2025, 3, 2, 12, tzinfo=UTC), None, 0)])
+    value = "banner" if key.startswith("product_type") else tenant.hashid
+    response = await get(client, tenant, **{"from": "20250302", "to": "20250302", key: value})
+    assert response.status_code == 400
+    name = key.partition("[")[0]
+    message = f"{key} is not a list item: use {name}[]=value (or {name}[0]=value)"
+    assert response.json() == {"error": {"code": "bad_params", "message": message}}
+
+
+@pytest.mark.usefixtures("clicks")
+async def test_a_parameter_spelled_in_another_case_is_unknown_and_ignored(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """As any unknown parameter: Doofinder's names are lowercase."""
+    period = {"from": "20250301", "to": "20250305"}
+    response = await get(client, tenant, **period, **{"HASHIDS[]": "0" * 32})
+    assert response.status_code == 200
+    assert response.json()["total_count"] == 4
 
 
 async def test_not_authenticated(client: httpx.AsyncClient) -> None:

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from app.errors import Unavailable
-from app.services.runtime import Runtime
+from app.main import create_app
+from app.services.runtime import Runtime, build_runtime
 from app.storage.models import Engine, Event
 from tests.conftest import BROWSER_UA, Tenant
 
@@ -91,14 +92,58 @@ async def test_statistics_root_answers_hal_links(client: httpx.AsyncClient) -> N
     response = await client.get("/api/statistics")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/hal+json"
-    root = "http://testserver/api/statistics"
-    assert response.json() == {
+    assert response.json() == hal_links("http://testserver/api/statistics")
+
+
+def hal_links(root: str) -> dict[str, Any]:
+    return {
         "_links": {
             "viewevents": {"href": f"{root}/viewevents"},
             "searchevents": {"href": f"{root}/searchevents"},
             "self": {"href": root},
         }
     }
+
+
+FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "stats.example.org"}
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "root"),
+    [
+        # Behind a TLS proxy: the links its clients can follow (an https page may not call http).
+        ("10.1.2.3", FORWARDED, "https://stats.example.org/api/statistics"),
+        ("10.1.2.3", {"X-Forwarded-Proto": "http, https"}, "https://testserver/api/statistics"),
+        (
+            "10.1.2.3",
+            {"X-Forwarded-Host": "a.example, b.example:8443"},
+            "http://b.example:8443/api/statistics",
+        ),
+        # Values that are not a scheme or a host are ignored.
+        (
+            "10.1.2.3",
+            {"X-Forwarded-Proto": "javascript", "X-Forwarded-Host": "x/y@z"},
+            "http://testserver/api/statistics",
+        ),
+        # From anyone but a trusted proxy the headers prove nothing.
+        ("198.51.100.7", FORWARDED, "http://testserver/api/statistics"),
+    ],
+)
+async def test_statistics_root_links_to_what_a_trusted_proxy_forwards(
+    runtime: Runtime, peer: str, headers: dict[str, str], root: str
+) -> None:
+    behind_proxy = build_runtime(
+        runtime.settings.model_copy(update={"trusted_proxies": ["10.0.0.0/8"]})
+    )
+    await behind_proxy.start()
+    try:
+        app = create_app(behind_proxy.settings, runtime=behind_proxy)
+        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.get("/api/statistics", headers=headers)
+    finally:
+        await behind_proxy.stop()
+    assert response.json() == hal_links(root)
 
 
 async def test_spec_view_example_is_recorded(

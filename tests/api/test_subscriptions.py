@@ -15,7 +15,7 @@ from websockets.typing import Subprotocol
 
 from app.domain.stats import Metric
 from app.main import create_app
-from app.services import live
+from app.services import accounts, live
 from app.services.runtime import Runtime
 from app.services.stats import compute_stats
 from graphql_schema import subscriptions
@@ -243,6 +243,46 @@ async def test_live_stats_coalesces_changes_to_one_message_per_interval(
     # Not one per change: at most one per interval (the first may come at once).
     assert 2 <= len(answers) <= elapsed / interval + 1, (len(answers), elapsed)
     assert answers[-1] == await stats_now(served, tenant)
+
+
+async def test_a_subscriber_joining_a_feed_that_waits_out_its_pace_has_its_first_answer_at_once(
+    served: Served, tenant: Tenant
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("slow", LIVE, **PERIOD, interval=60_000)
+        await socket.next("slow")
+        await record(served, tenant, search("boots"))
+        await asyncio.sleep(0.2)  # the feed has heard of it: its next answer waits for a minute
+        joined = loop.time()
+        await socket.subscribe("quick", LIVE, **PERIOD, interval=1000)
+        first = (await socket.next("quick", within=5))["liveStats"]
+        waited = loop.time() - joined
+        assert first == await stats_now(served, tenant)
+        assert first["searches"]["totalCount"] == 1
+        # The slow subscriber still gets at most one answer a minute.
+        assert await socket.pending("slow", 0.3) == []
+    assert waited < 0.5, waited
+
+
+async def test_live_stats_without_engines_follows_an_engine_created_before_it_started(
+    served: Served, runtime: Runtime, tenant: Tenant
+) -> None:
+    await record(served, tenant, search("boots"))
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("before", LIVE, **PERIOD, interval=100)
+        await socket.next("before")
+        engine = await accounts.create_engine(database=runtime.database, account=tenant.account)
+        # The same question, asked once the account has another engine.
+        await socket.subscribe("after", LIVE, **PERIOD, interval=100)
+        first = (await socket.next("after"))["liveStats"]
+        await record(served, tenant, search("new engine", engine=engine.hashid))
+        update = (await socket.next("after", within=5))["liveStats"]
+        assert update == await stats_now(served, tenant)
+        # The earlier subscription shares its answers: the stats of every engine, as `stats`.
+        assert (await socket.next("before", within=5))["liveStats"] == update
+    assert first["searches"]["totalCount"] == 1
+    assert update["searches"]["totalCount"] == 2
 
 
 async def answers_until(socket: GraphQLSocket, *, searches: int) -> list[Any]:

@@ -51,7 +51,7 @@ async def served(runtime: Runtime) -> AsyncIterator[Served]:
 async def served_with(runtime: Runtime, **settings: Any) -> AsyncIterator[str]:
     """The service with other settings (and its own rate limits); yields its websocket URL."""
     changed = runtime.settings.model_copy(update=settings)
-    limits = type(runtime.limits)(changed)
+    limits = type(runtime.limits)(changed, namespace="test")
     app = create_app(changed, runtime=replace(runtime, settings=changed, limits=limits))
     async with serving(app) as port:
         yield f"ws://127.0.0.1:{port}/graphql"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -13,7 +16,8 @@ from app.broker.redis import RedisBroker
 from app.domain.events import EventDraft, EventKind
 from app.services import live
 from app.services.record import Client, engine_channel, record_events
-from app.services.runtime import Runtime
+from app.services.runtime import Runtime, build_runtime
+from app.settings import Settings
 from tests.api.helpers import stored_events
 from tests.conftest import Tenant
 from tests.e2e.graphql_ws import eventually
@@ -37,7 +41,7 @@ async def search(runtime: Runtime, tenant: Tenant, query: str) -> None:
 async def test_with_redis_down_events_are_stored_and_stay_live_on_this_worker(
     runtime: Runtime, tenant: Tenant, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker = RedisBroker(f"redis://127.0.0.1:{closed_port()}/0")
+    broker = RedisBroker(f"redis://127.0.0.1:{closed_port()}/0", namespace="test")
     await broker.start()
     runtime = replace(runtime, broker=broker)
     try:
@@ -54,11 +58,68 @@ async def test_with_redis_down_events_are_stored_and_stay_live_on_this_worker(
     assert len(refused) == 1  # once per outage, not once per event
 
 
+@asynccontextmanager
+async def relay(port: int, to: str) -> AsyncIterator[None]:
+    """A TCP relay on the port to the Redis of the URL: that Redis answers there from now on."""
+    target = urlsplit(to)
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await asyncio.open_connection(target.hostname, target.port or 6379)
+        for source, sink in ((reader, upstream[1]), (upstream[0], writer)):
+            task = asyncio.create_task(pipe(source, sink))
+            pipes.add(task)
+
+    server = await asyncio.start_server(connected, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        for task in pipes:
+            task.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+
+
+async def test_a_lost_redis_subscription_is_logged_once_and_its_return_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = await redis_or_skip()
+    port = closed_port()
+    broker = RedisBroker(f"redis://127.0.0.1:{port}{urlsplit(url).path}", namespace="test")
+    with caplog.at_level(logging.WARNING, logger="app.broker.redis"):
+        await broker.start()
+        try:
+            await asyncio.sleep(2.5)  # nothing answers: tried three times
+            async with relay(port, to=url):
+                await asyncio.wait_for(broker.listening.wait(), 5)
+                await asyncio.sleep(1.5)  # listening: nothing more to say
+                await broker.stop()  # before its relay goes (stopping twice is harmless)
+        finally:
+            await broker.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if "subscription lost" in m] == [
+        "Redis subscription lost (ConnectionError); retrying every second"
+    ]
+    assert [m for m in said if "subscription restored" in m] == [
+        "Redis subscription restored: other workers' events arrive again"
+    ]
+
+
 async def test_an_event_published_by_one_worker_reaches_the_others(
     runtime: Runtime, tenant: Tenant
 ) -> None:
     url = await redis_or_skip()
-    workers = [RedisBroker(url), RedisBroker(url)]
+    workers = [RedisBroker(url, namespace="test"), RedisBroker(url, namespace="test")]
     for broker in workers:
         await broker.start()
     try:
@@ -76,3 +137,51 @@ async def test_an_event_published_by_one_worker_reaches_the_others(
         for broker in workers:
             await broker.stop()
     assert (event.query, event.engine) == ("across", tenant.hashid)
+
+
+def another_database(url: str) -> str:
+    """The same Redis server, the database number before (15 -> 14, the rate limits' tests' one:
+    pub/sub writes no key in it)."""
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or 0)
+    return parts._replace(path=f"/{(number - 1) % 16}").geturl()
+
+
+@pytest.mark.parametrize("other", ["another database", "another secret"])
+async def test_deployments_sharing_a_redis_hear_nothing_of_each_other(
+    settings: Settings, tenant: Tenant, other: str
+) -> None:
+    url = await redis_or_skip()
+    deployment = settings.model_copy(update={"broker_url": url})
+    # A staging copy of the deployment (the same engine hashids), on the same Redis server.
+    staging = deployment.model_copy(
+        update={"broker_url": another_database(url)}
+        if other == "another database"
+        else {"secret_key": "staging-secret-key"}
+    )
+    async with AsyncExitStack() as stack:
+        worker, colleague, stranger = runtimes = [
+            build_runtime(deployment),
+            build_runtime(deployment),
+            build_runtime(staging),
+        ]
+        for runtime in runtimes:
+            await runtime.start()
+            stack.push_async_callback(runtime.stop)
+        brokers = [redis_broker(runtime) for runtime in runtimes]
+        await asyncio.wait_for(asyncio.gather(*(b.listening.wait() for b in brokers)), 5)
+        channel = [engine_channel(tenant.hashid)]
+        ours = await stack.enter_async_context(colleague.broker.subscribe(channel))
+        theirs = await stack.enter_async_context(stranger.broker.subscribe(channel))
+        await search(worker, tenant, "secret prod query")
+        heard = await asyncio.wait_for(anext(ours), 5)
+        assert heard["query"] == "secret prod query"  # the deployment's own workers hear it
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(theirs), 0.5)
+    # Channels are named after a keyed digest of the secret, never the secret itself.
+    assert "test-secret-key" not in brokers[0].prefix
+
+
+def redis_broker(runtime: Runtime) -> RedisBroker:
+    assert isinstance(runtime.broker, RedisBroker)
+    return runtime.broker

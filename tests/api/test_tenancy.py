@@ -226,6 +226,28 @@ async def test_signed_jwts_with_hostile_claims_are_not_authenticated_on_rest_doo
     assert len(await stored_events(runtime)) == 1
 
 
+async def test_a_jwt_expires_at_its_exp_on_every_door_though_issued_a_little_ahead(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    """The clock skew allowed is for ``iat`` and ``nbf`` (a client's clock a little ahead), not a
+    minute of life after ``exp``: expired seconds ago, a token is refused by REST as by GraphQL."""
+    now, name = int(time.time()), tenant.account
+    expired = signed_claims(tenant, f'{{"iat": {now - 600}, "exp": {now - 5}, "name": "{name}"}}')
+    ahead = signed_claims(
+        tenant, f'{{"iat": {now + 30}, "nbf": {now + 30}, "exp": {now + 600}, "name": "{name}"}}'
+    )
+    for headers, answer in ((expired, (401, "not_authenticated")), (ahead, (200, "ok"))):
+        assert await visit(client, headers, tenant.hashid) == answer
+        assert await clicks(client, headers, tenant.hashid) == answer
+        workplace = await client.post(
+            "/api/ws/v1/analytics/event", json=WORKPLACE_EVENT, headers=headers
+        )
+        assert workplace.status_code == answer[0]
+        for call in ("graphql-record", "graphql-stats"):
+            assert await CALLS[call](client, headers, tenant.hashid) == (200, answer[1])
+    assert len(await stored_events(runtime)) == 3
+
+
 async def test_a_batch_binds_each_event_to_its_own_engine(
     client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, other_tenant: Tenant
 ) -> None:

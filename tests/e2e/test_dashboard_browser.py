@@ -1,4 +1,5 @@
-"""The live dashboard in headless Chromium: events recorded through REST move its numbers."""
+"""The live dashboard in headless Chromium: events recorded through REST move its numbers, and
+a subscription the server ends is shown and started again."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import BROWSER_UA, REQUIRE_POSTGRES
+from app.errors import Unavailable
+from app.services import live
+from app.services.runtime import Runtime
+from tests.conftest import BROWSER_UA, REQUIRE_POSTGRES, make_tenant
+from tests.e2e.live_support import gql, served_app
 from tests.e2e.servers import ROOT, ServeProcess, searchstats_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -21,6 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = ROOT / "test-artifacts"
 ITEM = "43f9bb3e-f90d-458f-9858-7e4589481d18"
+SEARCH_NOW = "mutation($text: String!) { recordSearch(input: {query: $text}) { id } }"
 
 
 def _browser_or_skip() -> Any:
@@ -53,7 +59,7 @@ def service(tmp_path: Path) -> Iterator[tuple[ServeProcess, str]]:
 
 
 @pytest.fixture
-async def page(service: tuple[ServeProcess, str]) -> AsyncIterator[Any]:
+async def page() -> AsyncIterator[Any]:
     async_playwright = _browser_or_skip()
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -113,6 +119,38 @@ async def test_a_refused_key_brings_the_form_back(
     await page.click("#connect")
     await expect_text(page, "#key-error", "This API key was refused.")
     assert await page.locator("#key-form").is_visible()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_subscription_the_server_ends_is_shown_and_started_again(
+    page: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = await make_tenant(runtime, "default")
+    async with served_app(runtime) as served:  # in this process: its feeds can be made to fail
+        await page.goto(f"{served.http.base_url}/dashboard/")
+        await page.fill("#api-key", tenant.api_key)
+        await page.click("#connect")
+        await expect_text(page, "#status", "live")
+
+        async def database_down(**_: Any) -> Any:
+            raise Unavailable()
+
+        monkeypatch.setattr(live, "compute_stats", database_down)
+        await gql(served, tenant, SEARCH_NOW, text="during the outage")
+        # The feed's refresh failed: the server ended the subscription with `unavailable`.
+        await page.wait_for_function(
+            """() => {
+                const status = document.querySelector("#status");
+                return status.dataset.state === "error"
+                    && status.textContent.startsWith("Service unavailable, retry later — retrying");
+            }""",
+            timeout=10_000,
+        )
+        monkeypatch.undo()
+        await gql(served, tenant, SEARCH_NOW, text="after it")
+        # Subscribed again on its own: live, with the numbers of now.
+        await expect_text(page, "#status", "live")
+        await expect_text(page, "#searches-total", "2")
 
 
 async def record_through_every_door(http: httpx.AsyncClient, key: str) -> None:

