@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -12,13 +13,16 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
-from app.errors import SearchStatsError
+from app.errors import NotAuthenticated, SearchStatsError
 from app.services.live import LiveStats
 from app.services.runtime import Runtime
 from graphql_schema.context import Context
-from graphql_schema.fanout import LegacyWSHandler, TransportWSHandler
+from graphql_schema.extensions import MASKED_MESSAGE
 from graphql_schema.http import GraphQLDoor
 from graphql_schema.schema import build_schema
+from graphql_schema.websocket import LegacyWSHandler, TransportWSHandler
+
+log = logging.getLogger("searchstats.graphql")
 
 # The legacy graphql-ws protocol has no ping of its own: keep idle connections from timing out.
 LEGACY_KEEP_ALIVE_SECONDS = 15
@@ -62,11 +66,22 @@ class SearchStatsGraphQL(GraphQLDoor):
         return None
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        """Refuse a connection without valid credentials (graphql-transport-ws: 4403)."""
+        """Admit a connection with a valid credential.
+
+        Without one, it is rejected as Strawberry does (graphql-transport-ws: 4403; graphql-ws:
+        ``connection_error``). Any other refusal (storage down, too many failed credentials
+        from the address) is raised as the contract's error, an unexpected one masked and
+        logged, for graphql_schema/websocket.py's handlers to close the connection with.
+        """
         try:
             await context.connect()
-        except SearchStatsError as error:
+        except NotAuthenticated as error:
             raise ConnectionRejectionError({"code": error.code, "message": error.message}) from None
+        except SearchStatsError:
+            raise
+        except Exception:
+            log.exception("unexpected error admitting a websocket connection")
+            raise SearchStatsError(MASKED_MESSAGE) from None
         return UnsetType()  # acknowledge without a payload
 
 

@@ -52,12 +52,20 @@ class Context:
         await self.runtime.limits.admit_caller(principal, self.client_address, access)
 
     async def connect(self) -> Principal:
-        """A websocket's caller: the connection_init credential, else the upgrade header's."""
+        """A websocket's caller: the connection_init credential, else the upgrade header's.
+
+        A failed credential counts against the client's address, as at the HTTP doors: past
+        the read rate it is refused with ``TooManyRequests`` instead of ``NotAuthenticated``.
+        """
         params = self.connection_params or {}
         credential = params.get("Authorization", params.get("authorization"))
         if isinstance(credential, str) and credential:
             self.authorization, self._principal = credential, None
-        return await self.principal()
+        try:
+            return await self.principal()
+        except NotAuthenticated:
+            await self.runtime.limits.admit_caller(None, self.client_address, Access.READ)
+            raise
 
     @property
     def client(self) -> Client:

@@ -20,6 +20,7 @@ from typing import Any
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.validation import ASTValidationRule
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext as StrawberryExecutionContext
 from strawberry.types import StreamExecutionResult
@@ -139,6 +140,12 @@ async def _admit(context: Context, access: Access) -> None:
         raise SearchStatsError() from None
 
 
+# The original errors a coded error keeps, for a transport that reads them: a retry-later
+# refusal's HTTP status; an operation that cannot be told, for which graphql-transport-ws closes
+# the connection with 4400, as Strawberry does.
+_KEPT = (SearchStatsError, CannotGetOperationTypeError)
+
+
 def coded(error: GraphQLError) -> GraphQLError:
     original = error.original_error
     if isinstance(original, SearchStatsError):
@@ -146,6 +153,10 @@ def coded(error: GraphQLError) -> GraphQLError:
     elif original is None or isinstance(original, GraphQLError):
         # Syntax, validation and variable coercion errors: the request itself is malformed.
         code, message = BadParams.code, error.message
+    elif isinstance(original, CannotGetOperationTypeError | InvalidOperationTypeError):
+        # Raised where Strawberry streams an operation (websockets): over HTTP it answers them
+        # itself, with a 400.
+        code, message = BadParams.code, _operation_type_message(original)
     else:
         log.error("unexpected error in %s", error.path, exc_info=original)
         code, message = "internal_error", MASKED_MESSAGE
@@ -157,6 +168,21 @@ def coded(error: GraphQLError) -> GraphQLError:
         source=error.source,
         positions=error.positions,
         path=error.path,
-        original_error=original if isinstance(original, SearchStatsError) else None,
+        original_error=original if isinstance(original, _KEPT) else None,
         extensions=extensions,
     )
+
+
+def _operation_type_message(error: CannotGetOperationTypeError | InvalidOperationTypeError) -> str:
+    if isinstance(error, InvalidOperationTypeError):
+        if error.operation_type is OperationType.SUBSCRIPTION:
+            return "subscriptions are not run over HTTP: subscribe over a websocket (docs/live.md)"
+        # Only the legacy protocol runs subscriptions alone.
+        kind = "queries" if error.operation_type is OperationType.QUERY else "mutations"
+        return (
+            f"{kind} are not run over the legacy graphql-ws protocol, subscriptions only: "
+            "send them over HTTP (POST /graphql) or graphql-transport-ws"
+        )
+    if error.operation_name is None:  # without a name, the first operation runs
+        return "the document holds no operation to run"
+    return error.as_http_error_reason()  # as over HTTP: Unknown operation named "…".

@@ -21,48 +21,21 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.async_base_view import AsyncWebSocketAdapter
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
-)
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from app.services.live import Sent
 from app.services.stats import StatsReport
-from graphql_schema.context import Context
 
-# The operation whose task is running (set by the handlers below, for that task only).
+# The operation whose task is running (set by ``follow``, for that task only).
 _OPERATION: ContextVar[_Socket | None] = ContextVar("live_operation", default=None)
 
 
-class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws; a liveStats operation may be written to directly."""
-
-    async def run_operation(self, operation: Operation[Context, None]) -> None:
-        def current() -> bool:  # not completed by either side
-            return self.operations.get(operation.id) is operation and not operation.completed
-
-        _OPERATION.set(_Socket.of(self.websocket, operation.id, "next", current))
-        await super().run_operation(operation)
-
-
-class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
-    """The legacy graphql-ws; a liveStats operation may be written to directly."""
-
-    async def handle_async_results(
-        self,
-        operation_id: str,
-        query: str,
-        operation_name: str | None,
-        variables: dict[str, object] | None,
-    ) -> None:
-        task = asyncio.current_task()
-
-        def current() -> bool:  # not stopped, nor replaced by another of the same id
-            return self.tasks.get(operation_id) is task
-
-        _OPERATION.set(_Socket.of(self.websocket, operation_id, "data", current))
-        await super().handle_async_results(operation_id, query, operation_name, variables)
+def follow(
+    adapter: AsyncWebSocketAdapter, operation_id: str, kind: str, current: Callable[[], bool]
+) -> None:
+    """Let the running task's operation be written to directly (graphql_schema/websocket.py's
+    handlers call it in each operation's task): frames of type ``kind`` with its id, while
+    ``current()`` says the operation is still on."""
+    _OPERATION.set(_Socket.of(adapter, operation_id, kind, current))
 
 
 def current_socket() -> _Socket | None:

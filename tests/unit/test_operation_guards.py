@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
 
 from app.settings import Settings
 from graphql_schema import extensions
@@ -83,3 +86,20 @@ async def test_the_token_limit_is_set_before_parsing() -> None:
     assert result.errors
     assert "token" in result.errors[0].message.lower()
     assert result.errors[0].extensions == {"code": "bad_params"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        (OperationType.QUERY, "queries are not run over the legacy graphql-ws protocol"),
+        (OperationType.MUTATION, "mutations are not run over the legacy graphql-ws protocol"),
+        (OperationType.SUBSCRIPTION, "subscriptions are not run over HTTP"),
+    ],
+)
+def test_an_operation_of_a_type_the_transport_does_not_run_is_bad_params(
+    kind: OperationType, message: str
+) -> None:
+    refused = GraphQLError("not allowed", original_error=InvalidOperationTypeError(kind))
+    error = extensions.coded(refused)
+    assert error.message.startswith(message)
+    assert error.extensions == {"code": "bad_params"}
