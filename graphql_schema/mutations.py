@@ -9,6 +9,7 @@ from typing import Annotated
 import strawberry
 
 from app.domain.events import EventDraft
+from app.domain.tenancy import named_engines
 from app.services.privacy import forget_user
 from app.services.record import record_events
 from graphql_schema.context import Context, Info
@@ -91,6 +92,6 @@ class Mutation:
             policy=context.runtime.engines,
             principal=await context.principal(),
             user_id=user_id,
-            engines=[str(engine) for engine in engines or ()],
+            engines=named_engines(engines),
         )
         return ForgetUserResult(user_id=user_id, deleted_events=deleted)

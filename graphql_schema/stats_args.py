@@ -24,6 +24,7 @@ from app.domain.events import Device, ProductType
 from app.domain.periods import Granularity as DomainGranularity
 from app.domain.periods import parse_zone
 from app.domain.stats import IndexRef, StatsFilter, StatsQuery
+from app.domain.tenancy import named_engines
 from graphql_schema.inputs import ProductTypeEnum
 from graphql_schema.stats_types import (
     BREAKDOWN_FIELDS,
@@ -82,7 +83,7 @@ def stats_query(
     return StatsQuery(
         period=period,
         granularity=DomainGranularity(granularity.value),
-        engines=tuple(str(e) for e in engines or ()),
+        engines=named_engines(engines),
         filter=filter.to_domain() if filter else StatsFilter(),
         metrics=frozenset(METRIC_FIELDS[n] for n in names if n in METRIC_FIELDS),
         rates=frozenset(RATE_FIELDS[n] for n in names if n in RATE_FIELDS),

@@ -25,6 +25,7 @@ from graphql import (
 from graphql.pyutils import Path
 
 from app.domain.events import EventKind
+from app.domain.tenancy import named_engines
 from app.services import live
 from app.services.expiry import until_expired
 from app.services.stats import StatsReport
@@ -88,7 +89,7 @@ class Subscription:
         events = live.recorded_events(
             runtime=context.runtime,
             principal=principal,
-            engines=[str(e) for e in engines or ()],
+            engines=list(named_engines(engines)),
             kinds=[EventKind(t.value) for t in types or ()],
         )
         async with aclosing(until_expired(events, principal)) as stream:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterable
 
 from app.domain.events import HASHID
 from app.errors import BadParams
@@ -25,3 +26,15 @@ def check_hashid(hashid: str) -> str:
 
 def new_hashid() -> str:
     return secrets.token_hex(16)
+
+
+def named_engines(engines: Iterable[object] | None) -> tuple[str, ...]:
+    """The engines an argument names, as hashids; an absent one (``None``) names none, which
+    means all of the caller's. An empty list is refused: read as "all", ``forgetUser(engines:
+    [])`` from a form with nothing ticked would erase the user everywhere."""
+    if engines is None:
+        return ()
+    named = tuple(str(engine) for engine in engines)
+    if not named:
+        raise BadParams("engines must name at least one engine (leave it out for all of them)")
+    return named

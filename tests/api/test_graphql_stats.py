@@ -251,6 +251,18 @@ async def test_skipped_metrics_are_not_computed(
     ]
 
 
+async def test_an_empty_engine_list_is_bad_params_not_every_engine(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    period = 'from: "2025-04-01", to: "2025-04-01"'
+    document = f"query($e: [ID!]) {{ stats({period}, engines: $e) {{ views {{ totalCount }} }} }}"
+    refused = (await ask(client, tenant, document, e=[]))["errors"]
+    assert [e["extensions"]["code"] for e in refused] == ["bad_params"]
+    assert "at least one engine" in refused[0]["message"]
+    every = await ask(client, tenant, document, e=None)  # left out: all the caller's engines
+    assert every["data"]["stats"] == {"views": {"totalCount": 0}}
+
+
 SEARCHED_AROUND_10_15 = [
     "2025-06-01T00:00:00Z",
     "2025-06-01T00:00:00.000001Z",

@@ -184,6 +184,19 @@ async def test_another_accounts_engine_is_denied(
     assert served.hub.watchers == 0
 
 
+async def test_an_empty_engine_list_is_bad_params_not_every_engine(
+    served: Served, tenant: Tenant
+) -> None:
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("1", EVENTS, engines=[])
+        await socket.subscribe("2", LIVE, **PERIOD, engines=[], interval=100)
+        for op_id in ("1", "2"):
+            with pytest.raises(OperationError) as refused:
+                await socket.next(op_id)
+            assert refused.value.code == "bad_params"
+    assert served.hub.watchers == 0
+
+
 async def test_only_the_callers_events_are_streamed(
     served: Served, tenant: Tenant, other_tenant: Tenant
 ) -> None:

@@ -200,6 +200,7 @@ async def test_forget_user_in_named_engines_only(
     [
         ({"user": "u", "engines": ["f" * 32]}, "not_found"),
         ({"user": "u", "engines": ["nope"]}, "bad_params"),
+        ({"user": "u", "engines": []}, "bad_params"),  # not "every engine"
         ({"user": ""}, "bad_params"),
         ({"user": "x" * 65}, "bad_params"),
     ],
