@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, OperationDefinitionNode, parse
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.validation import ASTValidationRule
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -33,6 +33,7 @@ from graphql_schema.context import Context
 
 log = logging.getLogger("searchstats.graphql")
 MASKED_MESSAGE = "Unexpected error."
+OPERATION_NAME_NEEDED = "Must provide operation name if query contains multiple operations."
 CACHED_DOCUMENTS = 1024
 
 # Keyed by the document's text and the parse options (the token limit): a document over the
@@ -98,9 +99,10 @@ class OperationGuards:
         """``on_validate``, before Strawberry's own validation (which errors set here skip)."""
         document = execution.graphql_document
         assert document is not None  # Strawberry validates only what it parsed
-        execution.pre_execution_errors = _validated(
-            execution.schema._schema, _Parsed(document), execution.validation_rules
-        )
+        errors = _validated(execution.schema._schema, _Parsed(document), execution.validation_rules)
+        if not errors and _unnamed_among_several(execution, document):
+            errors = [GraphQLError(OPERATION_NAME_NEEDED)]
+        execution.pre_execution_errors = errors
 
     async def admit(self, execution: StrawberryExecutionContext) -> None:
         """``on_execute``, before execution: mutations count as writes; queries and each
@@ -123,6 +125,19 @@ class OperationGuards:
         """``on_stream_result``: error codes on each message of a subscription too."""
         if isinstance(result, ExecutionResult) and result.errors:
             result.errors = [coded(error) for error in result.errors]
+
+
+def _unnamed_among_several(execution: StrawberryExecutionContext, document: DocumentNode) -> bool:
+    """Several operations and no ``operationName``: GraphQL's GetOperation is an error there.
+
+    Strawberry runs the first of them instead (its ``operation_name`` falls back to the first
+    operation's name, so graphql-core never sees the name missing): a client sending a document
+    of a query and a mutation would run whichever comes first.
+    """
+    if execution._provided_operation_name is not None:  # as the client sent it
+        return False
+    operations = (d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+    return next(operations, None) is not None and next(operations, None) is not None
 
 
 async def _admit(context: Context, access: Access) -> None:

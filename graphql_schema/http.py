@@ -22,20 +22,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.http import GraphQLRequestData
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from app.domain.strict_json import parse_json
-from app.errors import BadParams, NotFound, SearchStatsError, retry_after
+from app.errors import BadParams, MethodNotAllowed, NotFound, SearchStatsError, retry_after
 from app.services.metrics import CLIENT_CLOSED_REQUEST, note_error_code
 from graphql_schema.context import Context
 
 log = logging.getLogger("searchstats.graphql")
 
 MESSAGE_TOO_BIG = 1009
-SUBSCRIPTION = OperationType.SUBSCRIPTION
+SUBSCRIPTION, MUTATION = OperationType.SUBSCRIPTION, OperationType.MUTATION
+ALLOWED_METHODS = "GET, POST"
+NOT_AN_OBJECT = 'a GraphQL request is a JSON object: {"query": "…", "variables": {…}}'
 SUBSCRIPTION_OVER_HTTP = (
     "subscriptions are served over websockets at /graphql (graphql-transport-ws or graphql-ws), "
     "not over HTTP"
@@ -44,19 +47,31 @@ SUBSCRIPTION_OVER_HTTP = (
 
 def error_response(error: SearchStatsError) -> Response:
     """One error as a GraphQL response, with the contract's status and code."""
+    headers = {}
     seconds = retry_after(error)
+    if seconds is not None:
+        headers["Retry-After"] = str(seconds)
+    if isinstance(error, MethodNotAllowed):
+        headers["Allow"] = ALLOWED_METHODS
     return JSONResponse(
         {"errors": [{"message": error.message, "extensions": {"code": error.code}}]},
         status_code=error.status,
-        headers={"Retry-After": str(seconds)} if seconds is not None else None,
+        headers=headers or None,
     )
 
 
-def _from_http(exception: HTTPException) -> SearchStatsError:
+def _from_http(exception: HTTPException, method: str) -> SearchStatsError:
     """Strawberry's own refusals (unparsable request, batch, method) in the contract's words."""
     cause = exception.__cause__
-    if isinstance(cause, InvalidOperationTypeError) and cause.operation_type is SUBSCRIPTION:
-        return BadParams(SUBSCRIPTION_OVER_HTTP)
+    if isinstance(cause, InvalidOperationTypeError):
+        if cause.operation_type is SUBSCRIPTION:
+            return BadParams(SUBSCRIPTION_OVER_HTTP)
+        if cause.operation_type is MUTATION and method == "GET":
+            # GraphQL over HTTP: a mutation is sent with POST; GET is for queries (a link, a
+            # prefetch or a cache must never change anything).
+            return MethodNotAllowed("a mutation is sent with POST, not GET")
+    if exception.status_code == 405:
+        return MethodNotAllowed(f"{method} is not allowed here; /graphql answers {ALLOWED_METHODS}")
     error: SearchStatsError = (
         NotFound(exception.reason) if exception.status_code == 404 else BadParams(exception.reason)
     )
@@ -102,7 +117,7 @@ class GraphQLDoor(GraphQL[Context, None]):
         except SearchStatsError as error:
             response = error_response(error)
         except HTTPException as exception:
-            response = error_response(_from_http(exception))
+            response = error_response(_from_http(exception, scope["method"]))
         except ClientDisconnect:
             # Gone before its body ended: nobody to answer, and no fault of the service's.
             log.debug("client gone during %s %s", scope["method"], scope["path"])
@@ -115,6 +130,18 @@ class GraphQLDoor(GraphQL[Context, None]):
     def parse_json(self, data: str | bytes) -> Any:
         """Request bodies and ``variables``/``extensions`` of GET requests, read strictly."""
         return parse_json(data)
+
+    async def parse_http_body(self, request_adapter: Any) -> Any:
+        """The request's query, variables and operation name, as Strawberry reads them, with
+        what it does not check: a JSON body that is not an object (Strawberry calls ``.get``
+        on it), and an empty ``operationName``, which GraphQL over HTTP reads as none."""
+        try:
+            request_data = await super().parse_http_body(request_adapter)
+        except AttributeError:
+            raise BadParams(NOT_AN_OBJECT) from None
+        if isinstance(request_data, GraphQLRequestData) and request_data.operation_name == "":
+            request_data.operation_name = None
+        return request_data
 
     def encode_json(self, data: object) -> str:
         """Responses and websocket messages (text: the protocols send text frames)."""

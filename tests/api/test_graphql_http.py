@@ -1,0 +1,83 @@
+"""/graphql over HTTP as GraphQL over HTTP has it: what a request must be, and what is refused
+before anything runs, with the contract's codes and statuses."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from app.services.runtime import Runtime
+from graphql_schema.extensions import OPERATION_NAME_NEEDED
+from graphql_schema.http import NOT_AN_OBJECT
+from tests.api.helpers import stored_events
+from tests.conftest import Tenant
+
+VISIT = 'mutation Visit { recordVisit(input: {store: "s"}) { id } }'
+TWO = VISIT + " query Engines { engines { hashid } }"
+
+
+def codes(response: httpx.Response) -> list[str]:
+    return [error["extensions"]["code"] for error in response.json()["errors"]]
+
+
+@pytest.mark.parametrize("body", [b"5", b'"x"', b"null", b"true"])
+async def test_a_body_that_is_not_a_json_object_is_bad_params(
+    client: httpx.AsyncClient, tenant: Tenant, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {**tenant.token, "Content-Type": "application/json"}
+    with caplog.at_level(logging.ERROR):
+        response = await client.post("/graphql", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["message"] == NOT_AN_OBJECT
+    assert codes(response) == ["bad_params"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_several_operations_without_a_name_run_none(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    for name in (None, ""):  # an empty name is no name (GraphQL over HTTP)
+        body = {"query": TWO, "operationName": name}
+        response = await client.post("/graphql", json=body, headers=tenant.token)
+        assert response.json()["errors"][0]["message"] == OPERATION_NAME_NEEDED
+        assert codes(response) == ["bad_params"]
+    assert await stored_events(runtime) == []
+    named = await client.post(
+        "/graphql", json={"query": TWO, "operationName": "Engines"}, headers=tenant.token
+    )
+    assert named.json() == {"data": {"engines": [{"hashid": tenant.hashid}]}}
+    assert await stored_events(runtime) == []
+
+
+async def test_an_empty_operation_name_is_no_name(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    body = {"query": VISIT, "operationName": ""}
+    response = await client.post("/graphql", json=body, headers=tenant.token)
+    assert "errors" not in response.json()
+    assert len(await stored_events(runtime)) == 1
+
+
+async def test_a_mutation_over_get_is_405_and_runs_nothing(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    response = await client.get("/graphql", params={"query": VISIT}, headers=tenant.token)
+    assert (response.status_code, response.headers["Allow"]) == (405, "GET, POST")
+    assert codes(response) == ["bad_params"]
+    assert response.json()["errors"][0]["message"] == "a mutation is sent with POST, not GET"
+    assert await stored_events(runtime) == []
+    query = await client.get(
+        "/graphql", params={"query": "{ engines { hashid } }"}, headers=tenant.token
+    )
+    assert query.json() == {"data": {"engines": [{"hashid": tenant.hashid}]}}
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+async def test_another_method_is_405_with_the_methods_allowed(
+    client: httpx.AsyncClient, tenant: Tenant, method: str
+) -> None:
+    response = await client.request(method, "/graphql", json={"query": VISIT}, headers=tenant.token)
+    assert (response.status_code, response.headers["Allow"]) == (405, "GET, POST")
+    assert codes(response) == ["bad_params"]
