@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_credentials=True,
-            # The DSpace Angular UI sends X-Referrer and X-Correlation-ID with every request.
+            # The DSpace Angular UI sends X-Referrer and X-Correlation-ID with every request;
+            # Apollo Client its name and version when given them, and apollo-require-preflight.
             allow_headers=[
                 "Authorization",
                 "Content-Type",
@@ -72,6 +73,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 "X-Referrer",
                 "X-XSRF-TOKEN",
                 "X-Request-ID",
+                "apollographql-client-name",
+                "apollographql-client-version",
+                "apollo-require-preflight",
             ],
             expose_headers=["DSPACE-XSRF-TOKEN", "Retry-After", "X-Request-ID"],
             max_age=600,

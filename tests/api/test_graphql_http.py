@@ -81,3 +81,17 @@ async def test_another_method_is_405_with_the_methods_allowed(
     response = await client.request(method, "/graphql", json={"query": VISIT}, headers=tenant.token)
     assert (response.status_code, response.headers["Allow"]) == (405, "GET, POST")
     assert codes(response) == ["bad_params"]
+
+
+async def test_a_browser_may_send_apollo_clients_headers(client: httpx.AsyncClient) -> None:
+    asked = "authorization,content-type,apollographql-client-name,apollographql-client-version"
+    preflight = {
+        "Origin": "https://dashboard.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": asked + ",apollo-require-preflight",
+    }
+    response = await client.options("/graphql", headers=preflight)
+    assert response.status_code == 200
+    allowed = response.headers["access-control-allow-headers"].lower()
+    for header in preflight["Access-Control-Request-Headers"].split(","):
+        assert header in allowed
