@@ -15,12 +15,17 @@ log = logging.getLogger(__name__)
 
 
 # PostgreSQL's SQLSTATEs for a server that cannot serve now: connection exceptions (class 08),
-# insufficient resources (class 53: disk full, out of memory, too many connections), shutting
-# down or starting up (57P01-57P03), and a write refused as read-only (a standby, or
-# default_transaction_read_only), which asyncpg reports as plain errors, not as operational ones.
-DOWN_SQLSTATE_CLASSES = ("08", "53")
+# a login refused (class 28: the role or its password changed under the service), insufficient
+# resources (class 53: disk full, out of memory, too many connections), shutting down or starting
+# up (57P01-57P03), the database dropped, renamed away (3D000, 57P04) or taking no connections
+# (55000, ALTER DATABASE … ALLOW_CONNECTIONS false: the service sends nothing else that raises
+# it), and a write refused as read-only (a standby, or default_transaction_read_only). asyncpg
+# reports these as plain errors, not as operational ones.
+DOWN_SQLSTATE_CLASSES = ("08", "28", "53")
 READ_ONLY_SQLSTATE = "25006"  # read_only_sql_transaction
-DOWN_SQLSTATES = frozenset({READ_ONLY_SQLSTATE, "57P01", "57P02", "57P03"})
+DOWN_SQLSTATES = frozenset(
+    {READ_ONLY_SQLSTATE, "57P01", "57P02", "57P03", "57P04", "3D000", "55000"}
+)
 SQLITE_READONLY = 8  # the primary result code; extended ones (SQLITE_READONLY_DBMOVED) add bits
 
 

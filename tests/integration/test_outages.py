@@ -569,6 +569,39 @@ async def test_postgres_read_only_then_writable_serves_again_without_a_restart(
     assert served == [[(200, None), (200, None)]] * 2
 
 
+@asynccontextmanager
+async def refusing_connections(url: str) -> AsyncIterator[None]:
+    """The database takes no connection in the block (ALTER DATABASE … ALLOW_CONNECTIONS false,
+    as for maintenance), and those it had are ended."""
+    name = make_url(url).database
+    await _admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    await _admin_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
+    try:
+        yield
+    finally:
+        await _admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_postgres_database_taking_no_connections_is_503_then_serves_again(
+    tenant: Tenant, settings: Settings
+) -> None:
+    """Every door answered a masked 500 (internal_error, SQLSTATE 55000 taken for a fault of the
+    request): the storage is down, 503 with Retry-After, and served again once it is back."""
+    async with started(settings) as worker, probing(worker) as http:
+        assert await record_through_every_door(http, tenant) == [(200, None), (200, None)]
+        async with refusing_connections(settings.database_url):
+            refused = [await record_through_every_door(http, tenant) for _ in range(2)]
+            unready = await http.get("/readyz")
+        served = await record_through_every_door(http, tenant)
+    assert refused == [[(503, "1"), (503, "1")]] * 2
+    assert unready.status_code == 503
+    assert served == [(200, None), (200, None)]
+
+
 @pytest.mark.parametrize("backend", ["postgresql"])
 async def test_readyz_is_503_while_postgres_is_read_only_and_200_after(
     tenant: Tenant, settings: Settings
@@ -636,6 +669,11 @@ class _Orig(Exception):
         ("53300", True),
         ("53100", True),  # disk full
         ("25006", True),  # read-only: a standby, default_transaction_read_only
+        ("55000", True),  # the database takes no connections (ALLOW_CONNECTIONS false)
+        ("3D000", True),  # the database is gone (dropped, renamed)
+        ("57P04", True),
+        ("28P01", True),  # the login is refused: the password changed
+        ("42P01", False),
         ("23505", False),
         ("22001", False),
     ],
