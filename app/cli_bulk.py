@@ -62,7 +62,9 @@ def add_commands(commands: Any) -> None:
     exporting.add_argument("--from", dest="start", required=True, help="ISO date or date-time")
     exporting.add_argument("--to", dest="end", required=True, help="ISO date (included) or time")
     exporting.add_argument("--account", help="the account whose events are written")
-    exporting.add_argument("--format", choices=("ndjson", "csv"), default="ndjson")
+    exporting.add_argument(
+        "--format", choices=("ndjson", "csv"), help="default: by the output's extension"
+    )
     exporting.add_argument("--output", help="the file to write (default: standard output)")
     exporting.set_defaults(handler=run_export)
 
@@ -84,7 +86,7 @@ async def _with_runtime(settings: Settings, work: Callable[[Runtime], Any]) -> A
 
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
     name = args.file
-    fmt = args.format or ("csv" if name.lower().endswith(".csv") else "ndjson")
+    fmt = _format(args.format, name)
     source = sys.stdin.buffer if name == "-" else _input(name)
 
     def rejected(line: int, message: str) -> None:
@@ -112,6 +114,12 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     if summary.stopped_at is not None:
         return 1
     return SOME_LINES_REJECTED if summary.rejected else 0
+
+
+def _format(given: str | None, path: str | None) -> str:
+    """The format asked, else the file's by its extension: CSV for ``.csv``, else NDJSON (so
+    that ``export --output x.csv`` writes what ``import x.csv`` reads)."""
+    return given or ("csv" if path and path.lower().endswith(".csv") else "ndjson")
 
 
 def _input(name: str) -> IO[bytes]:
@@ -179,7 +187,8 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
             runtime=runtime, principal=principal, start=start, end=end
         )
         with _output(args.output) as out:
-            write = csv_writer(out) if args.format == "csv" else _ndjson_writer(out)
+            as_csv = _format(args.format, args.output) == "csv"
+            write = csv_writer(out) if as_csv else _ndjson_writer(out)
             count = 0
             async for document in documents:
                 try:

@@ -18,6 +18,9 @@ import orjson
 from app.domain.event_documents import CSV_COLUMNS, csv_document
 from app.errors import BadParams
 
+# What a spreadsheet puts before the first column's name when it saves a CSV file as UTF-8.
+BYTE_ORDER_MARK = "\ufeff"
+
 Advance = Callable[[int], None]
 Documents = Generator[tuple[int, Any]]
 SKIP_CHUNK = 1 << 20  # the rest of an over-long line is read and dropped this much at a time
@@ -165,6 +168,8 @@ def _csv_header(rows: Iterator[list[str]]) -> list[str]:
         raise BadParams(f"line {unreadable.number}: {unreadable.message}") from None
     except csv.Error as error:
         raise BadParams(f"line 1: {_not_csv(error)}") from None
+    if columns and columns[0].startswith(BYTE_ORDER_MARK):  # a file saved by Excel
+        columns[0] = columns[0][len(BYTE_ORDER_MARK) :]
     unknown = [column for column in columns if column not in CSV_COLUMNS]
     if "type" not in columns or unknown:
         problem = f"unknown columns {', '.join(unknown)}" if unknown else "no type column"

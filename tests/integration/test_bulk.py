@@ -493,3 +493,31 @@ def test_a_csv_export_runs_no_formula_and_imports_back_every_string(
     assert sorted(after.splitlines()) == sorted(before.splitlines())
     texts = {orjson.loads(line)["search"]["query"] for line in after.splitlines()}
     assert texts == set(FORMULAS)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_export_writes_csv_for_a_csv_file_and_import_reads_one_saved_by_a_spreadsheet(
+    database_url: str,
+    empty_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    docs = documents(40)
+    assert cli(capsys, "import", str(write_ndjson(tmp_path / "in.ndjson", docs)))[0] == 0
+    exported = tmp_path / "out.csv"  # no --format: the extension says CSV, as for import
+    period = ("--from", "2025-03-01", "--to", "2025-03-31")
+    assert cli(capsys, "export", *period, "--output", str(exported))[0] == 0
+    assert exported.read_text().startswith("type,")
+    # Saved again by a spreadsheet as "CSV UTF-8": a byte order mark before the first column.
+    saved = tmp_path / "saved.csv"
+    saved.write_bytes(b"\xef\xbb\xbf" + exported.read_bytes())
+
+    use(empty_database_url, monkeypatch)
+    assert cli(capsys, "migrate")[0] == 0
+    prepare(capsys)
+    code, _, err = cli(capsys, "import", str(saved))
+    assert code == 0, err
+    assert f"read {len(docs)}, stored {len(docs)}, duplicates 0, rejected 0" in summary(err)
