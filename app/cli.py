@@ -277,14 +277,15 @@ def _exit_cleanly(_signal: int, _frame: FrameType | None) -> NoReturn:
 def _shared_metrics(workers: int) -> Iterator[None]:
     """Several workers add their metrics up in one folder (prometheus_client's multiprocess mode).
 
-    A folder the operator names in PROMETHEUS_MULTIPROC_DIR is used, emptied of a previous run's
-    values first; otherwise a fresh one is made, and removed when serving ends.
+    A folder the operator names in PROMETHEUS_MULTIPROC_DIR is used (made if missing), emptied of
+    a previous run's values first; otherwise a fresh one is made, and removed when serving ends.
     """
     named = os.environ.get(MULTIPROCESS_ENV)
     if workers == 1 and not named:
         yield
         return
     if named:
+        Path(named).mkdir(parents=True, exist_ok=True)  # else every worker fails as it starts
         for stale in Path(named).glob("*.db"):
             stale.unlink()
         yield

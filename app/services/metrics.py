@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -160,6 +161,9 @@ class Metrics:
 
         self._subscriber_count = subscribers
         self._sampler = asyncio.create_task(sample(), name="metrics-sampler")
+        folder = multiprocess_dir()
+        if folder:
+            forget_dead_workers(folder)
 
     async def stop(self) -> None:
         if self._sampler is not None:
@@ -180,6 +184,29 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def forget_dead_workers(folder: str) -> None:
+    """Take the live gauges of workers that died without stopping out of the sum.
+
+    A worker that stops marks itself dead (``Metrics.stop``); one that was killed (and started
+    again by uvicorn) cannot, and its last websocket and subscriber counts would stay in every
+    scrape. Each worker, as it starts, marks dead those whose process is gone.
+    """
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), folder)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
 
 
 def note_error_code(scope: MutableMapping[str, Any], code: str) -> None:
