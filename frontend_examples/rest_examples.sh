@@ -6,6 +6,8 @@ KEY="${SEARCHSTATS_API_KEY:?set SEARCHSTATS_API_KEY to the key searchstats serve
 TODAY="$(date -u +%Y%m%d)"
 JSON='Content-Type: application/json'
 
+# Sent anonymously by curl, these two are recorded as a robot's (a browser's would not be): the
+# dashboard and stats leave them out unless includeBots is set (docs/privacy.md#robots).
 echo '# DSpace (anonymous): a search and an item view -> 201, empty body'
 curl -sS -o /dev/null -w '%{http_code}\n' -X POST "$URL/api/statistics/searchevents" -H "$JSON" \
   -d '{"query":"open access","page":{"size":10,"totalElements":42,"totalPages":5,"number":0},"sort":{"by":"score","order":"desc"}}'
