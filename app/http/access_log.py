@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import LOGGING_CONFIG
 
 from app.auth.addresses import ClientAddresses
+from app.http.health import PROBES
 from app.http.json_logs import JsonLines, accepted_request_id, request_id
 from app.http.log_stream import LoopBatchedStream
 from app.services.metrics import ERROR_CODES_KEY, Metrics, error_codes
@@ -78,7 +79,7 @@ class AccessLog:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         if scope["type"] == "http":
             self.metrics.observe_request(route, method, seconds)
-            if status >= 400 or ERROR_CODES_KEY in scope:
+            if (status >= 400 or ERROR_CODES_KEY in scope) and route not in PROBES:
                 self.metrics.count_errors(error_codes(scope, status))
         elif status == 101:
             self.metrics.websockets.dec()

@@ -8,6 +8,10 @@ from starlette.routing import BaseRoute, Route
 
 from app.services.runtime import Runtime
 
+# The probes' paths: their answers are the worker's state, not errors of a request (the access
+# log counts none of them in searchstats_errors_total).
+PROBES = ("/healthz", "/readyz")
+
 
 def health_routes(runtime: Runtime) -> list[BaseRoute]:
     async def healthz(_request: Request) -> JSONResponse:
@@ -21,4 +25,4 @@ def health_routes(runtime: Runtime) -> list[BaseRoute]:
             headers=None if ready.ok else {"Retry-After": "1"},
         )
 
-    return [Route("/healthz", healthz), Route("/readyz", readyz)]
+    return [Route(PROBES[0], healthz), Route(PROBES[1], readyz)]

@@ -70,6 +70,19 @@ async def test_ready_unless_the_schema_is_behind_the_code(
         assert visit.status_code == 200, visit.text
 
 
+async def test_an_unready_worker_counts_no_error(
+    client: httpx.AsyncClient, revision: SetRevision
+) -> None:
+    """A worker waiting for ``migrate`` is no storage outage: searchstats_errors_total (which
+    alerts watch for code="unavailable") leaves the probes' answers out."""
+    await revision(PREVIOUS)
+    assert [(await client.get("/readyz")).status_code for _ in range(3)] == [503] * 3
+    metrics = (await client.get("/metrics")).text
+    assert "searchstats_errors_total{" not in metrics
+    # Timed like any request all the same.
+    assert 'searchstats_request_duration_seconds_count{method="GET",route="/readyz"} 3.0' in metrics
+
+
 async def test_a_database_never_migrated_is_not_ready(empty_database_url: str) -> None:
     settings = Settings(database_url=empty_database_url, secret_key="test")
     runtime = build_runtime(settings)
