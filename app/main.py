@@ -46,8 +46,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     routes: list[BaseRoute] = [
         Route("/graphql", graphql),  # any method: the door answers 405 in GraphQL's shape
         *rest_routes(runtime),
-        WebSocketRoute("/graphql", graphql),  # subscriptions (a Mount never matches the bare path)
-        Mount("/graphql", graphql),
+        WebSocketRoute("/graphql", graphql),  # subscriptions
         *health_routes(runtime),
         *metrics_routes(runtime.metrics),
         *_dashboard(),

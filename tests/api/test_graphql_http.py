@@ -95,3 +95,12 @@ async def test_a_browser_may_send_apollo_clients_headers(client: httpx.AsyncClie
     allowed = response.headers["access-control-allow-headers"].lower()
     for header in preflight["Access-Control-Request-Headers"].split(","):
         assert header in allowed
+
+
+async def test_graphql_is_at_its_path_alone(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    """/graphql/anything is no GraphQL endpoint (it answered as one, GraphiQL included)."""
+    for path in ("/graphql/anything", "/graphql/x/y"):
+        response = await client.post(path, json={"query": "{ __typename }"}, headers=tenant.token)
+        assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
+    slash = await client.post("/graphql/", json={"query": "{ __typename }"}, headers=tenant.token)
+    assert (slash.status_code, slash.headers["location"]) == (307, "http://testserver/graphql")
