@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -28,6 +29,8 @@ from app.services.metrics import MULTIPROCESS_ENV
 from app.settings import Settings
 from app.storage.database import Database, open_database
 from app.storage.migrate import SchemaState, upgrade_to_head
+
+log = logging.getLogger("searchstats")
 
 T = TypeVar("T")
 DRIVERS = frozenset({"sqlite+aiosqlite", "postgresql+asyncpg"})
@@ -229,7 +232,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         await upgrade_to_head(database)
         # Checked before serving, once for every worker: they read the same secret.
         vault = await accounts.service_vault(database=database, settings=settings)
-        return await accounts.bootstrap(database=database, vault=vault)
+        created = await accounts.bootstrap(database=database, vault=vault)
+        anonymous = settings.anonymous_engine
+        if await accounts.engine_missing(database=database, hashid=anonymous):
+            # Not refused: the engine may be created next; said, as every DSpace event is a 404.
+            log.warning(
+                "SEARCHSTATS_ANONYMOUS_ENGINE names engine %s, which does not exist: anonymous "
+                "DSpace events are answered 404 not_found until it is created "
+                "(searchstats engine create ACCOUNT --hashid %s)",
+                anonymous,
+                anonymous,
+            )
+        return created
 
     created = _with_database(settings, prepare)
     if created is not None:

@@ -120,6 +120,14 @@ async def bootstrap(*, database: Database, vault: KeyVault) -> Bootstrap | None:
     return Bootstrap(account=account, engine=engine)
 
 
+async def engine_missing(*, database: Database, hashid: str | None) -> bool:
+    """Whether an engine a setting names (``SEARCHSTATS_ANONYMOUS_ENGINE``) does not exist."""
+    if not hashid:
+        return False
+    async with database.sessions() as session:
+        return await directory.engine_by_hashid(session, hashid) is None
+
+
 async def account_engines(*, policy: EnginePolicy, principal: Principal) -> list[EngineRecord]:
     """The caller's engines, default engine first."""
     return await policy.engines_for(principal, None)

@@ -175,6 +175,27 @@ def test_serve_on_a_newer_schema_serves_it_as_it_is(
     assert revision_of(newer_schema) == [NEWER]
 
 
+def test_serve_says_when_the_anonymous_engine_does_not_exist(
+    cli_url: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every anonymous DSpace event is a 404 meanwhile, and /readyz says ready: said at start."""
+    missing = "ab" * 16
+    monkeypatch.setenv("SEARCHSTATS_ANONYMOUS_ENGINE", missing)
+    monkeypatch.setattr(cli, "_run_uvicorn", lambda _args, _settings: None)
+    with caplog.at_level(logging.WARNING):
+        assert run(capsys, "serve")[0] == 0
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"SEARCHSTATS_ANONYMOUS_ENGINE names engine {missing}, which does not exist" in warning
+    ok(capsys, "engine", "create", "default", "--hashid", missing)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert run(capsys, "serve")[0] == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_account_create_works_on_a_newer_schema(
     newer_schema: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
