@@ -109,10 +109,10 @@ def storage_down(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     monkeypatch.setattr(directory, "account_by_key_digest", failing)
 
 
-class _NotAcceptingConnections(Exception):
-    """What asyncpg raises for a database closed to connections (SQLSTATE 55000)."""
+class _InternalError(Exception):
+    """A database error that says nothing of the storage being down (SQLSTATE XX000)."""
 
-    sqlstate = "55000"
+    sqlstate = "XX000"
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -140,7 +140,7 @@ async def test_an_unexpected_error_at_connect_is_masked_closed_and_logged_once(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    secret = _NotAcceptingConnections('database "secret_db" is not accepting connections')
+    secret = _InternalError('could not read block 7 in file "secret_db/16384"')
     storage_down(monkeypatch, DBAPIError("SELECT", None, secret))
     with caplog.at_level(logging.ERROR):
         received, code, reason = await refused_with(served.ws_url, protocol, token(tenant))
