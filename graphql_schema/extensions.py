@@ -17,11 +17,18 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, OperationDefinitionNode, parse
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    parse,
+    validate,
+)
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.validation import ASTValidationRule
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
-from strawberry.schema.schema import validate_document
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.types import ExecutionContext as StrawberryExecutionContext
 from strawberry.types import StreamExecutionResult
 from strawberry.types.execution import ExecutionResult
@@ -66,7 +73,9 @@ class _Parsed:
 def _validated(
     schema: GraphQLSchema, parsed: _Parsed, rules: tuple[type[ASTValidationRule], ...]
 ) -> list[GraphQLError]:
-    return validate_document(schema, parsed.document, rules)
+    # Strawberry's validate_document with its own rules but its one-of one: one-of inputs are
+    # checked by graphql-core's (graphql_schema.schema.one_of_checked_by_graphql_core).
+    return validate(schema, parsed.document, (*rules, MaybeNullValidationRule))
 
 
 class OperationGuards:

@@ -6,12 +6,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLInputObjectType
 from graphql.validation import MaxIntrospectionDepthRule, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
@@ -94,7 +95,25 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         config=StrawberryConfig(scalar_map=SCALARS),
     )
     read_inputs_directly(built)
+    one_of_checked_by_graphql_core(built)
     return built
+
+
+def one_of_checked_by_graphql_core(schema: strawberry.Schema) -> None:
+    """One-of inputs (``EventInput``) checked by graphql-core's own rule instead of Strawberry's.
+
+    Strawberry checks a one-of input value in the type's ``out_type``, which knows nothing of
+    where the value lies: a variable's batch of 1,000 events with one wrong was refused without
+    its index. graphql-core checks inputs marked ``is_one_of`` as it coerces them, and its error
+    names the item ("… invalid value at [6]: Within OneOf Input Object type 'EventInput', exactly
+    one field must be specified…"). Same rule, same SDL (Strawberry prints ``@oneOf`` itself).
+    """
+    for named in schema._schema.type_map.values():
+        if isinstance(named, GraphQLInputObjectType) and "out_type" in vars(named):
+            definition = named.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+            if definition is not None and definition.is_one_of:
+                named.is_one_of = True
+                del named.out_type  # Strawberry's check; the type's own returns the value
 
 
 # The printed SDL (schema.graphql) is exported from this instance; limits do not change it.

@@ -104,3 +104,43 @@ async def test_graphql_is_at_its_path_alone(client: httpx.AsyncClient, tenant: T
         assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
     slash = await client.post("/graphql/", json={"query": "{ __typename }"}, headers=tenant.token)
     assert (slash.status_code, slash.headers["location"]) == (307, "http://testserver/graphql")
+
+
+BATCH = "mutation($e: [EventInput!]!) { recordEvents(input: $e) { id } }"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "where"),
+    [
+        ({"visit": {"store": "s"}, "search": {"query": "q"}}, "[6]"),  # two kinds
+        ({}, "[6]"),  # none
+        ({"visit": None}, "[6].visit"),  # a kind without its value
+    ],
+)
+async def test_a_batch_names_the_event_that_is_not_exactly_one_kind(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    runtime: Runtime,
+    wrong: dict[str, object],
+    where: str,
+) -> None:
+    events: list[dict[str, object]] = [{"visit": {"store": "s"}}] * 10
+    events[6] = wrong
+    response = await client.post(
+        "/graphql", json={"query": BATCH, "variables": {"e": events}}, headers=tenant.token
+    )
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "bad_params"
+    assert f"Variable '$e' has invalid value at {where}: Within OneOf" in error["message"]
+    assert "exactly one field must be specified" in error["message"]
+    assert await stored_events(runtime) == []
+
+
+async def test_a_literal_batch_points_at_the_event_that_is_not_exactly_one_kind(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    document = 'mutation { recordEvents(input: [{visit: {store: "a"}}, {}]) { id } }'
+    response = await client.post("/graphql", json={"query": document}, headers=tenant.token)
+    [error] = response.json()["errors"]  # one error, not one from each of two rules
+    assert error["locations"] == [{"line": 1, "column": document.index("{}") + 1}]
+    assert error["extensions"]["code"] == "bad_params"
