@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
-from cross_web import HTTPException
+from cross_web import HTTPException, StarletteRequestAdapter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -104,7 +104,19 @@ class CappedWebSocketAdapter(ASGIWebSocketAdapter):
             pass
 
 
+class CaseInsensitiveContentType(StarletteRequestAdapter):
+    """A media type is case-insensitive (RFC 9110): ``APPLICATION/JSON`` is JSON. Strawberry
+    compares it as written; here it is read lowercased (only JSON bodies are read, so no
+    parameter whose case matters, a multipart boundary, is ever needed)."""
+
+    @property
+    def content_type(self) -> str | None:
+        value = super().content_type
+        return value.lower() if value else value
+
+
 class GraphQLDoor(GraphQL[Context, None]):
+    request_adapter_class = CaseInsensitiveContentType
     websocket_adapter_class = CappedWebSocketAdapter
     max_message_bytes: int = 8 * 1024 * 1024
 

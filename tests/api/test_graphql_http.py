@@ -144,3 +144,15 @@ async def test_a_literal_batch_points_at_the_event_that_is_not_exactly_one_kind(
     [error] = response.json()["errors"]  # one error, not one from each of two rules
     assert error["locations"] == [{"line": 1, "column": document.index("{}") + 1}]
     assert error["extensions"]["code"] == "bad_params"
+
+
+@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", "Application/Json; Charset=UTF-8"])
+async def test_the_media_type_is_read_in_any_case(
+    client: httpx.AsyncClient, tenant: Tenant, content_type: str
+) -> None:
+    response = await client.post(
+        "/graphql",
+        content=b'{"query": "{ engines { hashid } }"}',
+        headers={**tenant.token, "Content-Type": content_type},
+    )
+    assert response.json() == {"data": {"engines": [{"hashid": tenant.hashid}]}}
