@@ -17,6 +17,7 @@ from app.http.access_log import AccessLog, lean_log_records
 from app.http.bodies import BodyLimits
 from app.http.cors import CrossOrigin
 from app.http.health import health_routes
+from app.http.log_stream import unbatch_logs
 from app.http.metrics import metrics_routes
 from app.rest import rest_routes
 from app.rest.unrouted import HANDLERS as UNROUTED
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         try:
             yield
         finally:
+            unbatch_logs()  # the worker may end by a signal: no line left waiting
             await runtime.stop()
 
     graphql = graphql_app(runtime)

@@ -75,3 +75,14 @@ async def test_flush_writes_what_is_waiting() -> None:
     log.warning("last words")
     handler.flush()  # what logging.shutdown does at exit
     assert stream.getvalue() == "last words\n"
+
+
+async def test_once_unbatched_every_line_is_written_at_once() -> None:
+    """A worker ending: the signal that ends it may come before the loop's next turn."""
+    stream = CountingStream()
+    log, handler = logger_to(stream)
+    log.info("waiting")
+    handler.unbatch()
+    assert stream.getvalue() == "waiting\n"  # what was waiting, written now
+    log.info("shutting down")
+    assert stream.getvalue() == "waiting\nshutting down\n"  # in the loop, yet at once
