@@ -30,7 +30,7 @@ from app.settings import Settings
 from app.storage.database import Database, open_database
 from app.storage.migrate import SchemaState, upgrade_to_head
 
-log = logging.getLogger("searchstats")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DRIVERS = frozenset({"sqlite+aiosqlite", "postgresql+asyncpg"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import threading
@@ -185,3 +186,11 @@ async def test_a_filter_on_the_access_logger_still_sees_every_line(
     assert json_stream.lines() == []  # the filter refused the record: no line went directly
     await answered("/unfiltered")
     assert [line["path"] for line in json_stream.lines()] == ["/unfiltered"]
+
+
+def test_no_logger_stands_between_the_access_log_and_the_root() -> None:
+    """A logger named "searchstats" (made by any module ``serve`` imports) would become the
+    access logger's parent, and every access line would be a record again."""
+    importlib.import_module("app.cli")  # what serve imports, for their loggers
+    importlib.import_module("app.main")
+    assert log.parent is logging.root
