@@ -74,8 +74,10 @@ class BoundedHeadsProtocol(HttpToolsProtocol):
             return
         _parse(self, data)
         scope = self.scope
-        if scope is None or "method" in scope:  # see _head_arriving
-            if self._head_started is not None:  # the head awaited has arrived
+        if scope is None:  # nothing of a request yet (blank lines): still waiting for one
+            return
+        if "method" in scope:  # its head has arrived (see _head_arriving)
+            if self._head_started is not None:
                 self._head_started, self._head_bytes = None, 0
             return
         if self.transport.is_closing():  # refused by uvicorn's parser

@@ -128,6 +128,25 @@ async def test_a_connection_that_asks_nothing_is_closed_without_an_answer(
     assert DEADLINE - 0.1 <= time.monotonic() - started < DEADLINE + 2
 
 
+async def test_blank_lines_do_not_keep_a_connection_that_asks_nothing(
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+) -> None:
+    reader, writer = connection
+    started = time.monotonic()
+
+    async def blank_lines() -> None:
+        for _ in range(100):
+            writer.write(b"\r\n")
+            await asyncio.sleep(0.2)
+
+    sending = asyncio.create_task(blank_lines())
+    try:
+        assert await closed_by_server(reader) == b""
+    finally:
+        sending.cancel()
+    assert DEADLINE - 0.1 <= time.monotonic() - started < DEADLINE + 2
+
+
 async def test_a_websocket_outlives_the_deadline(server: ServeProcess) -> None:
     async with connect(
         server.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")], proxy=None
