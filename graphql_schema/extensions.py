@@ -41,6 +41,10 @@ from graphql_schema.context import Context
 log = logging.getLogger("searchstats.graphql")
 MASKED_MESSAGE = "Unexpected error."
 OPERATION_NAME_NEEDED = "Must provide operation name if query contains multiple operations."
+SUBSCRIPTION_OVER_HTTP = (
+    "subscriptions are not run over HTTP: subscribe over a websocket at /graphql "
+    "(graphql-transport-ws or graphql-ws; docs/live.md)"
+)
 CACHED_DOCUMENTS = 1024
 
 # Keyed by the document's text and the parse options (the token limit): a document over the
@@ -200,7 +204,7 @@ def coded(error: GraphQLError) -> GraphQLError:
 def _operation_type_message(error: CannotGetOperationTypeError | InvalidOperationTypeError) -> str:
     if isinstance(error, InvalidOperationTypeError):
         if error.operation_type is OperationType.SUBSCRIPTION:
-            return "subscriptions are not run over HTTP: subscribe over a websocket (docs/live.md)"
+            return SUBSCRIPTION_OVER_HTTP
         # Only the legacy protocol runs subscriptions alone.
         kind = "queries" if error.operation_type is OperationType.QUERY else "mutations"
         return (

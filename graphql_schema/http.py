@@ -32,6 +32,7 @@ from app.domain.strict_json import parse_json
 from app.errors import BadParams, MethodNotAllowed, NotFound, SearchStatsError, retry_after
 from app.services.metrics import CLIENT_CLOSED_REQUEST, note_error_code
 from graphql_schema.context import Context
+from graphql_schema.extensions import SUBSCRIPTION_OVER_HTTP
 
 log = logging.getLogger("searchstats.graphql")
 
@@ -39,10 +40,6 @@ MESSAGE_TOO_BIG = 1009
 SUBSCRIPTION, MUTATION = OperationType.SUBSCRIPTION, OperationType.MUTATION
 ALLOWED_METHODS = "GET, POST"
 NOT_AN_OBJECT = 'a GraphQL request is a JSON object: {"query": "…", "variables": {…}}'
-SUBSCRIPTION_OVER_HTTP = (
-    "subscriptions are served over websockets at /graphql (graphql-transport-ws or graphql-ws), "
-    "not over HTTP"
-)
 
 
 def error_response(error: SearchStatsError) -> Response:

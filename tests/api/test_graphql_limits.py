@@ -25,7 +25,7 @@ from app.main import create_app
 from app.services.limits import Access
 from app.services.runtime import Runtime
 from graphql_schema import queries
-from graphql_schema.http import SUBSCRIPTION_OVER_HTTP
+from graphql_schema.extensions import SUBSCRIPTION_OVER_HTTP
 from tests.api.helpers import gql
 from tests.conftest import Tenant
 from tests.e2e.graphql_ws import (
