@@ -45,9 +45,7 @@ class Database:
             await self.writes.dispose()
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
-        if self.writes is not self.engine:
-            await self.writes.dispose()
+        await self.replace_connections()
         if self.writer_lock is not None:
             self.writer_lock.close()
 
