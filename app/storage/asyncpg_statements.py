@@ -10,7 +10,8 @@ takes (asyncpg keeps it prepared on the connection).
 
 A failure comes out as SQLAlchemy raises one from a statement: ``IntegrityError`` for a
 constraint, ``ProgrammingError`` for a statement the server refuses, ``InterfaceError`` for a
-connection asyncpg cannot use, ``DBAPIError`` for any other error of the server, each with
+connection asyncpg cannot use (closed, or out of step with its server:
+``app.storage.outages.is_out_of_step``), ``DBAPIError`` for any other error of the server, each with
 asyncpg's own error, and its SQLSTATE, as ``orig``; a connection the server closed marks it
 ``connection_invalidated``. So the write path tells a database that is down from a batch that is
 wrong as it does for every other statement (``app.storage.outages``).
@@ -34,8 +35,12 @@ _TRANSLATED: tuple[tuple[type[Exception], type[DBAPIError]], ...] = (
     (asyncpg.IntegrityConstraintViolationError, IntegrityError),
     (asyncpg.SyntaxOrAccessError, ProgrammingError),
     (asyncpg.InterfaceError, InterfaceError),
+    (asyncpg.InternalClientError, InterfaceError),
     (asyncpg.PostgresError, DBAPIError),
 )
+# The errors of a statement asyncpg could not send (its ``InternalClientError`` is not an
+# ``InterfaceError``: ``app.storage.outages.is_out_of_step``), or the server refused.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 class DriverStatement:
@@ -52,7 +57,7 @@ class DriverStatement:
         """The statement's rows (asyncpg records), run on ``driver``, an asyncpg connection."""
         try:
             rows: list[Any] = await driver.fetch(self.sql, *self.arguments(parameters))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except _DRIVER_ERRORS as error:
             raise as_sqlalchemy_error(self.sql, error, invalidated=driver.is_closed()) from error
         return rows
 
@@ -108,7 +113,7 @@ class PlannedForTableSize:
         try:
             prepared = await self._planned(driver)
             rows: list[Any] = await prepared.fetch(*self.statement.arguments(parameters))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except _DRIVER_ERRORS as error:
             self._prepared.pop(driver, None)
             raise as_sqlalchemy_error(sql, error, invalidated=driver.is_closed()) from error
         return rows

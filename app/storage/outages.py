@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -41,6 +42,25 @@ def is_storage_down(error: BaseException) -> bool:
         or sqlstate in DOWN_SQLSTATES
         or sqlstate.startswith(DOWN_SQLSTATE_CLASSES)
     )
+
+
+def is_out_of_step(error: BaseException) -> bool:
+    """asyncpg refused to send a statement on a connection still waiting for the end of an
+    earlier exchange (``InternalClientError``, "cannot switch to state …").
+
+    So it is after the server ended the session (a restart, ``pg_terminate_backend``, an idle
+    timeout) while the connection sat idle: asyncpg has read the server's last message, not yet
+    the socket's close, and ``is_closed()`` still says open. Nothing was sent; asyncpg closes the
+    connection as it refuses, and what was asked may be asked again on another.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, asyncpg.InternalClientError):
+            return True
+        # SQLAlchemy's error holds the driver's as ``orig``; its asyncpg adapter's error holds
+        # asyncpg's as its cause.
+        seen = seen.orig if isinstance(seen, DBAPIError) else seen.__cause__
+    return False
 
 
 def is_read_only(error: BaseException) -> bool:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from app.errors import Unavailable
 from app.storage.batch_commit import HeldConnection, store_batch
 from app.storage.database import Database
-from app.storage.outages import is_storage_down
+from app.storage.outages import is_out_of_step, is_storage_down
 from app.storage.writes import NewEvent, Written
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,9 @@ class Recorder:
                 break
             except DBAPIError as error:
                 # PostgreSQL broke a deadlock with a concurrent batch, or one stored the same
-                # eventId in a way no lookup could see: nothing was written, so try again.
+                # eventId in a way no lookup could see, or the held connection was out of step
+                # (its session ended since the last batch; the next attempt takes another):
+                # nothing was written, so try again.
                 if attempt == COMMIT_ATTEMPTS or not _is_transient(error):
                     raise
         self.batches += 1
@@ -210,7 +212,11 @@ def _events_in(batch: list[_Submission]) -> int:
 
 def _is_transient(error: DBAPIError) -> bool:
     sqlstate = getattr(error.orig, "sqlstate", None)
-    return isinstance(error, IntegrityError) or sqlstate in TRANSIENT_SQLSTATES
+    return (
+        isinstance(error, IntegrityError)
+        or sqlstate in TRANSIENT_SQLSTATES
+        or is_out_of_step(error)
+    )
 
 
 def _as_client_error(error: Exception) -> Exception:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 
 from app.services.runtime import Runtime
 from app.storage.asyncpg_statements import DriverStatement
-from app.storage.outages import is_storage_down
+from app.storage.outages import is_out_of_step, is_storage_down
+from tests.integration.session_ended import end_session_unnoticed
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
 
@@ -77,3 +79,22 @@ async def test_a_connection_the_server_ended_is_storage_down(runtime: Runtime) -
         await conn.invalidate()
     assert is_storage_down(raised.value)
     assert raised.value.connection_invalidated
+
+
+async def test_a_connection_out_of_step_with_its_ended_session_is_storage_down(
+    runtime: Runtime,
+) -> None:
+    """asyncpg refused the statement with its own InternalClientError, which came out raw: the
+    group commit took it for a fault of the batch (an internal error), not of the storage."""
+    async with runtime.database.writes.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        end_session_unnoticed(driver)
+        assert not driver.is_closed()
+        with pytest.raises(InterfaceError) as raised:
+            await DriverStatement(text("SELECT 1")).fetch(driver, {})
+        await conn.invalidate()
+    assert isinstance(raised.value.orig, asyncpg.InternalClientError)
+    assert raised.value.connection_invalidated
+    assert is_storage_down(raised.value)
+    assert is_out_of_step(raised.value)

@@ -27,6 +27,7 @@ from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from app.storage.outages import is_storage_down
 from tests.conftest import Tenant, _admin_sql
+from tests.integration.session_ended import end_session_unnoticed
 
 VISIT = {"store": "b0b0a7a5-5b3c-4d7e-8f9a-bb5a7e0f1c2d", "session_id": "s1"}
 RECORD = 'mutation { recordVisit(input: {store: "s"}) { id } }'
@@ -575,8 +576,8 @@ async def refusing_connections(url: str) -> AsyncIterator[None]:
     as for maintenance), and those it had are ended."""
     name = make_url(url).database
     await _admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    await _admin_sql(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    await _admin_sql(  # waits until they are gone: a write before then would still commit
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
         f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
     )
     try:
@@ -600,6 +601,57 @@ async def test_a_postgres_database_taking_no_connections_is_503_then_serves_agai
     assert refused == [[(503, "1"), (503, "1")]] * 2
     assert unready.status_code == 503
     assert served == [(200, None), (200, None)]
+
+
+STATS = '{ stats(from: "2025-01-01", to: "2025-01-02") { searches { totalCount } } }'
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_sessions_the_server_ended_unnoticed_are_replaced_and_every_door_serves(
+    tenant: Tenant, settings: Settings
+) -> None:
+    """The server ended every session while it sat idle, and asyncpg had read its farewell but
+    not yet the close (``tests.integration.session_ended``). The group commit's held connection
+    refused its batch with asyncpg's own error, which came out raw: an internal error, the
+    event not stored, where another connection would have taken it. (The pool's ping already
+    replaced the other connections.)"""
+    worker = build_runtime(settings)
+    drivers: list[Any] = []
+    for engine in {worker.database.engine, worker.database.writes}:
+        event.listen(
+            engine.sync_engine,
+            "connect",
+            lambda dbapi_connection, _record: drivers.append(dbapi_connection.driver_connection),
+        )
+    await worker.start()
+    try:
+        async with probing(worker) as http:
+            assert await record_through_every_door(http, tenant) == [(200, None), (200, None)]
+            assert (await graphql_stats(http, tenant)).status_code == 200
+            opened = len(drivers)
+            for driver in drivers:
+                end_session_unnoticed(driver)
+            served = await record_through_every_door(http, tenant)
+            read = await graphql_stats(http, tenant)
+            stored = await stored_event_count(worker)
+    finally:
+        await worker.stop()
+    assert served == [(200, None), (200, None)]
+    assert read.status_code == 200, read.text
+    assert "errors" not in read.json()
+    assert stored == 4
+    assert len(drivers) > opened  # the ended sessions were replaced by new ones
+
+
+async def graphql_stats(http: httpx.AsyncClient, tenant: Tenant) -> httpx.Response:
+    token = {"Authorization": f"Token {tenant.api_key}"}
+    return await http.post("/graphql", json={"query": STATS}, headers=token)
+
+
+async def stored_event_count(runtime: Runtime) -> int:
+    async with runtime.database.engine.connect() as conn:
+        count: int = (await conn.execute(text("SELECT count(*) FROM event"))).scalar_one()
+    return count
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
