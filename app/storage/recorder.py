@@ -166,6 +166,11 @@ class Recorder:
         except Exception as error:
             if is_storage_down(error):
                 self.storage_failure = StorageFailure()
+                # What was submitted meanwhile would wait as long again in a batch of its own
+                # (a database locked past its busy timeout, a write past its deadline): twice
+                # the bound the settings give. It is refused with this batch; what comes next
+                # tries the database again.
+                batch += self._take_waiting()
             elif len(batch) > 1:
                 # One bad submission must not fail the others: commit them one by one.
                 for submission in batch:
@@ -180,6 +185,14 @@ class Recorder:
         for submission, written in zip(batch, results, strict=True):
             if not submission.done.done():
                 submission.done.set_result(written)
+
+    def _take_waiting(self) -> list[_Submission]:
+        """Every submission not yet taken, sealed or open."""
+        waiting = [submission for sealed in self._sealed for submission in sealed]
+        waiting += self._open
+        self._sealed.clear()
+        self._open, self._open_events = [], 0
+        return waiting
 
     async def _commit(self, groups: list[Sequence[NewEvent]]) -> list[list[Written]]:
         flat = [event for group in groups for event in group]
