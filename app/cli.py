@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import os
 import shutil
 import signal
@@ -30,7 +31,9 @@ from app.settings import Settings
 from app.storage.database import Database, open_database
 from app.storage.migrate import SchemaState, upgrade_to_head
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run as ``python -m app.cli`` the module is __main__, and its lines would
+# say so.
+log = logging.getLogger("app.cli")
 
 T = TypeVar("T")
 DRIVERS = frozenset({"sqlite+aiosqlite", "postgresql+asyncpg"})
@@ -245,6 +248,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             )
         return created
 
+    if not logging.root.handlers:  # left as it is where a host process set logging up
+        # What is logged while preparing (the migrations, the warning above) goes out as
+        # uvicorn will log once serving: JSON lines, read by the same log pipeline.
+        logging.config.dictConfig(log_config(json=settings.log_format == "json"))
     created = _with_database(settings, prepare)
     if created is not None:
         print(

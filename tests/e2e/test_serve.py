@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,24 @@ def test_serve_bootstraps_once_and_records_over_http(
         # Same key, same secret, same data: the retry is recognised as already stored.
         again = graphql(second, bearer_jwt(key), RECORD_SEARCH, input=SEARCH)["recordSearch"]
         assert again == recorded | {"duplicate": True}
+
+
+def test_what_serve_logs_before_serving_is_json_lines_too(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """The lines logged while serve prepared (migrations, the missing anonymous engine) were
+    plain text, among the JSON lines a log pipeline reads. Only the bootstrap's message, for
+    whoever started the service, is not a log line."""
+    env = {
+        "SEARCHSTATS_DATABASE_URL": empty_database_url,
+        "SEARCHSTATS_SECRET_KEY": "logs",
+        "SEARCHSTATS_ANONYMOUS_ENGINE": "cd" * 16,
+    }
+    with searchstats_serve(env, tmp_path) as served:
+        output = served.output()
+    bootstrap = ("Created account 'default'", "  api key: ", "  hashid:  ")
+    lines = [line for line in output.splitlines() if line and not line.startswith(bootstrap)]
+    records = [json.loads(line) for line in lines]  # each line a JSON object, or this fails
+    [warning] = [r for r in records if "SEARCHSTATS_ANONYMOUS_ENGINE" in r["message"]]
+    assert (warning["level"], warning["logger"]) == ("WARNING", "app.cli")
+    assert any("Started server process" in r["message"] for r in records)
