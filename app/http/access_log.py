@@ -76,7 +76,7 @@ class AccessLog:
 
     def _finished(self, scope: Scope, status: int, seconds: float) -> None:
         method = scope.get("method", "WEBSOCKET")
-        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        route = getattr(scope.get("route"), "path", None) or _unrouted(scope, method)
         if scope["type"] == "http":
             self.metrics.observe_request(route, method, seconds)
             if (status >= 400 or ERROR_CODES_KEY in scope) and route not in PROBES:
@@ -103,6 +103,16 @@ class AccessLog:
             return
         stream, formatter = direct
         stream.write_line(formatter.line(time.time(), "INFO", log.name, message, fields))
+
+
+def _unrouted(scope: Scope, method: str) -> str:
+    """The route label of a request no route took: a CORS preflight, answered before routing
+    (``app.http.cors``), is one label of its own, not counted with the unknown paths."""
+    if method == "OPTIONS":
+        names = {name for name, _ in scope["headers"]}
+        if {b"origin", b"access-control-request-method"} <= names:
+            return "preflight"
+    return "unmatched"
 
 
 def _direct_json_stream() -> tuple[LoopBatchedStream, JsonLines] | None:

@@ -97,6 +97,30 @@ async def test_request_latency_by_route_template_and_errors_by_code(
     assert value(text, "searchstats_errors_total", code="not_found") == 1
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_cors_preflight_is_counted_as_one_not_as_an_unknown_path(
+    client: httpx.AsyncClient,
+) -> None:
+    """The cross-origin layer answers a preflight before any route is matched: every browser
+    client's OPTIONS was counted under route="unmatched", with the scans of unknown paths."""
+    preflight = await client.options(
+        "/graphql",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    plain_options = await client.options("/no/such/path")  # not a preflight: no Origin
+
+    text = await scrape(client)
+    route = "searchstats_request_duration_seconds_count"
+    assert value(text, route, route="preflight", method="OPTIONS") == 1
+    assert value(text, route, route="unmatched", method="OPTIONS") == 1
+    assert plain_options.status_code == 404
+
+
 @pytest.fixture
 async def served(runtime: Runtime) -> AsyncIterator[Served]:
     async with served_app(runtime) as app:
