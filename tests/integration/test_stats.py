@@ -13,9 +13,10 @@ from app.domain.periods import Granularity, Period, parse_zone, period_of_days
 from app.domain.stats import Breakdown, Metric, Rate, StatsFilter, StatsQuery
 from app.errors import Timeout
 from app.services import accounts
-from app.services.runtime import Runtime
+from app.services.runtime import Runtime, build_runtime
 from app.services.stats import StatsReport, compute_stats
-from tests.conftest import Tenant
+from app.settings import Settings
+from tests.conftest import Tenant, make_tenant
 from tests.integration.stats_seed import click, principal_of, search, seed
 
 ALL_COUNTS = frozenset(Metric)
@@ -315,6 +316,33 @@ async def test_sessions_users_feedback_and_breakdowns(runtime: Runtime, tenant: 
     assert report.breakdowns[Breakdown.TOP_QUERIES] == [("a", 2), ("y", 2)]
     assert report.breakdowns[Breakdown.TOP_NO_RESULT_QUERIES] == [("y", 2), ("z", 1)]
     assert report.breakdowns[Breakdown.TOP_DOCUMENTS] == [("doc-a", 2), ("doc-b", 1)]
+
+
+async def test_ties_in_top_lists_are_in_code_point_order_whatever_the_collation(
+    settings: Settings, collated_database_url: str
+) -> None:
+    # A PostgreSQL database created in an English locale orders "a" before "B" and "e" before
+    # "é" before "Z"; SQLite compares code points. The same question must get the same list.
+    runtime = build_runtime(settings.model_copy(update={"database_url": collated_database_url}))
+    await runtime.start()
+    try:
+        tenant = await make_tenant(runtime, "acme")
+        t = at("2025-08-01T09:00:00+00:00")
+        texts = ["b", "Z", "é", "a", "B", "e", "A"]
+        found = await seed(runtime, tenant, [search(t, text, results=0) for text in texts])
+        await seed(
+            runtime,
+            tenant,
+            [click(t, s.query_id, 0, document=text) for s, text in zip(found, texts, strict=True)],
+        )
+        asked = tuple((breakdown, 5) for breakdown in Breakdown)
+        report = await ask(runtime, tenant, date(2025, 8, 1), date(2025, 8, 1), breakdowns=asked)
+    finally:
+        await runtime.stop()
+    expected = [(text, 1) for text in sorted(texts)[:5]]  # A B Z a b
+    assert report.breakdowns[Breakdown.TOP_QUERIES] == expected
+    assert report.breakdowns[Breakdown.TOP_NO_RESULT_QUERIES] == expected
+    assert report.breakdowns[Breakdown.TOP_DOCUMENTS] == expected
 
 
 async def test_sessions_and_users_are_distinct_across_engines(
