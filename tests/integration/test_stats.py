@@ -194,6 +194,44 @@ async def test_lord_howe_half_hour_shift(runtime: Runtime, tenant: Tenant) -> No
     assert by_start["2025-10-05T02:30:00+11:00"] == 1
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["rollups", "events"])
+@pytest.mark.parametrize(
+    ("zone_name", "day", "hour_before", "hour_after_the_gap"),
+    [
+        # 02:45 +12:45 jumps to 03:45 +13:45: the 03 hour lasts 15 minutes, from 03:45.
+        ("Pacific/Chatham", date(2025, 9, 28), "02:00:00+12:45", "03:45:00+13:45"),
+        # Until 2011, 00:01 -03:30 jumped to 01:01 -02:30, off the quarter hours of the rollups:
+        # the 01 hour starts at 01:01.
+        ("America/St_Johns", date(2000, 4, 2), "00:00:00-03:30", "01:01:00-02:30"),
+    ],
+)
+async def test_an_hour_begun_inside_a_gap_starts_where_the_gap_ends(
+    runtime: Runtime,
+    tenant: Tenant,
+    zone_name: str,
+    day: date,
+    hour_before: str,
+    hour_after_the_gap: str,
+    raw: bool,
+) -> None:
+    before, after = (at(f"{day}T{wall}") for wall in (hour_before, hour_after_the_gap))
+    await seed(runtime, tenant, [search(before), search(after + timedelta(minutes=5))])
+    hourly = await ask(
+        runtime,
+        tenant,
+        day,
+        day,
+        zone_name,
+        Granularity.HOUR,
+        filter=StatsFilter(query="q" if raw else None),
+    )
+    assert len(hourly.starts) == 24  # a day of 23 hours, each of its wall-clock hours a bucket
+    assert after in hourly.starts
+    assert hourly.starts[hourly.starts.index(after) - 1] == before
+    by_start = dict(zip(hourly.starts, counts(hourly, Metric.SEARCHES), strict=True))
+    assert (by_start[before], by_start[after]) == (1, 1)
+
+
 async def test_weeks_start_on_monday_and_months_on_the_first(
     runtime: Runtime, tenant: Tenant
 ) -> None:
