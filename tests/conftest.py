@@ -254,6 +254,33 @@ def empty_database_url(
 
 
 @pytest.fixture
+def collated_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """A migrated database whose text sorts by English rules on PostgreSQL (ICU ``en-US``), as
+    on a server initialised in such a locale, dropped afterwards; SQLite has no such setting."""
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        shutil.copyfile(template, tmp_path / "collated.db")
+        yield f"sqlite+aiosqlite:///{tmp_path / 'collated.db'}"
+        return
+    request.getfixturevalue("postgres_url")  # skips (or fails) when PostgreSQL does not answer
+    name = f"searchstats_collated_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(
+        _admin_sql(
+            f'CREATE DATABASE "{name}" TEMPLATE template0 '
+            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
+        )
+    )
+    try:
+        url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        asyncio.run(_migrate(url))
+        yield url
+    finally:
+        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
 def saved_garbage() -> Iterator[list[Any]]:
     """What the cyclic collector finds unreachable while the test runs, kept for inspection
     (the collector is off meanwhile: what it finds is what reference counting left behind)."""

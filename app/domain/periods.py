@@ -58,7 +58,12 @@ class Period:
         To the microsecond: an end a fraction of a second past a boundary (as JavaScript's
         toISOString writes instants) is not on it, and is read from the raw events.
         """
-        return all((t - EPOCH) % ROLLUP_INTERVAL == timedelta(0) for t in (self.start, self.end))
+        return on_rollup_grid(self.start) and on_rollup_grid(self.end)
+
+
+def on_rollup_grid(instant: datetime) -> bool:
+    """True when the instant is a 15-minute UTC boundary, where rollup buckets start."""
+    return (instant - EPOCH) % ROLLUP_INTERVAL == timedelta(0)
 
 
 @lru_cache(maxsize=512)
@@ -198,6 +203,27 @@ def _next_wall(wall: datetime, granularity: Granularity) -> datetime:
 
 
 def _wall_to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
-    # fold=0 reads a wall time inside a DST gap with the offset before the gap, which lands on
-    # the first instant after it: exactly where a bucket whose start was skipped begins.
-    return wall.replace(tzinfo=zone).astimezone(UTC)
+    """The instant of a wall-clock time; inside a DST gap, the first instant after the gap: where
+    a bucket whose start was skipped begins (02:30 on Lord Howe's spring day, 03:45 on Chatham's).
+    """
+    instant = wall.replace(tzinfo=zone).astimezone(UTC)
+    if instant.astimezone(zone).replace(tzinfo=None) == wall:
+        return instant
+    # In a gap. Read with the offset before it (fold=0), the wall time lands past the gap's end
+    # unless it is the gap's first instant (Chatham's 03:00 lands on 04:00, at 02:45 the clocks
+    # jump to 03:45); read with the offset after it (fold=1), before the gap.
+    return _gap_end(wall.replace(tzinfo=zone, fold=1).astimezone(UTC), instant, zone)
+
+
+def _gap_end(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
+    """The instant the clocks jumped, between ``before`` and ``after`` (at or past it); zones
+    change their offsets on whole seconds."""
+    offset = after.astimezone(zone).utcoffset()
+    low, high = int(before.timestamp()), int(after.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, UTC).astimezone(zone).utcoffset() == offset:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)

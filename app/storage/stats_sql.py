@@ -257,11 +257,11 @@ async def top_values(
     conn: AsyncConnection, scope: Scope, breakdown: Breakdown, limit: int
 ) -> list[tuple[str, int]]:
     """The most frequent values, ties broken by the value itself so pages are stable."""
-    statement = _top_statement(scope, breakdown, limit)
+    statement = _top_statement(scope, breakdown, limit, conn.dialect.name)
     return [(row[0], int(row[1])) for row in await conn.execute(statement)]
 
 
-def _top_statement(scope: Scope, breakdown: Breakdown, limit: int) -> Select[Any]:
+def _top_statement(scope: Scope, breakdown: Breakdown, limit: int, dialect: str) -> Select[Any]:
     c = EVENT.c
     if breakdown is Breakdown.TOP_DOCUMENTS:
         key, kind, extra = c.document_id, EventKind.CLICK, []
@@ -270,6 +270,9 @@ def _top_statement(scope: Scope, breakdown: Breakdown, limit: int) -> Select[Any
     else:
         key, kind, extra = c.query, EventKind.SEARCH, []
     count = func.count().label("n")
+    # Ties in code-point order, as SQLite compares text: a PostgreSQL database's own collation
+    # (en_US, ICU) would order them, and cut them at the limit, by language rules instead.
+    tie_order = key.collate("C") if dialect == "postgresql" else key
     return (
         select(key, count)
         .where(
@@ -281,7 +284,7 @@ def _top_statement(scope: Scope, breakdown: Breakdown, limit: int) -> Select[Any
             *_event_conditions(scope),
         )
         .group_by(key)
-        .order_by(count.desc(), key.asc())
+        .order_by(count.desc(), tie_order.asc())
         .limit(limit)
     )
 

@@ -13,9 +13,10 @@ from app.domain.periods import Granularity, Period, parse_zone, period_of_days
 from app.domain.stats import Breakdown, Metric, Rate, StatsFilter, StatsQuery
 from app.errors import Timeout
 from app.services import accounts
-from app.services.runtime import Runtime
+from app.services.runtime import Runtime, build_runtime
 from app.services.stats import StatsReport, compute_stats
-from tests.conftest import Tenant
+from app.settings import Settings
+from tests.conftest import Tenant, make_tenant
 from tests.integration.stats_seed import click, principal_of, search, seed
 
 ALL_COUNTS = frozenset(Metric)
@@ -193,6 +194,44 @@ async def test_lord_howe_half_hour_shift(runtime: Runtime, tenant: Tenant) -> No
     assert by_start["2025-10-05T02:30:00+11:00"] == 1
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["rollups", "events"])
+@pytest.mark.parametrize(
+    ("zone_name", "day", "hour_before", "hour_after_the_gap"),
+    [
+        # 02:45 +12:45 jumps to 03:45 +13:45: the 03 hour lasts 15 minutes, from 03:45.
+        ("Pacific/Chatham", date(2025, 9, 28), "02:00:00+12:45", "03:45:00+13:45"),
+        # Until 2011, 00:01 -03:30 jumped to 01:01 -02:30, off the quarter hours of the rollups:
+        # the 01 hour starts at 01:01.
+        ("America/St_Johns", date(2000, 4, 2), "00:00:00-03:30", "01:01:00-02:30"),
+    ],
+)
+async def test_an_hour_begun_inside_a_gap_starts_where_the_gap_ends(
+    runtime: Runtime,
+    tenant: Tenant,
+    zone_name: str,
+    day: date,
+    hour_before: str,
+    hour_after_the_gap: str,
+    raw: bool,
+) -> None:
+    before, after = (at(f"{day}T{wall}") for wall in (hour_before, hour_after_the_gap))
+    await seed(runtime, tenant, [search(before), search(after + timedelta(minutes=5))])
+    hourly = await ask(
+        runtime,
+        tenant,
+        day,
+        day,
+        zone_name,
+        Granularity.HOUR,
+        filter=StatsFilter(query="q" if raw else None),
+    )
+    assert len(hourly.starts) == 24  # a day of 23 hours, each of its wall-clock hours a bucket
+    assert after in hourly.starts
+    assert hourly.starts[hourly.starts.index(after) - 1] == before
+    by_start = dict(zip(hourly.starts, counts(hourly, Metric.SEARCHES), strict=True))
+    assert (by_start[before], by_start[after]) == (1, 1)
+
+
 async def test_weeks_start_on_monday_and_months_on_the_first(
     runtime: Runtime, tenant: Tenant
 ) -> None:
@@ -315,6 +354,33 @@ async def test_sessions_users_feedback_and_breakdowns(runtime: Runtime, tenant: 
     assert report.breakdowns[Breakdown.TOP_QUERIES] == [("a", 2), ("y", 2)]
     assert report.breakdowns[Breakdown.TOP_NO_RESULT_QUERIES] == [("y", 2), ("z", 1)]
     assert report.breakdowns[Breakdown.TOP_DOCUMENTS] == [("doc-a", 2), ("doc-b", 1)]
+
+
+async def test_ties_in_top_lists_are_in_code_point_order_whatever_the_collation(
+    settings: Settings, collated_database_url: str
+) -> None:
+    # A PostgreSQL database created in an English locale orders "a" before "B" and "e" before
+    # "é" before "Z"; SQLite compares code points. The same question must get the same list.
+    runtime = build_runtime(settings.model_copy(update={"database_url": collated_database_url}))
+    await runtime.start()
+    try:
+        tenant = await make_tenant(runtime, "acme")
+        t = at("2025-08-01T09:00:00+00:00")
+        texts = ["b", "Z", "é", "a", "B", "e", "A"]
+        found = await seed(runtime, tenant, [search(t, text, results=0) for text in texts])
+        await seed(
+            runtime,
+            tenant,
+            [click(t, s.query_id, 0, document=text) for s, text in zip(found, texts, strict=True)],
+        )
+        asked = tuple((breakdown, 5) for breakdown in Breakdown)
+        report = await ask(runtime, tenant, date(2025, 8, 1), date(2025, 8, 1), breakdowns=asked)
+    finally:
+        await runtime.stop()
+    expected = [(text, 1) for text in sorted(texts)[:5]]  # A B Z a b
+    assert report.breakdowns[Breakdown.TOP_QUERIES] == expected
+    assert report.breakdowns[Breakdown.TOP_NO_RESULT_QUERIES] == expected
+    assert report.breakdowns[Breakdown.TOP_DOCUMENTS] == expected
 
 
 async def test_sessions_and_users_are_distinct_across_engines(
