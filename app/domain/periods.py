@@ -66,6 +66,21 @@ def on_rollup_grid(instant: datetime) -> bool:
     return (instant - EPOCH) % ROLLUP_INTERVAL == timedelta(0)
 
 
+def rollups_answer(period: Period, granularity: Granularity) -> bool:
+    """True when every bucket of the period starts and ends on a quarter hour, so that the
+    15-minute rollups can count it: the period's ends, and the local boundaries between its
+    buckets, which are off one only after a DST gap that ended off one (until 2011, St. John's
+    clocks jumped from 00:01 to 01:01: that 01 hour starts at 01:01)."""
+    return period.rollup_aligned and _boundaries_on_rollup_grid(period, granularity)
+
+
+@lru_cache(maxsize=256)
+def _boundaries_on_rollup_grid(period: Period, granularity: Granularity) -> bool:
+    # Remembered with the bucket starts: an hourly question over 90 days has 2,160 of them.
+    starts = _bucket_starts(period, granularity)
+    return all(on_rollup_grid(s) for s in starts if period.start < s < period.end)
+
+
 @lru_cache(maxsize=512)
 def parse_zone(name: str) -> ZoneInfo:
     if not name or len(name) > 64 or not ZONE_NAME.match(name):

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.principal import Principal
-from app.domain.periods import Period, bucket_starts, on_rollup_grid
+from app.domain.periods import Period, bucket_starts, rollups_answer
 from app.domain.stats import (
     COUNTER_OF_METRIC,
     COUNTERS_OF_RATE,
@@ -147,11 +147,8 @@ async def _counters(
     counters = sorted(query.counters)
     if not counters:
         return {}
-    # Rollups answer when every bucket starts and ends on a quarter hour: the period's ends, and
-    # its local boundaries, which are off one only after a DST gap that ended off one (until
-    # 2011, St. John's clocks jumped from 00:01 to 01:01: that 01 hour starts at 01:01).
-    use_rollups = not query.filter.needs_raw_events and all(
-        on_rollup_grid(instant) for bucket in boundaries for instant in bucket
+    use_rollups = not query.filter.needs_raw_events and rollups_answer(
+        query.period, query.granularity
     )
     read = stats_sql.counters_from_rollups if use_rollups else stats_sql.counters_from_events
     rows = await read(conn, scope, boundaries, counters)
