@@ -9,7 +9,16 @@ import httpx
 import pytest
 
 from app.services.runtime import Runtime
-from tests.api.helpers import data, engine_id, gql, record, rollup_totals, stored_events
+from tests.api.helpers import (
+    data,
+    engine_id,
+    error_code,
+    error_message,
+    gql,
+    record,
+    rollup_totals,
+    stored_events,
+)
 from tests.conftest import Tenant
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -79,6 +88,36 @@ async def test_invalid_click_is_bad_params(
     assert body["errors"][0]["extensions"]["code"] == "bad_params"
     assert "rank" in body["errors"][0]["message"]
     assert await stored_events(runtime) == []
+
+
+@pytest.mark.parametrize(
+    "target_id",
+    [
+        "+23e4567-e89b-12d3-a456-426614174000",
+        " 23e4567-e89b-12d3-a456-42661417400 ",
+        "123e4567e89b12d3a456426614174000----",
+        "123e4567-e89b-12d3-a456-4266_1417400",
+        "\u0661\u0662\u0663e4567-e89b-12d3-a456-426614174000",
+        "{123e4567-e89b-12d3-a456-4266141740}",
+    ],
+)
+async def test_a_target_id_must_be_a_uuid_as_written(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime, target_id: str
+) -> None:
+    view = {"targetId": target_id, "targetType": "item"}
+    body = await gql(client, tenant, record("recordView"), input=view)
+    assert error_code(body) == "bad_params"
+    assert error_message(body) == "targetId must be a UUID"
+    assert await stored_events(runtime) == []
+
+
+async def test_a_uuid_is_taken_in_either_case_and_stored_as_sent(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    view = {"targetId": "123E4567-E89B-12D3-A456-426614174000", "targetType": "item"}
+    data(await gql(client, tenant, record("recordView"), input=view), "recordView")
+    [event] = await stored_events(runtime)
+    assert event.document_id == "123E4567-E89B-12D3-A456-426614174000"
 
 
 SCOPE = "9f0c6ad3-6ae4-4d84-a4fb-1b6f0a2f3c11"
