@@ -10,6 +10,7 @@ import pytest
 
 from app.services.runtime import Runtime
 from tests.api.helpers import (
+    RECORD_EVENTS,
     data,
     engine_id,
     error_code,
@@ -87,6 +88,44 @@ async def test_invalid_click_is_bad_params(
     body = await gql(client, tenant, RECORD_CLICK, input={"documentId": "d", "rank": rank})
     assert body["errors"][0]["extensions"]["code"] == "bad_params"
     assert "rank" in body["errors"][0]["message"]
+    assert await stored_events(runtime) == []
+
+
+# 1,024 characters of Chinese: 3,072 bytes, more than a PostgreSQL index entry holds.
+CHINESE = "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(1024))
+
+
+@pytest.mark.parametrize(
+    ("query", "stored"),
+    [
+        pytest.param(CHINESE[:682], True, id="2046-bytes"),
+        pytest.param("\U0001f50e" * 512, True, id="2048-bytes"),
+        pytest.param(CHINESE[:683], False, id="2049-bytes"),
+        pytest.param(CHINESE, False, id="1024-characters"),
+    ],
+)
+async def test_a_query_is_bounded_in_bytes_too(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime, query: str, stored: bool
+) -> None:
+    body = await gql(client, tenant, RECORD_SEARCH, input={"query": query})
+    if stored:
+        search = data(body, "recordSearch")
+        click = {"queryId": search["queryId"], "documentId": "d", "rank": 0}
+        data(await gql(client, tenant, RECORD_CLICK, input=click), "recordClick")
+        assert [event.query for event in await stored_events(runtime)] == [query, query]
+        return
+    assert error_code(body) == "bad_params"
+    assert error_message(body) == "query must be at most 2048 bytes"
+    assert await stored_events(runtime) == []
+
+
+async def test_a_batch_names_the_query_over_its_bytes(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    events = [{"search": {"query": "fine"}}, {"search": {"query": CHINESE}}]
+    body = await gql(client, tenant, RECORD_EVENTS, input=events)
+    assert error_code(body) == "bad_params"
+    assert error_message(body) == "events[1]: query must be at most 2048 bytes"
     assert await stored_events(runtime) == []
 
 
