@@ -281,6 +281,25 @@ async def test_each_mutation_stores_its_row(
         assert result["queryId"] is None
 
 
+async def test_mutations_of_one_operation_are_stored_one_by_one_until_one_fails(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    document = """mutation {
+      first: recordSearch(input: {query: "first", eventId: "e1"}) { id }
+      bad: recordClick(input: {documentId: "d", rank: -1, eventId: "e2"}) { id }
+      last: recordSearch(input: {query: "last", eventId: "e3"}) { id }
+    }"""
+    body = await gql(client, tenant, document)
+    assert error_code(body) == "bad_params"
+    assert body["errors"][0]["path"] == ["bad"]
+    assert [(e.query, e.event_id) for e in await stored_events(runtime)] == [("first", "e1")]
+
+    fixed = document.replace("rank: -1", "rank: 0")
+    again = data(await gql(client, tenant, fixed), "first")
+    assert again["id"] == str((await stored_events(runtime))[0].id)
+    assert [e.event_id for e in await stored_events(runtime)] == ["e1", "e2", "e3"]
+
+
 async def test_click_without_product_type_is_a_search_result_click(
     client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
 ) -> None:
