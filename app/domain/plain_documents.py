@@ -27,6 +27,7 @@ from app.domain.events import (
     EventKind,
     ProductType,
     is_uuid,
+    query_fits,
 )
 
 # A field's rule: the value's type, its length bound (strings: also no NUL), and a test of the
@@ -46,6 +47,7 @@ def _counted(low: int) -> Callable[[Any], bool]:
 _TESTS: dict[str, Callable[[Any], bool]] = {
     "engine": lambda value: HASHID.match(value) is not None,
     "eventId": lambda value: value != "",  # an idempotency key must identify something
+    "query": query_fits,
     "scope": is_uuid,
     "clickedObject": is_uuid,
     "dsoType": lambda value: value.lower() in DSO_TYPES,

@@ -9,7 +9,17 @@ import httpx
 import pytest
 
 from app.services.runtime import Runtime
-from tests.api.helpers import data, engine_id, gql, record, rollup_totals, stored_events
+from tests.api.helpers import (
+    RECORD_EVENTS,
+    data,
+    engine_id,
+    error_code,
+    error_message,
+    gql,
+    record,
+    rollup_totals,
+    stored_events,
+)
 from tests.conftest import Tenant
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -79,6 +89,74 @@ async def test_invalid_click_is_bad_params(
     assert body["errors"][0]["extensions"]["code"] == "bad_params"
     assert "rank" in body["errors"][0]["message"]
     assert await stored_events(runtime) == []
+
+
+# 1,024 characters of Chinese: 3,072 bytes, more than a PostgreSQL index entry holds.
+CHINESE = "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(1024))
+
+
+@pytest.mark.parametrize(
+    ("query", "stored"),
+    [
+        pytest.param(CHINESE[:682], True, id="2046-bytes"),
+        pytest.param("\U0001f50e" * 512, True, id="2048-bytes"),
+        pytest.param(CHINESE[:683], False, id="2049-bytes"),
+        pytest.param(CHINESE, False, id="1024-characters"),
+    ],
+)
+async def test_a_query_is_bounded_in_bytes_too(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime, query: str, stored: bool
+) -> None:
+    body = await gql(client, tenant, RECORD_SEARCH, input={"query": query})
+    if stored:
+        search = data(body, "recordSearch")
+        click = {"queryId": search["queryId"], "documentId": "d", "rank": 0}
+        data(await gql(client, tenant, RECORD_CLICK, input=click), "recordClick")
+        assert [event.query for event in await stored_events(runtime)] == [query, query]
+        return
+    assert error_code(body) == "bad_params"
+    assert error_message(body) == "query must be at most 2048 bytes"
+    assert await stored_events(runtime) == []
+
+
+async def test_a_batch_names_the_query_over_its_bytes(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    events = [{"search": {"query": "fine"}}, {"search": {"query": CHINESE}}]
+    body = await gql(client, tenant, RECORD_EVENTS, input=events)
+    assert error_code(body) == "bad_params"
+    assert error_message(body) == "events[1]: query must be at most 2048 bytes"
+    assert await stored_events(runtime) == []
+
+
+@pytest.mark.parametrize(
+    "target_id",
+    [
+        "+23e4567-e89b-12d3-a456-426614174000",
+        " 23e4567-e89b-12d3-a456-42661417400 ",
+        "123e4567e89b12d3a456426614174000----",
+        "123e4567-e89b-12d3-a456-4266_1417400",
+        "\u0661\u0662\u0663e4567-e89b-12d3-a456-426614174000",
+        "{123e4567-e89b-12d3-a456-4266141740}",
+    ],
+)
+async def test_a_target_id_must_be_a_uuid_as_written(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime, target_id: str
+) -> None:
+    view = {"targetId": target_id, "targetType": "item"}
+    body = await gql(client, tenant, record("recordView"), input=view)
+    assert error_code(body) == "bad_params"
+    assert error_message(body) == "targetId must be a UUID"
+    assert await stored_events(runtime) == []
+
+
+async def test_a_uuid_is_taken_in_either_case_and_stored_as_sent(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    view = {"targetId": "123E4567-E89B-12D3-A456-426614174000", "targetType": "item"}
+    data(await gql(client, tenant, record("recordView"), input=view), "recordView")
+    [event] = await stored_events(runtime)
+    assert event.document_id == "123E4567-E89B-12D3-A456-426614174000"
 
 
 SCOPE = "9f0c6ad3-6ae4-4d84-a4fb-1b6f0a2f3c11"
@@ -201,6 +279,25 @@ async def test_each_mutation_stores_its_row(
         assert len(result["queryId"]) == 32
     else:
         assert result["queryId"] is None
+
+
+async def test_mutations_of_one_operation_are_stored_one_by_one_until_one_fails(
+    client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
+) -> None:
+    document = """mutation {
+      first: recordSearch(input: {query: "first", eventId: "e1"}) { id }
+      bad: recordClick(input: {documentId: "d", rank: -1, eventId: "e2"}) { id }
+      last: recordSearch(input: {query: "last", eventId: "e3"}) { id }
+    }"""
+    body = await gql(client, tenant, document)
+    assert error_code(body) == "bad_params"
+    assert body["errors"][0]["path"] == ["bad"]
+    assert [(e.query, e.event_id) for e in await stored_events(runtime)] == [("first", "e1")]
+
+    fixed = document.replace("rank: -1", "rank: 0")
+    again = data(await gql(client, tenant, fixed), "first")
+    assert again["id"] == str((await stored_events(runtime))[0].id)
+    assert [e.event_id for e in await stored_events(runtime)] == ["e1", "e2", "e3"]
 
 
 async def test_click_without_product_type_is_a_search_result_click(

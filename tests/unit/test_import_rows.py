@@ -176,6 +176,8 @@ def test_plain_lines_go_the_quick_way_to_the_same_row(document: dict[str, Any]) 
 @example({"visit": {"store": "s", "unknown": None}})  # an unknown field, even null, is refused
 @example({"search": {"query": "q", "page": None}})
 @example({"search": {"query": "q", "sort": {"by": "score", "order": "desc"}}})
+@example({"search": {"query": "\u4e00" * 700}})  # 700 characters, 2,100 bytes
+@example({"view": {"targetId": "+" + ITEM[1:], "targetType": "item"}})
 def test_the_quick_way_takes_only_what_the_doors_take_and_makes_the_same_row(
     document: dict[str, Any],
 ) -> None:
@@ -192,6 +194,8 @@ def test_the_quick_way_takes_only_what_the_doors_take_and_makes_the_same_row(
         {"visit": {"store": "s", "occurredAt": "2025-03-01T10:00:00"}},
         {"visit": {"store": "x" * 37}},
         {"view": {"targetId": "not a uuid", "targetType": "item"}},
+        {"view": {"targetId": " " + ITEM[1:-1] + " ", "targetType": "item"}},
+        {"search": {"query": "\u4e00" * 683}},
         {"visit": {"store": "shop"}, "click": {}},
         [],
         "visit",
