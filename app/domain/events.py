@@ -12,6 +12,7 @@ from typing import Any
 from app.errors import BadParams
 
 HASHID = re.compile(r"^[a-f0-9]{32}$")
+UUID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 # Clocks drift: an event may be stamped a little ahead of the server's clock.
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -212,13 +213,11 @@ BOUNDED_TEXT: tuple[tuple[str, int], ...] = (
 MAX_INT = 2**31 - 1
 
 
-# 8-4-4-4-12 hexadecimal digits, in either case. ``uuid.UUID`` reads far more: its hyphens
-# anywhere, a sign, spaces, underscores and non-ASCII digits, which int() takes.
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
 def is_uuid(value: str) -> bool:
-    return _UUID.fullmatch(value) is not None
+    """A UUID as DSpace writes one: 8-4-4-4-12 hexadecimal digits, in either case (``uuid.UUID``
+    also reads braces, ``urn:``, hyphens anywhere, a sign, spaces, underscores and non-ASCII
+    digits, which no client means as one)."""
+    return UUID.fullmatch(value) is not None
 
 
 def query_fits(query: str) -> bool:

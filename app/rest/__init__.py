@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from app.rest.doofinder import doofinder_routes
 from app.rest.doofinder_stats import doofinder_stats_routes
@@ -14,10 +14,24 @@ from app.services.runtime import Runtime
 
 def rest_routes(runtime: Runtime) -> list[BaseRoute]:
     # Routes are tried in order: the ingest doors, by far the busiest, come first.
-    return [
+    doors = [
         *doofinder_routes(runtime),
         *workplace_routes(runtime),
         *dspace_routes(runtime),
         *doofinder_stats_routes(runtime),
-        *openapi_routes(),
+    ]
+    return [*doors, *openapi_routes(), *with_trailing_slash(doors)]
+
+
+def with_trailing_slash(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """Each door again at its path with a trailing slash, answered as without it.
+
+    The vendors' servers route both alike (Phoenix and Rails drop the slash, Spring 5 matches
+    it). Left to Starlette, the slash is a redirect to an absolute URL made of the scheme and
+    Host this server saw: behind a proxy, its internal address.
+    """
+    return [
+        Route(f"{route.path}/", route.endpoint, methods=route.methods)
+        for route in routes
+        if isinstance(route, Route)
     ]

@@ -269,6 +269,23 @@ COLLECT_400 = [
     pytest.param({"type": "view", "targetId": ITEM}, "targetType is required", id="no-type-of"),
     pytest.param(SPEC_VIEW | {"targetId": "42"}, "targetId must be a UUID", id="target-not-uuid"),
     pytest.param(SPEC_VIEW | {"targetId": 42}, "targetId must be a string", id="target-number"),
+    # 36 characters that Python's uuid.UUID reads once it drops braces, hyphens and "urn:", but
+    # no UUID as DSpace writes one (8-4-4-4-12 hexadecimal digits).
+    pytest.param(
+        SPEC_VIEW | {"targetId": "{{43f9bb3ef90d458f98587e4589481d18}}"},
+        "targetId must be a UUID",
+        id="target-in-braces",
+    ),
+    pytest.param(
+        SPEC_VIEW | {"targetId": "urn:43f9bb3ef90d458f98587e4589481d18"},
+        "targetId must be a UUID",
+        id="target-urn",
+    ),
+    pytest.param(
+        SPEC_VIEW | {"targetId": "43f9bb3ef90d458f98587e4589481d18----"},
+        "targetId must be a UUID",
+        id="target-hyphens-moved",
+    ),
     pytest.param({"type": "search"}, "query is required", id="no-query"),
     pytest.param(SPEC_SEARCH | {"query": ""}, "query is required", id="empty-query"),
     pytest.param(SPEC_SEARCH | {"query": ["a"]}, "query must be a string", id="query-array"),
@@ -278,6 +295,11 @@ COLLECT_400 = [
         id="bad-dso-type",
     ),
     pytest.param(SPEC_SEARCH | {"scope": "site"}, "scope must be a UUID", id="scope-not-uuid"),
+    pytest.param(
+        SPEC_SEARCH | {"scope": "{a3e80c6d-a83f4c359f27-8718598c6c17}"},
+        "scope must be a UUID",
+        id="scope-in-braces",
+    ),
     pytest.param(
         SPEC_SEARCH | {"configuration": 3}, "configuration must be a string", id="bad-config"
     ),

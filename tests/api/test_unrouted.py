@@ -76,3 +76,39 @@ async def test_an_unrouted_answer_keeps_the_request_id(client: httpx.AsyncClient
     response = await client.get("/api/v2/stats/nothing", headers={"X-Request-ID": "probe-1"})
     assert response.status_code == 404
     assert response.headers["x-request-id"] == "probe-1"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/api/v2/stats/visit/", 401),
+        ("GET", "/api/v2/stats/clicks/", 401),
+        ("POST", "/api/ws/v1/analytics/event/", 401),
+        ("POST", "/api/statistics/collect/", 400),
+        ("POST", "/api/statistics/viewevents/", 400),
+        ("GET", "/api/statistics/", 200),
+    ],
+)
+async def test_a_vendor_path_with_a_trailing_slash_is_answered_as_that_path(
+    client: httpx.AsyncClient, method: str, path: str, status: int
+) -> None:
+    """As the vendors' own servers route it (Phoenix, Rails, Spring 5 ignore the slash). A
+    redirect instead went to an absolute URL made of the scheme and Host this server saw: behind
+    a proxy, its internal address, and a plain http one behind a TLS proxy."""
+    response = await client.request(method, path, json={} if method == "POST" else None)
+    assert response.status_code == status, response.headers
+    if path.startswith("/api/v2/"):
+        assert response.json()["error"]["code"] == "not_authenticated"
+    elif path.startswith("/api/ws/"):
+        assert response.json() == {"errors": ["Authentication required"]}
+    elif method == "POST":
+        assert response.json()["path"] == path
+
+
+async def test_a_wrong_method_on_a_path_with_a_trailing_slash_names_the_methods_allowed(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/api/ws/v1/analytics/event/")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json() == {"errors": ["GET is not allowed here; this path answers POST"]}
