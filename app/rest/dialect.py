@@ -13,7 +13,13 @@ from starlette.types import Scope
 
 from app.auth.principal import Principal
 from app.domain.strict_json import parse_json
-from app.errors import BadParams, PayloadTooLarge, SearchStatsError, retry_after
+from app.errors import (
+    BadParams,
+    NotAuthenticated,
+    PayloadTooLarge,
+    SearchStatsError,
+    retry_after,
+)
 from app.services.limits import Access, admitted_caller, client_subject
 from app.services.metrics import CLIENT_CLOSED_REQUEST
 from app.services.record import Client
@@ -49,11 +55,18 @@ def guarded(render: RenderError) -> Callable[[Endpoint], Endpoint]:
     return decorate
 
 
+# A 401 names the schemes the server takes (RFC 9110, 11.6.1): an API key as Doofinder's
+# clients send it, and a key or a JWT as a bearer token.
+CHALLENGE = 'Bearer realm="searchstats", Token realm="searchstats"'
+
+
 def _rendered(render: RenderError, request: Request, error: SearchStatsError) -> Response:
     response = render(request, error)
     seconds = retry_after(error)
     if seconds is not None:
         response.headers["Retry-After"] = str(seconds)
+    if isinstance(error, NotAuthenticated):
+        response.headers["WWW-Authenticate"] = CHALLENGE
     return response
 
 

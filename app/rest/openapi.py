@@ -54,12 +54,18 @@ def errors(schema: str, *statuses: int) -> dict[str, Any]:
     content = {"application/json": {"schema": ref(schema)}}
     return {
         str(status): {"description": described[status], "content": content}
-        | ({"headers": {"Retry-After": RETRY_AFTER}} if status in (429, 503) else {})
+        | ({"headers": HEADERS[status]} if status in HEADERS else {})
         for status in statuses
     }
 
 
 RETRY_AFTER = {"schema": {"type": "integer", "minimum": 1}, "description": "seconds"}
+CHALLENGES = {"schema": {"type": "string"}, "description": "the schemes taken: Bearer, Token"}
+HEADERS = {
+    401: {"WWW-Authenticate": CHALLENGES},
+    429: {"Retry-After": RETRY_AFTER},
+    503: {"Retry-After": RETRY_AFTER},
+}
 WRITE_ERRORS = (400, 401, 403, 404, 408, 413, 429, 503)
 
 SPRING_ERROR = {

@@ -17,6 +17,8 @@ from app.services.runtime import Runtime
 from app.storage.models import Engine, Event
 from tests.conftest import BROWSER_UA, Tenant
 
+CHALLENGE = 'Bearer realm="searchstats", Token realm="searchstats"'
+
 VISIT = "/api/v2/stats/visit"
 IPHONE_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -320,6 +322,8 @@ async def test_bad_credential_is_not_authenticated(
     response = await client.post(VISIT, json={"store": "s"}, headers=headers)
     assert response.status_code == 401
     assert response.json() == error("not_authenticated", message)
+    # RFC 9110: a 401 names the schemes that would be accepted.
+    assert response.headers["WWW-Authenticate"] == CHALLENGE
     assert await stored(runtime) == []
 
 

@@ -17,6 +17,8 @@ from app.services.runtime import Runtime
 from tests.conftest import Tenant
 from tests.integration.stats_seed import click, search, seed
 
+CHALLENGE = 'Bearer realm="searchstats", Token realm="searchstats"'
+
 CLICKS = "/api/v2/stats/clicks"
 MOBILE = Client(
     door="test",
@@ -307,6 +309,7 @@ async def test_not_authenticated(client: httpx.AsyncClient) -> None:
     response = await client.get(CLICKS, params={"from": "20250301", "to": "20250301"})
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "not_authenticated"
+    assert response.headers["WWW-Authenticate"] == CHALLENGE
 
 
 async def test_another_accounts_engine_is_forbidden(

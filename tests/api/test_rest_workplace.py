@@ -15,6 +15,8 @@ from app.services.runtime import Runtime
 from app.storage.models import Engine, Event
 from tests.conftest import BROWSER_UA, Tenant
 
+CHALLENGE = 'Bearer realm="searchstats", Token realm="searchstats"'
+
 EVENT = "/api/ws/v1/analytics/event"
 IPHONE_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -321,6 +323,7 @@ async def test_bad_credential_is_unauthorized(
     response = await client.post(EVENT, json=CLICK, headers=headers)
     assert response.status_code == 401
     assert response.json() == {"errors": [message]}
+    assert response.headers["WWW-Authenticate"] == CHALLENGE
     assert await stored(runtime) == []
 
 
