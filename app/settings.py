@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +16,7 @@ from sqlalchemy.exc import ArgumentError
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./searchstats.db"
 # The brokers the service can fan out through (and share rate limits in).
 BROKER_SCHEMES = ("redis://", "rediss://")
+ENGINE_HASHID = re.compile(r"[a-f0-9]{32}")
 
 
 class Settings(BaseSettings):
@@ -79,6 +81,17 @@ class Settings(BaseSettings):
         if not value.startswith(BROKER_SCHEMES):
             schemes = " or ".join(BROKER_SCHEMES)
             raise ValueError(f"must start with {schemes} (unset: one process's own broker)")
+        return value
+
+    @field_validator("anonymous_engine")
+    @classmethod
+    def _check_anonymous_engine(cls, value: str | None) -> str | None:
+        # Checked here, not per event: every anonymous DSpace event would be a 400 blaming its
+        # client for what is the operator's setting.
+        if not value:
+            return None
+        if not ENGINE_HASHID.fullmatch(value):
+            raise ValueError("must be an engine's hashid, 32 lowercase hexadecimal digits")
         return value
 
     @field_validator("read_rate_limit", "write_rate_limit")

@@ -363,6 +363,12 @@ def test_unreachable_database_is_one_clear_line(
             "SEARCHSTATS_BROKER_URL: Value error, must",
         ),
         ("SEARCHSTATS_BROKER_URL", "localhost:6379", "SEARCHSTATS_BROKER_URL: Value error, must"),
+        # Not a hashid: every anonymous DSpace event was a 400 blaming its client.
+        (
+            "SEARCHSTATS_ANONYMOUS_ENGINE",
+            "AB" * 16,
+            "SEARCHSTATS_ANONYMOUS_ENGINE: Value error, must be an engine's hashid",
+        ),
     ],
 )
 def test_bad_settings_are_one_clear_line(
@@ -375,6 +381,11 @@ def test_bad_settings_are_one_clear_line(
     monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
     monkeypatch.setenv(variable, value)
     assert_one_line_error(*run(capsys, "migrate"), expected)
+
+
+def test_an_empty_anonymous_engine_is_none() -> None:
+    assert Settings(anonymous_engine="").anonymous_engine is None
+    assert Settings(anonymous_engine="ab" * 16).anonymous_engine == "ab" * 16
 
 
 def test_an_empty_broker_url_is_the_in_process_broker() -> None:
