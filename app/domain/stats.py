@@ -76,6 +76,8 @@ class StatsFilter:
     indices: tuple[IndexRef, ...] = ()
     product_types: tuple[ProductType, ...] = ()
     include_bots: bool = False
+    # What the asking door calls the query and document filters, for its messages.
+    names: tuple[str, str] = field(default=("filter query", "filter document"), compare=False)
 
     @property
     def needs_raw_events(self) -> bool:
@@ -84,9 +86,9 @@ class StatsFilter:
 
     def problems(self) -> list[str]:
         found = []
-        for name, value in (("query", self.query), ("document", self.document_id)):
+        for name, value in zip(self.names, (self.query, self.document_id), strict=True):
             if value is not None and (not value or len(value) > MAX_TEXT):
-                found.append(f"filter {name} must be 1 to {MAX_TEXT} characters")
+                found.append(f"{name} must be 1 to {MAX_TEXT} characters")
         if len(self.indices) > MAX_FILTER_VALUES or len(self.product_types) > MAX_FILTER_VALUES:
             found.append(f"at most {MAX_FILTER_VALUES} values per filter")
         if any(not ref.name or len(ref.name) > 255 for ref in self.indices):

@@ -67,6 +67,7 @@ def clicks_query(params: QueryParams) -> tuple[StatsQuery, bool]:
             document_id=params.get("dfid") or None,
             indices=_indices(params),
             product_types=tuple(_product_type(v) for v in _all(params, "product_type")),
+            names=("query", "dfid"),
         ),
         metrics=frozenset({Metric.CLICKS}),
         per_engine=not aggregate,

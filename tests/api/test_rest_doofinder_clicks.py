@@ -260,6 +260,19 @@ async def test_bad_params(
     assert body["error"]["message"]
 
 
+@pytest.mark.parametrize("name", ["query", "dfid"])
+async def test_a_filter_too_long_is_named_as_sent(
+    client: httpx.AsyncClient, tenant: Tenant, name: str
+) -> None:
+    """It was named as GraphQL's filter field ("filter document"), which this door has not."""
+    response = await get(client, tenant, **{"from": "20250301", "to": "20250302", name: "d" * 1025})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "bad_params",
+        "message": f"{name} must be 1 to 1024 characters",
+    }
+
+
 async def test_engines_numbered_as_php_writes_them(
     client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
 ) -> None:
