@@ -17,16 +17,18 @@ log = logging.getLogger(__name__)
 
 # PostgreSQL's SQLSTATEs for a server that cannot serve now: connection exceptions (class 08),
 # a login refused (class 28: the role or its password changed under the service), insufficient
-# resources (class 53: disk full, out of memory, too many connections), shutting down or starting
-# up (57P01-57P03), the database dropped, renamed away (3D000, 57P04) or taking no connections
-# (55000, ALTER DATABASE … ALLOW_CONNECTIONS false: the service sends nothing else that raises
-# it), and a write refused as read-only (a standby, or default_transaction_read_only). asyncpg
-# reports these as plain errors, not as operational ones.
-DOWN_SQLSTATE_CLASSES = ("08", "28", "53")
+# resources (class 53: disk full, out of memory, too many connections), operator intervention
+# (class 57: shutting down or starting up, the database dropped, a session ended as idle, and a
+# statement cancelled, by a statement_timeout of the database or the role, or by
+# pg_cancel_backend), a lock not had within the role's lock_timeout (55P03), the database
+# renamed away (3D000) or taking no connections (55000, ALTER DATABASE … ALLOW_CONNECTIONS
+# false: the service sends nothing else that raises it), and a write refused as read-only (a
+# standby, or default_transaction_read_only). asyncpg reports these as plain errors, not as
+# operational ones. A stats read tells its own deadline's cancellation first (a 408:
+# app/storage/deadline.py).
+DOWN_SQLSTATE_CLASSES = ("08", "28", "53", "57")
 READ_ONLY_SQLSTATE = "25006"  # read_only_sql_transaction
-DOWN_SQLSTATES = frozenset(
-    {READ_ONLY_SQLSTATE, "57P01", "57P02", "57P03", "57P04", "3D000", "55000"}
-)
+DOWN_SQLSTATES = frozenset({READ_ONLY_SQLSTATE, "3D000", "55000", "55P03"})
 SQLITE_READONLY = 8  # the primary result code; extended ones (SQLITE_READONLY_DBMOVED) add bits
 
 

@@ -706,6 +706,47 @@ async def test_after_a_batch_failed_on_postgres_readyz_commits_a_write_before_sa
     assert rows[0] != rows[1] == rows[2]  # committed by the first probe alone
 
 
+@asynccontextmanager
+async def statement_timeout(url: str, milliseconds: int) -> AsyncIterator[None]:
+    """The database cancels any statement of the sessions that start in the block after
+    ``milliseconds`` (a ``statement_timeout`` on the database or the role, as many set)."""
+    name = make_url(url).database
+    await _admin_sql(f'ALTER DATABASE "{name}" SET statement_timeout = {milliseconds}')
+    try:
+        yield
+    finally:
+        await _admin_sql(f'ALTER DATABASE "{name}" RESET statement_timeout')
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_statement_the_server_cancels_is_503_then_served_again(
+    tenant: Tenant, settings: Settings
+) -> None:
+    """A database's statement_timeout, shorter than the write deadline, cancelled a write batch
+    blocked behind another session's lock, and the lookup of a credential blocked as well:
+    PostgreSQL's query_canceled (57014) was taken for a fault of the request, a masked 500
+    (internal_error). It is a database that cannot serve now: 503 with Retry-After."""
+    uncached = settings.model_copy(update={"credential_cache_seconds": 0})
+    refused: list[list[Any]] = []
+    async with (
+        statement_timeout(settings.database_url, 300),
+        started(uncached) as worker,
+        probing(worker) as http,
+    ):
+        assert await record_through_every_door(http, tenant) == [(200, None), (200, None)]
+        for table in ("event", "api_key"):
+            async with worker.database.engine.connect() as locker:
+                await locker.execute(text("SET LOCAL statement_timeout = 0"))
+                await locker.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+                refused.append(await record_through_every_door(http, tenant))
+                await locker.rollback()
+        served = await record_through_every_door(http, tenant)
+        ready = await http.get("/readyz")
+    assert refused == [[(503, "1"), (503, "1")]] * 2
+    assert served == [(200, None), (200, None)]
+    assert ready.status_code == 200, ready.text
+
+
 class _Orig(Exception):
     def __init__(self, sqlstate: str) -> None:
         super().__init__(sqlstate)
@@ -724,6 +765,9 @@ class _Orig(Exception):
         ("55000", True),  # the database takes no connections (ALLOW_CONNECTIONS false)
         ("3D000", True),  # the database is gone (dropped, renamed)
         ("57P04", True),
+        ("57014", True),  # a statement cancelled: statement_timeout, pg_cancel_backend
+        ("57P05", True),  # idle_session_timeout
+        ("55P03", True),  # lock_timeout
         ("28P01", True),  # the login is refused: the password changed
         ("42P01", False),
         ("23505", False),
