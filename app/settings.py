@@ -101,6 +101,20 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def lookup_seconds(self) -> float:
+        """The longest a request waits for a lookup of its credential or engine: a connection
+        (the pool's wait, or connecting, and its ping), then one short statement, each within
+        the connect timeout. Past it, the database is not answering: 503."""
+        return 2 * self.db_connect_timeout_seconds
+
+    @property
+    def stats_wait_seconds(self) -> float:
+        """The longest a request waits for a stats question: a connection, then the question,
+        which a database that answers cancels at the stats deadline (408). Past it, the
+        database is not answering: 503."""
+        return self.db_connect_timeout_seconds + self.stats_timeout_seconds
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 

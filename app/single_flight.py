@@ -13,12 +13,17 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
+from app.storage.outages import unless_stalled
+
 Value = TypeVar("Value")
 
 
 class SingleFlight(Generic[Value]):
-    def __init__(self) -> None:
+    def __init__(self, *, within: float | None = None) -> None:
         self._pending: dict[Hashable, asyncio.Future[Value]] = {}
+        # Past this many seconds an asker stops waiting: Unavailable, as for a database that
+        # stopped answering (``app.storage.outages.unless_stalled``); the lookup goes on.
+        self._within = within
 
     async def run(
         self, key: Hashable, look_up: Callable[..., Awaitable[Value]], *arguments: Any
@@ -30,7 +35,10 @@ class SingleFlight(Generic[Value]):
             pending = asyncio.ensure_future(look_up(*arguments))
             self._pending[key] = pending
             pending.add_done_callback(lambda done: self._settled(key, done))
-        return await asyncio.shield(pending)  # one asker hanging up must not fail the others
+        shared = asyncio.shield(pending)  # one asker hanging up must not fail the others
+        if self._within is None:
+            return await shared
+        return await unless_stalled(shared, self._within)
 
     def _settled(self, key: Hashable, done: asyncio.Future[Value]) -> None:
         if self._pending.get(key) is done:

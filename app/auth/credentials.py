@@ -35,12 +35,20 @@ class _Cached:
 class Authenticator:
     """Verifies credentials against the database, remembering answers for a few seconds."""
 
-    def __init__(self, database: Database, vault: KeyVault, *, cache_seconds: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        vault: KeyVault,
+        *,
+        cache_seconds: float,
+        lookup_seconds: float | None = None,
+    ) -> None:
         self._database = database
         self._vault = vault
         self._ttl = cache_seconds
         self._cache: dict[str, _Cached] = {}
-        self._lookups: SingleFlight[Any] = SingleFlight()
+        # ``lookup_seconds``: the longest a request waits for a lookup (then 503).
+        self._lookups: SingleFlight[Any] = SingleFlight(within=lookup_seconds)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization or len(authorization) > MAX_HEADER:

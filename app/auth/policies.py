@@ -25,13 +25,20 @@ from app.storage.outages import unavailable_when_down
 class EnginePolicy:
     """Resolves engine hashids for a caller; engines never change owner, so they are cached."""
 
-    def __init__(self, database: Database, *, anonymous_engine: str | None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        anonymous_engine: str | None,
+        lookup_seconds: float | None = None,
+    ) -> None:
         self._database = database
         self._anonymous_engine = anonymous_engine
         self._by_hashid: dict[str, EngineRecord] = {}
         self._defaults: dict[int, EngineRecord] = {}
-        # A new worker's first requests all miss the cache at once: one query between them.
-        self._lookups: SingleFlight[EngineRecord] = SingleFlight()
+        # A new worker's first requests all miss the cache at once: one query between them,
+        # waited for at most ``lookup_seconds`` (then 503).
+        self._lookups: SingleFlight[EngineRecord] = SingleFlight(within=lookup_seconds)
 
     async def engine_for(self, principal: Principal, hashid: str | None) -> EngineRecord:
         """The engine an event goes to: the one named, else the account's default engine."""

@@ -70,9 +70,16 @@ def build_runtime(settings: Settings, *, secret: str | None = None) -> Runtime:
         database=database,
         recorder=recorder,
         authenticator=Authenticator(
-            database, vault, cache_seconds=settings.credential_cache_seconds
+            database,
+            vault,
+            cache_seconds=settings.credential_cache_seconds,
+            lookup_seconds=settings.lookup_seconds,
         ),
-        engines=EnginePolicy(database, anonymous_engine=settings.anonymous_engine),
+        engines=EnginePolicy(
+            database,
+            anonymous_engine=settings.anonymous_engine,
+            lookup_seconds=settings.lookup_seconds,
+        ),
         vault=vault,
         broker=_broker(settings, namespace),
         limits=RateLimits(settings, namespace=namespace),

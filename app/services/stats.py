@@ -23,6 +23,7 @@ from app.services.runtime import Runtime
 from app.storage import stats_sql
 from app.storage.deadline import reading
 from app.storage.directory import EngineRecord
+from app.storage.outages import unless_stalled
 from app.storage.types import to_micros
 
 DISTINCT_COLUMN = {Metric.SESSIONS: "session_id", Metric.USERS: "user_id"}
@@ -80,7 +81,15 @@ Distinct = dict[Metric, list[int]]
 async def compute_stats(
     *, runtime: Runtime, principal: Principal, query: StatsQuery
 ) -> StatsReport:
-    """Answer one stats question for the caller's engines, within the stats deadline."""
+    """Answer one stats question for the caller's engines, within the stats deadline; 503 when
+    the database does not answer at all (``Settings.stats_wait_seconds``)."""
+    question = _compute_stats(runtime=runtime, principal=principal, query=query)
+    return await unless_stalled(question, runtime.settings.stats_wait_seconds)
+
+
+async def _compute_stats(
+    *, runtime: Runtime, principal: Principal, query: StatsQuery
+) -> StatsReport:
     starts = bucket_starts(query.period, query.granularity)
     boundaries = _boundaries(starts, query.period)
     indices = await _resolve_indices(runtime, principal, query)

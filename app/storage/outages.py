@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -13,6 +15,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from app.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 # PostgreSQL's SQLSTATEs for a server that cannot serve now: connection exceptions (class 08),
@@ -89,3 +93,36 @@ async def unavailable_when_down() -> AsyncIterator[None]:
             raise
         log.warning("storage unavailable: %s", type(error).__name__)
         raise Unavailable(retry_after=1) from error
+
+
+async def unless_stalled(work: Awaitable[T], seconds: float) -> T:
+    """``work``'s result, or ``Unavailable`` (503, retry later) once ``seconds`` have passed
+    without it.
+
+    A database that stopped answering on a connection already open (a network stall, a frozen
+    host) keeps a statement waiting for as long as that lasts: the pool's ping before handing
+    out a connection and the main pool's statements have no deadline of their own, and a
+    server-side ``statement_timeout`` is only read by a server that answers. Cancelling the wait
+    would not end it either: giving the connection back rolls it back, on the same silent
+    connection. So ``work`` runs as a task of its own, and the caller stops waiting for it; the
+    task goes on until the database answers or the connection fails, and then lets go of its
+    connection as usual. The caller hanging up cancels it.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        async with asyncio.timeout(seconds):
+            return await asyncio.shield(task)
+    except TimeoutError:
+        if task.done():
+            raise  # the work's own TimeoutError
+        task.add_done_callback(_retrieved)
+        log.warning("storage unavailable: no answer within %.1f s", seconds)
+        raise Unavailable(retry_after=1) from None
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # a late failure nobody waits for is not an error of its own

@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -777,3 +777,49 @@ class _Orig(Exception):
 def test_postgres_states_that_mean_retry_later(sqlstate: str, down: bool) -> None:
     error = DBAPIError("SELECT 1", {}, _Orig(sqlstate))
     assert is_storage_down(error) is down
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_requests_are_answered_within_their_bounds_when_postgres_stops_answering(
+    settings: Settings, tenant: Tenant
+) -> None:
+    """With pooled connections to a PostgreSQL that stopped answering (a network stall), a
+    stats question and the lookup of a credential waited for as long as it lasted: the pool's
+    ping and the statements of the main pool have no deadline of their own, and the stats
+    deadline is the server's statement_timeout. Each is a 503 within the bounds of its
+    settings, and served again once the server answers."""
+    target = make_url(settings.database_url)
+    with FreezableProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+        proxied = settings.model_copy(
+            update={
+                "database_url": target.set(port=proxy.port).render_as_string(hide_password=False),
+                "db_connect_timeout_seconds": 1,
+                "stats_timeout_seconds": 1,
+                "credential_cache_seconds": 0,
+            }
+        )
+        async with started(proxied) as worker, probing(worker) as http:
+            token = {"Authorization": f"Token {tenant.api_key}"}
+            assert (await graphql_stats(http, tenant)).status_code == 200  # pooled connections
+            proxy.frozen.set()
+            thaw = asyncio.get_running_loop().call_later(8, proxy.frozen.clear)
+            try:
+                hung = await asyncio.gather(
+                    timed(graphql_stats(http, tenant)),
+                    timed(http.post("/api/v2/stats/visit", json=VISIT, headers=token)),
+                )
+            finally:
+                thaw.cancel()
+                proxy.frozen.clear()
+            await wait_until_ready(http, within=10)
+            served = await graphql_stats(http, tenant)
+    assert [status for status, _ in hung] == [503, 503], hung
+    assert max(seconds for _, seconds in hung) < 3, hung
+    assert served.status_code == 200, served.text
+    assert "errors" not in served.json(), served.text
+
+
+async def timed(request: Awaitable[httpx.Response]) -> tuple[int, float]:
+    started_at = time.monotonic()
+    response = await request
+    return response.status_code, time.monotonic() - started_at
