@@ -36,6 +36,7 @@ class EnginePolicy:
         self._anonymous_engine = anonymous_engine
         self._by_hashid: dict[str, EngineRecord] = {}
         self._defaults: dict[int, EngineRecord] = {}
+        self._first: EngineRecord | None = None  # of every account: anonymous events' engine
         # A new worker's first requests all miss the cache at once: one query between them,
         # waited for at most ``lookup_seconds`` (then 503).
         self._lookups: SingleFlight[EngineRecord] = SingleFlight(within=lookup_seconds)
@@ -77,13 +78,23 @@ class EnginePolicy:
         return [await self.engine_for(principal, hashid) for hashid in dict.fromkeys(hashids)]
 
     async def anonymous_target(self) -> EngineRecord:
-        """Where an anonymous event goes: the configured engine, else the first one created."""
+        """Where an anonymous event goes: the configured engine, else the first one created.
+
+        The first one created stays the first (engines are not deleted): looked up once.
+        """
         if self._anonymous_engine:
             return await self._lookup(self._anonymous_engine)
+        engine = self._first
+        if engine is None:
+            engine = await self._lookups.run("first", self._first_engine)
+        return engine
+
+    async def _first_engine(self) -> EngineRecord:
         async with unavailable_when_down(), self._database.sessions() as session:
             engine = await directory.first_engine(session)
         if engine is None:
             raise NotFound("no engine exists yet")
+        self._first = engine
         return engine
 
     async def _lookup(self, hashid: str) -> EngineRecord:

@@ -25,7 +25,7 @@ from app.services.runtime import Runtime
 from app.storage import directory
 from app.storage.directory import EngineRecord
 from tests.api.helpers import RECORD_EVENTS, data, engine_id, gql, stored_events
-from tests.conftest import Tenant
+from tests.conftest import Tenant, make_tenant
 
 UNKNOWN = "0123456789abcdef0123456789abcdef"
 VIEW = {"type": "view", "targetId": "43f9bb3e-f90d-458f-9858-7e4589481d18", "targetType": "item"}
@@ -308,3 +308,37 @@ async def test_concurrent_first_requests_share_one_engine_lookup(
     with pytest.raises(NotFound):
         await policy.engine_for(principal, UNKNOWN)
     assert lookups.count(UNKNOWN) == 2
+
+
+async def test_anonymous_events_look_up_the_first_engine_once(
+    runtime: Runtime, tenant: Tenant, other_tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without SEARCHSTATS_ANONYMOUS_ENGINE, every anonymous DSpace event asked the database
+    for the first engine created: a query on the main pool per page view. The first engine
+    never changes once there is one (engines are not deleted): it is looked up once, by
+    concurrent events together."""
+    lookups: list[str] = []
+    real_first = directory.first_engine
+
+    async def first(session: AsyncSession) -> EngineRecord | None:
+        lookups.append("first")
+        await asyncio.sleep(0.01)
+        return await real_first(session)
+
+    monkeypatch.setattr(directory, "first_engine", first)
+    policy = EnginePolicy(runtime.database, anonymous_engine=None)
+    engines = await asyncio.gather(*(policy.anonymous_target() for _ in range(16)))
+    engines.append(await policy.anonymous_target())
+    assert {engine.hashid for engine in engines} == {tenant.hashid}
+    assert lookups == ["first"]
+
+
+async def test_without_any_engine_anonymous_events_are_refused_until_one_exists(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = EnginePolicy(runtime.database, anonymous_engine=None)
+    for _ in range(2):  # nothing is remembered of not finding one
+        with pytest.raises(NotFound):
+            await policy.anonymous_target()
+    created = await make_tenant(runtime, "late")
+    assert (await policy.anonymous_target()).hashid == created.hashid
