@@ -543,15 +543,20 @@ async def test_read_only_sqlite_answers_503_on_every_door(
 
 
 @asynccontextmanager
-async def read_only_database(url: str) -> AsyncIterator[None]:
-    """The database refuses writes in the sessions that start in the block (as a standby does,
-    or a database put read-only for maintenance); a session keeps that for its life."""
-    name = make_url(url).database
-    await _admin_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+async def database_setting(url: str, name: str, value: str) -> AsyncIterator[None]:
+    """The database's own ``name = value`` for the sessions that start in the block."""
+    database = make_url(url).database
+    await _admin_sql(f'ALTER DATABASE "{database}" SET {name} = {value}')
     try:
         yield
     finally:
-        await _admin_sql(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        await _admin_sql(f'ALTER DATABASE "{database}" RESET {name}')
+
+
+def read_only_database(url: str) -> contextlib.AbstractAsyncContextManager[None]:
+    """The database refuses writes in the sessions that start in the block (as a standby does,
+    or a database put read-only for maintenance); a session keeps that for its life."""
+    return database_setting(url, "default_transaction_read_only", "on")
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
@@ -706,16 +711,10 @@ async def test_after_a_batch_failed_on_postgres_readyz_commits_a_write_before_sa
     assert rows[0] != rows[1] == rows[2]  # committed by the first probe alone
 
 
-@asynccontextmanager
-async def statement_timeout(url: str, milliseconds: int) -> AsyncIterator[None]:
+def statement_timeout(url: str, milliseconds: int) -> contextlib.AbstractAsyncContextManager[None]:
     """The database cancels any statement of the sessions that start in the block after
     ``milliseconds`` (a ``statement_timeout`` on the database or the role, as many set)."""
-    name = make_url(url).database
-    await _admin_sql(f'ALTER DATABASE "{name}" SET statement_timeout = {milliseconds}')
-    try:
-        yield
-    finally:
-        await _admin_sql(f'ALTER DATABASE "{name}" RESET statement_timeout')
+    return database_setting(url, "statement_timeout", str(milliseconds))
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
