@@ -110,7 +110,9 @@ async def test_a_head_trickling_past_the_deadline_is_408_and_closed(
         trickling.cancel()
     assert (status, headers["connection"]) == (408, "close")
     assert json.loads(body)["error"]["code"] == "timeout"
-    assert DEADLINE <= time.monotonic() - started < DEADLINE + 2
+    # The server times the head from its first bytes, on its loop's clock, whose timers may
+    # fire a clock tick early: a margin below, as the other deadline tests here allow.
+    assert DEADLINE - 0.1 <= time.monotonic() - started < DEADLINE + 2
     assert await closed_by_server(reader) == b""
 
 
