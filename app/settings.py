@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,10 +12,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from app.domain.events import HASHID
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./searchstats.db"
 # The brokers the service can fan out through (and share rate limits in).
 BROKER_SCHEMES = ("redis://", "rediss://")
-ENGINE_HASHID = re.compile(r"[a-f0-9]{32}")
 
 
 class Settings(BaseSettings):
@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         # client for what is the operator's setting.
         if not value:
             return None
-        if not ENGINE_HASHID.fullmatch(value):
+        if not HASHID.fullmatch(value):
             raise ValueError("must be an engine's hashid, 32 lowercase hexadecimal digits")
         return value
 

@@ -14,6 +14,8 @@ from app.storage.models import Engine, Event, Rollup
 from tests.conftest import Tenant
 
 RESULT_FIELDS = "{ id status duplicate queryId }"
+# What a REST door's 401 names in WWW-Authenticate: the schemes it takes.
+CHALLENGE = 'Bearer realm="searchstats", Token realm="searchstats"'
 INPUT_TYPES = {
     "recordView": "ViewInput",
     "recordSearch": "SearchInput",

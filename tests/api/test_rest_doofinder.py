@@ -15,9 +15,8 @@ from app.errors import TooManyRequests
 from app.services import accounts
 from app.services.runtime import Runtime
 from app.storage.models import Engine, Event
+from tests.api.helpers import CHALLENGE
 from tests.conftest import BROWSER_UA, Tenant
-
-CHALLENGE = 'Bearer realm="searchstats", Token realm="searchstats"'
 
 VISIT = "/api/v2/stats/visit"
 IPHONE_UA = (

@@ -14,10 +14,9 @@ from app.domain.events import EventDraft, EventKind, ProductType
 from app.services import accounts
 from app.services.record import Client
 from app.services.runtime import Runtime
+from tests.api.helpers import CHALLENGE
 from tests.conftest import Tenant
 from tests.integration.stats_seed import click, search, seed
-
-CHALLENGE = 'Bearer realm="searchstats", Token realm="searchstats"'
 
 CLICKS = "/api/v2/stats/clicks"
 MOBILE = Client(

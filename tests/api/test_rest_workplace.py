@@ -13,9 +13,8 @@ from sqlmodel import col
 
 from app.services.runtime import Runtime
 from app.storage.models import Engine, Event
+from tests.api.helpers import CHALLENGE
 from tests.conftest import BROWSER_UA, Tenant
-
-CHALLENGE = 'Bearer realm="searchstats", Token realm="searchstats"'
 
 EVENT = "/api/ws/v1/analytics/event"
 IPHONE_UA = (

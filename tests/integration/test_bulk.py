@@ -115,6 +115,19 @@ def summary(err: str) -> str:
     return err.strip().splitlines()[-1]
 
 
+def import_into_new_database(
+    url: str, path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """``path`` imported into the empty database at ``url``, migrated and prepared first;
+    the import's summary line."""
+    use(url, monkeypatch)
+    assert cli(capsys, "migrate")[0] == 0
+    prepare(capsys)
+    code, _, err = cli(capsys, "import", str(path))
+    assert code == 0, err
+    return summary(err)
+
+
 @pytest.mark.parametrize("batch_lines", [1000, bulk.BATCH_LINES], ids=["batches", "one-batch"])
 def test_import_twice_stores_nothing_new(
     database_url: str,
@@ -343,12 +356,8 @@ def test_export_then_import_round_trips(
     assert summary(err).startswith(f"searchstats: export: wrote {len(docs)} events")
     original = stats(database_url)
 
-    use(empty_database_url, monkeypatch)
-    assert cli(capsys, "migrate")[0] == 0
-    prepare(capsys)
-    code, _, err = cli(capsys, "import", str(exported))
-    assert code == 0, err
-    assert f"read {len(docs)}, stored {len(docs)}, duplicates 0, rejected 0" in summary(err)
+    imported = import_into_new_database(empty_database_url, exported, monkeypatch, capsys)
+    assert f"read {len(docs)}, stored {len(docs)}, duplicates 0, rejected 0" in imported
     assert stats(empty_database_url) == original
     assert original["rates"]["click_through_rate"]  # clicks linked to their searches
     # Imported twice (or again after a stop): each event once, those stored without an eventId
@@ -482,12 +491,8 @@ def test_a_csv_export_runs_no_formula_and_imports_back_every_string(
     code, before, _ = cli(capsys, "export", *period)
     assert code == 0
 
-    use(empty_database_url, monkeypatch)
-    assert cli(capsys, "migrate")[0] == 0
-    prepare(capsys)
-    code, _, err = cli(capsys, "import", str(exported))
-    assert code == 0, err
-    assert f"read {len(docs)}, stored {len(docs)}, duplicates 0, rejected 0" in summary(err)
+    imported = import_into_new_database(empty_database_url, exported, monkeypatch, capsys)
+    assert f"read {len(docs)}, stored {len(docs)}, duplicates 0, rejected 0" in imported
     # Exported again as NDJSON: the same events, every string exactly as it was recorded.
     code, after, _ = cli(capsys, "export", *period)
     assert sorted(after.splitlines()) == sorted(before.splitlines())
@@ -515,9 +520,5 @@ def test_export_writes_csv_for_a_csv_file_and_import_reads_one_saved_by_a_spread
     saved = tmp_path / "saved.csv"
     saved.write_bytes(b"\xef\xbb\xbf" + exported.read_bytes())
 
-    use(empty_database_url, monkeypatch)
-    assert cli(capsys, "migrate")[0] == 0
-    prepare(capsys)
-    code, _, err = cli(capsys, "import", str(saved))
-    assert code == 0, err
-    assert f"read {len(docs)}, stored {len(docs)}, duplicates 0, rejected 0" in summary(err)
+    imported = import_into_new_database(empty_database_url, saved, monkeypatch, capsys)
+    assert f"read {len(docs)}, stored {len(docs)}, duplicates 0, rejected 0" in imported
