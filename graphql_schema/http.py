@@ -6,10 +6,15 @@ with the contract's code and status, as are the body limits' 413 and 408. Bodies
 go through the strict reader every door shares. An operation refused by the rate limit is a 429
 with ``Retry-After``. Websocket messages are read by the same reader, and one over the body cap
 closes the connection (1009; uvicorn's ``ws_max_size`` refuses it before it is even read).
+
+The response's media type is negotiated as GraphQL over HTTP has it: a client that asks for
+``application/graphql-response+json`` gets it, and with it a 400 without ``data`` for a document
+that never ran; every other client gets ``application/json`` and the statuses it always had.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import AsyncGenerator
@@ -20,9 +25,9 @@ from cross_web import HTTPException, StarletteRequestAdapter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import ExecutionResult
@@ -40,9 +45,54 @@ MESSAGE_TOO_BIG = 1009
 SUBSCRIPTION, MUTATION = OperationType.SUBSCRIPTION, OperationType.MUTATION
 ALLOWED_METHODS = "GET, POST"
 NOT_AN_OBJECT = 'a GraphQL request is a JSON object: {"query": "…", "variables": {…}}'
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON_MEDIA_TYPE = "application/json"
 
 
-def error_response(error: SearchStatsError) -> Response:
+@functools.lru_cache(maxsize=256)  # clients send the same few Accept headers
+def negotiated_media_type(accept: str | None) -> str:
+    """``application/graphql-response+json`` when the client names it and prefers it to JSON,
+    else ``application/json``: the default for a client that names neither (``*/*``, none, or
+    only types this door never answers in), as GraphQL over HTTP asks of a server before
+    every client knows the newer type. Of two equal weights the one listed first wins."""
+    if not accept or "graphql-response+json" not in accept.lower():
+        return JSON_MEDIA_TYPE
+    weights: dict[str, tuple[float, int]] = {}  # media range: (q, position)
+    for position, entry in enumerate(accept.lower().split(",")):
+        media_range, *parameters = (part.strip() for part in entry.split(";"))
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    weight = 0.0  # an entry whose weight cannot be read is not relied on
+        weights.setdefault(media_range, (weight, position))
+    graphql_weight, graphql_position = weights.get(GRAPHQL_RESPONSE, (0.0, 0))
+    json_weight, json_position = next(
+        (weights[name] for name in (JSON_MEDIA_TYPE, "application/*", "*/*") if name in weights),
+        (0.0, 0),
+    )
+    named_json_first = JSON_MEDIA_TYPE in weights and json_position < graphql_position
+    if graphql_weight > json_weight or (graphql_weight == json_weight > 0 and not named_json_first):
+        return GRAPHQL_RESPONSE
+    return JSON_MEDIA_TYPE
+
+
+class NegotiatedResponse(Response):
+    """Strawberry's sub-response (the status and headers resolvers may set), carrying the media
+    type negotiated for the answer and whether the operation never ran."""
+
+    def __init__(self, media_type: str) -> None:
+        super().__init__()
+        self.status_code = None  # type: ignore[assignment]  # unset: Strawberry's 200
+        del self.headers["content-length"]
+        self.negotiated = media_type
+        self.never_ran = False
+
+
+def error_response(error: SearchStatsError, media_type: str = JSON_MEDIA_TYPE) -> Response:
     """One error as a GraphQL response, with the contract's status and code."""
     headers = {}
     seconds = retry_after(error)
@@ -54,6 +104,7 @@ def error_response(error: SearchStatsError) -> Response:
         {"errors": [{"message": error.message, "extensions": {"code": error.code}}]},
         status_code=error.status,
         headers=headers or None,
+        media_type=media_type,
     )
 
 
@@ -121,20 +172,41 @@ class GraphQLDoor(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        request = Request(scope, receive)
+        media_type = negotiated_media_type(request.headers.get("accept"))
         try:
-            response = await self.run(Request(scope, receive))
+            response = await self.run(request)
         except SearchStatsError as error:
-            response = error_response(error)
+            response = error_response(error, media_type)
         except HTTPException as exception:
-            response = error_response(_from_http(exception, scope["method"]))
+            response = error_response(_from_http(exception, scope["method"]), media_type)
         except ClientDisconnect:
             # Gone before its body ended: nobody to answer, and no fault of the service's.
             log.debug("client gone during %s %s", scope["method"], scope["path"])
             response = Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception:
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
-            response = error_response(SearchStatsError())
+            response = error_response(SearchStatsError(), media_type)
         await response(scope, receive, send)
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        return NegotiatedResponse(negotiated_media_type(request.headers.get("accept")))
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        if not isinstance(sub_response, NegotiatedResponse):
+            return super().create_response(response_data, sub_response)
+        if sub_response.never_ran and isinstance(response_data, dict):
+            # GraphQL: "If an error was raised before execution begins, the data entry should
+            # not be present in the result." Kept as null in application/json, as it always was.
+            response_data = response_data.copy()
+            response_data.pop("data", None)
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = sub_response.negotiated
+        return response
 
     def parse_json(self, data: str | bytes) -> Any:
         """Request bodies and ``variables``/``extensions`` of GET requests, read strictly."""
@@ -179,7 +251,28 @@ class GraphQLDoor(GraphQL[Context, None]):
             # back off on the status.
             sub_response.status_code = refusal.status
             sub_response.headers["Retry-After"] = str(retry_after(refusal))
+        if (
+            isinstance(sub_response, NegotiatedResponse)
+            and sub_response.negotiated == GRAPHQL_RESPONSE
+            and _never_ran(result)
+        ):
+            sub_response.never_ran = True
+            if sub_response.status_code is None:
+                original = result.errors[0].original_error if result.errors else None
+                sub_response.status_code = (
+                    original.status if isinstance(original, SearchStatsError) else 400
+                )
         return result
+
+
+def _never_ran(result: ExecutionResult) -> bool:
+    """No field ran: the document did not parse or validate, its variables did not fit, or the
+    operation was refused as a whole. A field's error always has the field's path."""
+    return (
+        result.data is None
+        and bool(result.errors)
+        and all(error.path is None for error in result.errors or ())
+    )
 
 
 def _refusal(result: ExecutionResult) -> SearchStatsError | None:

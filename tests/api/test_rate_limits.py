@@ -17,6 +17,7 @@ import pytest
 from app.main import create_app
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
+from graphql_schema.http import GRAPHQL_RESPONSE
 from tests.conftest import BROWSER_UA, REQUIRE_POSTGRES, Tenant, make_tenant
 
 # Transport behaviour: one database backend is enough.
@@ -289,3 +290,19 @@ async def test_with_redis_down_writes_are_accepted_and_reads_limited_per_worker(
         statuses = [(await clicks(client, tenant.token)).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
     assert "Redis does not answer" in caplog.text
+
+
+async def test_a_refused_operation_keeps_its_429_in_graphql_response_json(
+    settings: Settings,
+) -> None:
+    """Refused as a whole, nothing ran: no ``data`` in the media type that says so."""
+    async with limited(settings, read_rate_limit="1/minute") as (runtime, client):
+        tenant = await make_tenant(runtime, "acme")
+        headers = {**tenant.token, "Accept": GRAPHQL_RESPONSE}
+        assert (await graphql(client, headers, STATS)).status_code == 200
+        refused = await graphql(client, headers, STATS)
+        assert (refused.status_code, refused.headers["content-type"]) == (429, GRAPHQL_RESPONSE)
+        assert int(refused.headers["Retry-After"]) >= 1
+        body = refused.json()
+        assert "data" not in body
+        assert [error["extensions"]["code"] for error in body["errors"]] == ["too_many_requests"]
