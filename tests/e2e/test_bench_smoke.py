@@ -189,3 +189,21 @@ def test_compare_of_two_checkouts_runs() -> None:
     assert re.search(
         r"^\| REST visit \| [\d,]+ \| [\d,]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", output, re.M
     )
+
+
+def test_soak_runs() -> None:
+    """A few seconds of every kind of request and subscriber: each answered as it must be (an
+    unexpected answer, or an acknowledged event not stored, fails the run), memory sampled."""
+    sizes = ["--minutes", "0.1", "--connections", "4", "--sample-seconds", "1"]
+    output = run_bench("bench.soak", "--backends", "sqlite", *sizes)
+    row = next(line for line in output.splitlines() if line.startswith("| sqlite |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    stored, acknowledged = re.fullmatch(r"([\d,]+) of ([\d,]+) acknowledged", cells[3]).groups()  # type: ignore[union-attr]
+    assert stored == acknowledged != "0"
+    assert int(cells[4].split()[0].replace(",", "")) > 0  # subscribers came and went
+    samples = re.findall(r"^sqlite +[\d.]+ s +([\d,]+) requests +([\d.]+) MB", output, re.M)
+    assert len(samples) >= 3
+    assert all(float(mb) > 0 for _, mb in samples)
+    # Every kind of answer the traffic asks for was given.
+    for status in ("200", "201", "400", "401", "404"):
+        assert f"{status}: " in cells[9]
