@@ -218,6 +218,32 @@ async def test_failed_credentials_are_counted_by_address(settings: Settings) -> 
         assert (await clicks(client, tenant.token)).status_code == 200
 
 
+async def test_failed_credentials_are_counted_at_the_read_rate_at_every_door(
+    settings: Settings,
+) -> None:
+    """A guess is a guess whatever the door: a wrong key sent to a door that writes (a REST
+    POST, a GraphQL mutation) is not given the write rate, 1000 a second by default."""
+    async with limited(settings, read_rate_limit="3/second", write_rate_limit="100/second") as (
+        runtime,
+        client,
+    ):
+        tenant = await make_tenant(runtime, "acme")
+        wrong = {"Authorization": "Token " + "0" * 40}
+        body = {"hashid": tenant.hashid, "store": "main"}
+        statuses = [
+            (await client.post("/api/v2/stats/visit", json=body, headers=wrong)).status_code
+            for _ in range(2)
+        ]
+        mutation = 'mutation { recordVisit(input: {store: "main"}) { id } }'
+        statuses.append((await graphql(client, wrong, mutation)).status_code)
+        assert statuses == [401, 401, 200]  # GraphQL: not_authenticated, in a 200
+        assert_refused(await client.post("/api/v2/stats/visit", json=body, headers=wrong))
+        assert_refused(await graphql(client, wrong, mutation))
+        assert_refused(await clicks(client, wrong))
+        # The account's own writes are not slowed by the guesses.
+        assert (await client.post("/api/v2/stats/visit", **visit(tenant))).status_code == 200
+
+
 async def redis_or_skip() -> str:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
