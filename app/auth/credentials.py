@@ -141,8 +141,8 @@ def _verify(token: str, key: str, name: str) -> float | None:
     The token's expiry when it is valid, else None. ``iat`` and ``nbf`` are checked within
     ``JWT_CLOCK_SKEW_SECONDS``; ``exp`` is left to the caller, which checks it with no leeway
     (PyJWT would grant the skew to ``exp`` too: a minute of life after expiry). Claims the vendor
-    does not define (``aud``, ``iss``, a client's own) are the client's business and do not make
-    a token invalid.
+    does not define (``aud``, ``iss``, ``sub``, ``jti``, a client's own) are the client's
+    business and do not make a token invalid, whatever their type.
     """
     try:
         claims = jwt.decode(
@@ -154,6 +154,9 @@ def _verify(token: str, key: str, name: str) -> float | None:
                 "require": ["iat", "exp", "name"],
                 "verify_aud": False,
                 "verify_exp": False,
+                # PyJWT refuses a ``sub`` or ``jti`` that is not a string: a client's own.
+                "verify_sub": False,
+                "verify_jti": False,
             },
         )
         issued, expires = claims["iat"], claims["exp"]
