@@ -11,6 +11,7 @@ import jwt
 
 from app.auth.keys import KeyVault, key_digest
 from app.auth.principal import Principal
+from app.domain.tenancy import ACCOUNT_NAME
 from app.errors import NotAuthenticated
 from app.single_flight import SingleFlight
 from app.storage import directory
@@ -95,6 +96,10 @@ class Authenticator:
             raise NotAuthenticated("Malformed token") from None
         if not isinstance(name, str) or not name:
             raise NotAuthenticated("The token must carry a name claim")
+        if not ACCOUNT_NAME.fullmatch(name):
+            # No account is called so; not looked up (a NUL, a lone surrogate: neither database
+            # could even take it as a parameter).
+            raise NotAuthenticated("Invalid or expired token")
         principal, keys = await self._account_keys(name)
         for key in keys:
             expires = _verify(token, key, name)
