@@ -1,5 +1,5 @@
-"""The ``searchstats`` command: serve, migrate, manage accounts and engines, forget and prune,
-import and export."""
+"""The ``searchstats`` command: serve, migrate, manage accounts, their keys and engines, forget and
+prune, import and export."""
 
 from __future__ import annotations
 
@@ -135,6 +135,14 @@ def _parser() -> argparse.ArgumentParser:
     create_account.add_argument("name")
     create_account.set_defaults(handler=_create_account)
 
+    key = commands.add_parser("key", help="rotate and revoke API keys").add_subparsers()
+    create_key = key.add_parser("create", help="give an account one more API key; prints it")
+    create_key.add_argument("account")
+    create_key.set_defaults(handler=_create_key)
+    revoke_key = key.add_parser("revoke", help="delete an API key; prints its account's name")
+    revoke_key.add_argument("api_key", metavar="KEY")
+    revoke_key.set_defaults(handler=_revoke_key)
+
     engine = commands.add_parser("engine", help="manage search engines").add_subparsers()
     create_engine = engine.add_parser("create", help="add an engine; prints its hashid")
     create_engine.add_argument("account")
@@ -193,6 +201,25 @@ def _create_account(args: argparse.Namespace, settings: Settings) -> int:
         vault = await accounts.service_vault(database=database, settings=settings)
         created = await accounts.create_account(database=database, vault=vault, name=args.name)
         return created.api_key
+
+    print(_with_database(settings, work))
+    return 0
+
+
+def _create_key(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(database: Database) -> str:
+        await upgrade_to_head(database)
+        vault = await accounts.service_vault(database=database, settings=settings)
+        return await accounts.add_api_key(database=database, vault=vault, account=args.account)
+
+    print(_with_database(settings, work))
+    return 0
+
+
+def _revoke_key(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(database: Database) -> str:
+        await upgrade_to_head(database)
+        return await accounts.revoke_api_key(database=database, api_key=args.api_key)
 
     print(_with_database(settings, work))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,18 +27,30 @@ class Context:
     # The pseudonym of the client's address (app.auth.addresses), for rate limits.
     client_address: str = "unknown"
     _principal: Principal | None = field(default=None, repr=False)
+    # A websocket's: when its credential is checked again (None: never, a request's context).
+    _recheck_at: float | None = field(default=None, repr=False)
 
     async def principal(self) -> Principal:
         """The caller's account; authenticated on first use, refused with a 401 code.
 
         A websocket keeps its caller for its whole life: once a JWT's ``exp`` passes, it is
-        refused like any expired credential.
+        refused like any expired credential; and what it starts once the workers' memory of
+        credentials is over checks the credential again, so that a revoked key starts nothing
+        more (what runs already goes on).
         """
-        if self._principal is None:
+        if self._principal is None or self._recheck_due():
             self._principal = await self.runtime.authenticator.authenticate(self.authorization)
+            if self._recheck_at is not None:
+                self._recheck_at = self._next_check()
         if self._principal.expired:
             raise NotAuthenticated("The credential has expired")
         return self._principal
+
+    def _recheck_due(self) -> bool:
+        return self._recheck_at is not None and time.monotonic() >= self._recheck_at
+
+    def _next_check(self) -> float:
+        return time.monotonic() + self.runtime.settings.credential_cache_seconds
 
     async def admit(self, access: Access) -> None:
         """Count one operation against the caller's rate limit (429 past it).
@@ -62,10 +75,12 @@ class Context:
         if isinstance(credential, str) and credential:
             self.authorization, self._principal = credential, None
         try:
-            return await self.principal()
+            principal = await self.principal()
         except NotAuthenticated:
             await self.runtime.limits.admit_caller(None, self.client_address, Access.READ)
             raise
+        self._recheck_at = self._next_check()
+        return principal
 
     @property
     def client(self) -> Client:

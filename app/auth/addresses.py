@@ -4,7 +4,7 @@ The address is the connection's peer, or, when the peer is a configured proxy, t
 ``X-Forwarded-For`` entry that no configured proxy added: entries to its left were written by the
 client and prove nothing. It is only ever kept as a pseudonym, a keyed hash that changes every UTC
 day: rate limits and the access log can tell one client from another without storing or logging
-its address.
+its address. An IPv6 client is its /64 network, as it is given it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PSEUDONYM_HEX = 16
+IPV6_CLIENT_PREFIX = 64
 MAX_FORWARDED_ENTRIES = 32
 # Pseudonyms remembered for the day, so a busy client costs one keyed hash a day, not one a
 # request; bounded, the memory of a flood of addresses is cleared rather than grown.
@@ -49,13 +50,13 @@ class ClientAddresses:
         return hops[0][:64] if hops and hops[0] else peer
 
     def pseudonym(self, address: str) -> str:
-        """A keyed hash of the address: stable for a UTC day, meaningless without the secret."""
+        """A keyed hash of the client: stable for a UTC day, meaningless without the secret."""
         key = self._key_of_today()
         known = self._pseudonyms.get(address)
         if known is None:
             if len(self._pseudonyms) >= MAX_REMEMBERED:
                 self._pseudonyms.clear()
-            digest = hmac.digest(key, address.encode(), "sha256")
+            digest = hmac.digest(key, _client_of(address).encode(), "sha256")
             known = self._pseudonyms[address] = digest.hex()[:PSEUDONYM_HEX]
         return known
 
@@ -92,6 +93,21 @@ class ClientAddresses:
             self._day = day
             self._pseudonyms.clear()  # yesterday's pseudonyms are not today's
         return self._day_key
+
+
+def _client_of(address: str) -> str:
+    """What one client is: an IPv4 address (also seen as IPv4-mapped IPv6), or an IPv6 address's
+    /64 network, which a host or a subscriber is given whole: counted by address, it would have
+    2^64 of them, each a new rate budget."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return address
 
 
 @functools.lru_cache(maxsize=4096)

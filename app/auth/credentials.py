@@ -11,6 +11,7 @@ import jwt
 
 from app.auth.keys import KeyVault, key_digest
 from app.auth.principal import Principal
+from app.domain.tenancy import ACCOUNT_NAME
 from app.errors import NotAuthenticated
 from app.single_flight import SingleFlight
 from app.storage import directory
@@ -95,6 +96,10 @@ class Authenticator:
             raise NotAuthenticated("Malformed token") from None
         if not isinstance(name, str) or not name:
             raise NotAuthenticated("The token must carry a name claim")
+        if not ACCOUNT_NAME.fullmatch(name):
+            # No account is called so; not looked up (a NUL, a lone surrogate: neither database
+            # could even take it as a parameter).
+            raise NotAuthenticated("Invalid or expired token")
         principal, keys = await self._account_keys(name)
         for key in keys:
             expires = _verify(token, key, name)
@@ -141,8 +146,8 @@ def _verify(token: str, key: str, name: str) -> float | None:
     The token's expiry when it is valid, else None. ``iat`` and ``nbf`` are checked within
     ``JWT_CLOCK_SKEW_SECONDS``; ``exp`` is left to the caller, which checks it with no leeway
     (PyJWT would grant the skew to ``exp`` too: a minute of life after expiry). Claims the vendor
-    does not define (``aud``, ``iss``, a client's own) are the client's business and do not make
-    a token invalid.
+    does not define (``aud``, ``iss``, ``sub``, ``jti``, a client's own) are the client's
+    business and do not make a token invalid, whatever their type.
     """
     try:
         claims = jwt.decode(
@@ -154,6 +159,9 @@ def _verify(token: str, key: str, name: str) -> float | None:
                 "require": ["iat", "exp", "name"],
                 "verify_aud": False,
                 "verify_exp": False,
+                # PyJWT refuses a ``sub`` or ``jti`` that is not a string: a client's own.
+                "verify_sub": False,
+                "verify_jti": False,
             },
         )
         issued, expires = claims["iat"], claims["exp"]

@@ -98,7 +98,7 @@ class EnginePolicy:
         return engine
 
     async def _lookup(self, hashid: str) -> EngineRecord:
-        if not HASHID.match(hashid):
+        if not HASHID.fullmatch(hashid):
             raise BadParams(f"invalid hashid {hashid[:64]!r}: expected 32 lowercase hex characters")
         engine = self._by_hashid.get(hashid)
         if engine is None:

@@ -251,7 +251,7 @@ def event_problems(draft: EventDraft, *, now: datetime) -> list[str]:
         # An idempotency key must identify something: stored, "" would make every other event
         # sent with it a conflict.
         problems.append(f"{draft.name_of('event_id')} must not be empty")
-    if draft.engine is not None and not HASHID.match(draft.engine):
+    if draft.engine is not None and not HASHID.fullmatch(draft.engine):
         problems.append(f"{draft.name_of('engine')} must be 32 lowercase hexadecimal characters")
     problems += _time_problems(draft.occurred_at, now)
     problems += _KIND_RULES[draft.kind](draft)

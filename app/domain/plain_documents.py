@@ -45,7 +45,7 @@ def _counted(low: int) -> Callable[[Any], bool]:
 
 # What each field must be beyond its type and length, by wire name (as in ``event_problems``).
 _TESTS: dict[str, Callable[[Any], bool]] = {
-    "engine": lambda value: HASHID.match(value) is not None,
+    "engine": lambda value: HASHID.fullmatch(value) is not None,
     "eventId": lambda value: value != "",  # an idempotency key must identify something
     "query": query_fits,
     "scope": is_uuid,

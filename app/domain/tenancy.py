@@ -13,13 +13,13 @@ ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
 def check_account_name(name: str) -> str:
-    if not ACCOUNT_NAME.match(name):
+    if not ACCOUNT_NAME.fullmatch(name):
         raise BadParams("account name must be 1-64 characters: letters, digits, '_', '.', '@', '-'")
     return name
 
 
 def check_hashid(hashid: str) -> str:
-    if not HASHID.match(hashid):
+    if not HASHID.fullmatch(hashid):
         raise BadParams(f"invalid hashid {hashid[:64]!r}: expected 32 lowercase hex characters")
     return hashid
 

@@ -59,6 +59,30 @@ async def create_account(*, database: Database, vault: KeyVault, name: str) -> N
     return NewAccount(name=name, api_key=api_key)
 
 
+async def add_api_key(*, database: Database, vault: KeyVault, account: str) -> str:
+    """Give an account one more API key (its others keep working); shown now and never again."""
+    api_key = new_api_key()
+    async with database.sessions() as session, session.begin():
+        owner = await directory.account_by_name(session, account)
+        if owner is None:
+            raise NotFound(f"account {account!r} does not exist")
+        await directory.insert_api_key(
+            session, account_id=owner.id, digest=key_digest(api_key), ciphertext=vault.seal(api_key)
+        )
+    return api_key
+
+
+async def revoke_api_key(*, database: Database, api_key: str) -> str:
+    """Delete an API key: it and the JWTs signed with it are refused from then on (by each
+    worker once its memory of the credential, ``SEARCHSTATS_CREDENTIAL_CACHE_SECONDS``, is
+    over). The name of the account it was a key of."""
+    async with database.sessions() as session, session.begin():
+        account = await directory.delete_api_key(session, key_digest(api_key.strip()))
+    if account is None:
+        raise NotFound("no account has this API key")
+    return account.name
+
+
 async def create_engine(
     *, database: Database, account: str, hashid: str | None = None, name: str = ""
 ) -> EngineRecord:

@@ -5,7 +5,7 @@ mutations) have separate budgets, each a moving window (rates written as the ``l
 reads them). One account's burst uses its own budget only: the key is the account the credential
 proves, not the credential itself, so a key and a JWT of one account share a budget. Callers
 without a credential (DSpace's anonymous doors, and failed credentials) are counted by the
-pseudonym of their address.
+pseudonym of their address; a failed credential as a read, whatever the door.
 
 Counters live in this worker's memory (app/services/local_window.py), or in Redis (``limits``'
 moving window) when ``SEARCHSTATS_BROKER_URL`` is a Redis URL, so that every worker enforces one
@@ -115,9 +115,13 @@ class RateLimits:
         )
 
     async def admit_caller(self, principal: Principal | None, client: str, access: Access) -> None:
-        """Count one request of an account, or of the client's address when there is none."""
-        subject = account_subject(principal) if principal else client_subject(client)
-        await self.admit(subject, access)
+        """Count one request of an account, or of the client's address when its credential
+        failed: that is a guess, counted as a read whatever the door (a wrong key sent to a door
+        that writes would otherwise be given the write rate, 1000 a second by default)."""
+        if principal is None:
+            await self.admit(client_subject(client), Access.READ)
+        else:
+            await self.admit(account_subject(principal), access)
 
     async def _hit_shared(self, rate: RateLimitItem, subject: str, access: Access) -> bool | None:
         """The shared counters' answer; None while Redis does not answer."""

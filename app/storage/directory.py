@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
@@ -73,6 +73,14 @@ async def account_by_key_digest(session: AsyncSession, digest: str) -> AccountRe
     statement = select(Account).join(ApiKey).where(col(ApiKey.digest) == digest)
     row = (await session.execute(statement)).scalar_one_or_none()
     return None if row is None or row.id is None else AccountRecord(id=row.id, name=row.name)
+
+
+async def delete_api_key(session: AsyncSession, digest: str) -> AccountRecord | None:
+    """Delete the key with this digest; the account it was a key of, or None if none was."""
+    account = await account_by_key_digest(session, digest)
+    if account is not None:
+        await session.execute(delete(ApiKey).where(col(ApiKey.digest) == digest))
+    return account
 
 
 async def every_key_ciphertext(session: AsyncSession) -> list[str]:

@@ -219,6 +219,54 @@ async def test_failed_credentials_are_counted_by_address(settings: Settings) -> 
         assert (await clicks(client, tenant.token)).status_code == 200
 
 
+async def test_failed_credentials_are_counted_at_the_read_rate_at_every_door(
+    settings: Settings,
+) -> None:
+    """A guess is a guess whatever the door: a wrong key sent to a door that writes (a REST
+    POST, a GraphQL mutation) is not given the write rate, 1000 a second by default."""
+    async with limited(settings, read_rate_limit="3/second", write_rate_limit="100/second") as (
+        runtime,
+        client,
+    ):
+        tenant = await make_tenant(runtime, "acme")
+        wrong = {"Authorization": "Token " + "0" * 40}
+        body = {"hashid": tenant.hashid, "store": "main"}
+        statuses = [
+            (await client.post("/api/v2/stats/visit", json=body, headers=wrong)).status_code
+            for _ in range(2)
+        ]
+        mutation = 'mutation { recordVisit(input: {store: "main"}) { id } }'
+        statuses.append((await graphql(client, wrong, mutation)).status_code)
+        assert statuses == [401, 401, 200]  # GraphQL: not_authenticated, in a 200
+        assert_refused(await client.post("/api/v2/stats/visit", json=body, headers=wrong))
+        assert_refused(await graphql(client, wrong, mutation))
+        assert_refused(await clicks(client, wrong))
+        # The account's own writes are not slowed by the guesses.
+        assert (await client.post("/api/v2/stats/visit", **visit(tenant))).status_code == 200
+
+
+async def test_an_ipv6_client_is_counted_by_its_64_network(settings: Settings) -> None:
+    """A host given an IPv6 /64 has 2^64 addresses to send from: counted by address, each
+    would be a new budget of guesses."""
+    peer = "2001:db8:1:2::10"
+    async with limited(settings, peer=peer, read_rate_limit="2/second") as (_runtime, client):
+        wrong = {"Authorization": "Token " + "0" * 40}
+        assert (await clicks(client, wrong)).status_code == 401
+        async with client_from(client, "2001:db8:1:2:ffff:1:2:3") as same_network:
+            assert (await clicks(same_network, wrong)).status_code == 401
+            assert_refused(await clicks(same_network, wrong))
+        async with client_from(client, "2001:db8:1:3::10") as next_network:
+            assert (await clicks(next_network, wrong)).status_code == 401
+        # An IPv4 client seen on a dual-stack socket is the IPv4 address it is.
+        async with (
+            client_from(client, "::ffff:203.0.113.7") as mapped,
+            client_from(client, "203.0.113.7") as plain,
+        ):
+            assert (await clicks(mapped, wrong)).status_code == 401
+            assert (await clicks(plain, wrong)).status_code == 401
+            assert_refused(await clicks(plain, wrong))
+
+
 async def redis_or_skip() -> str:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError

@@ -16,11 +16,12 @@ from websockets.typing import Subprotocol
 from app.domain.stats import Metric
 from app.main import create_app
 from app.services import accounts, live
-from app.services.runtime import Runtime
+from app.services.runtime import Runtime, build_runtime
 from app.services.stats import compute_stats
+from app.settings import Settings
 from graphql_schema import subscriptions
 from graphql_schema.stats_types import Stats
-from tests.conftest import Tenant
+from tests.conftest import Tenant, make_tenant
 from tests.e2e.graphql_ws import (
     LEGACY_WS,
     PROTOCOLS,
@@ -153,6 +154,32 @@ async def test_transport_ws_refuses_a_connection_without_valid_credentials(
         await subscribe_once(served.ws_url, payload)
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4403, "Forbidden")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_revoked_key_starts_nothing_more_on_a_websocket_opened_with_it(
+    settings: Settings, protocol: str
+) -> None:
+    """A connection keeps the account it proved; what it starts after the credential memory
+    (here none) is checked again, so a leaked key, once revoked, cannot go on recording or
+    reading through a websocket it opened before."""
+    runtime = build_runtime(settings.model_copy(update={"credential_cache_seconds": 0}))
+    await runtime.start()
+    try:
+        tenant = await make_tenant(runtime, "acme")
+        async with (
+            served_app(runtime) as served,
+            graphql_socket(served.ws_url, payload=token(tenant), protocol=protocol) as socket,
+        ):
+            await socket.subscribe("1", LIVE, **PERIOD, interval=1000)
+            await socket.next("1")
+            await accounts.revoke_api_key(database=runtime.database, api_key=tenant.api_key)
+            await socket.subscribe("2", LIVE, **PERIOD, interval=1000)
+            with pytest.raises(OperationError) as refused:
+                await socket.next("2")
+        assert refused.value.code == "not_authenticated"
+    finally:
+        await runtime.stop()
 
 
 async def subscribe_once(url: str, payload: dict[str, str] | None) -> None:

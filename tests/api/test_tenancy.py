@@ -204,8 +204,12 @@ def signed_claims(signer: Tenant, claims: str) -> dict[str, str]:
         '{{"iat": {now}, "exp": 1e400, "name": "{name}"}}',
         '{{"iat": {now}, "exp": NaN, "name": "{name}"}}',
         '{{"iat": {now}, "exp": {later}, "name": ["{name}"]}}',
+        # Names no account can have, nor a database hold (PostgreSQL: no NUL; no lone surrogate
+        # in UTF-8): they were a masked 500 internal_error, looked up as they were.
+        '{{"iat": {now}, "exp": {later}, "name": "{name}\\u0000"}}',
+        '{{"iat": {now}, "exp": {later}, "name": "\\ud800"}}',
     ],
-    ids=["iat-list", "exp-1e400", "exp-nan", "name-list"],
+    ids=["iat-list", "exp-1e400", "exp-nan", "name-list", "name-nul", "name-lone-surrogate"],
 )
 async def test_signed_jwts_with_hostile_claims_are_not_authenticated_on_rest_doors(
     client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, claims: str

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
+import pytest
+
+from app.auth.principal import Principal
+from app.domain.events import EventDraft, EventKind, event_problems
 from app.errors import BadParams
 from app.services import accounts
 from app.services.runtime import Runtime
@@ -41,3 +46,31 @@ async def test_bootstrap_happens_once(runtime: Runtime) -> None:
     assert first is not None
     assert first.account.name == "default"
     assert await accounts.bootstrap(database=runtime.database, vault=runtime.vault) is None
+
+
+@pytest.mark.parametrize("name", ["acme\n", "acme\r\n", " acme", "acme\x00"])
+async def test_an_account_name_with_a_line_end_or_other_character_is_refused(
+    runtime: Runtime, name: str
+) -> None:
+    """A regular expression's ``$`` matches before a final line end: "acme" and a line end was
+    an account of its own, which a JWT naming "acme" does not name."""
+    with pytest.raises(BadParams, match="account name must be"):
+        await accounts.create_account(database=runtime.database, vault=runtime.vault, name=name)
+
+
+async def test_a_hashid_with_a_line_end_is_refused(runtime: Runtime) -> None:
+    """A hashid and a line end was an engine on SQLite (a masked error on PostgreSQL, whose
+    column is 32 characters), and as an event's engine a 404 for an engine not found."""
+    await accounts.create_account(database=runtime.database, vault=runtime.vault, name="acme")
+    hashid, database = "0123456789abcdef0123456789abcdef", runtime.database
+    with pytest.raises(BadParams, match="invalid hashid"):
+        await accounts.create_engine(database=database, account="acme", hashid=hashid + "\n")
+    engine = await accounts.create_engine(database=database, account="acme", hashid=hashid)
+    principal = Principal(account_id=engine.account_id, account_name="acme")
+    with pytest.raises(BadParams, match="invalid hashid"):
+        await runtime.engines.engine_for(principal, hashid + "\n")
+    problems = event_problems(
+        EventDraft(kind=EventKind.VISIT, store="main", engine=hashid + "\n"),
+        now=datetime.now(UTC),
+    )
+    assert problems == ["engine must be 32 lowercase hexadecimal characters"]

@@ -8,10 +8,12 @@ import hashlib
 import logging
 import re
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
@@ -20,6 +22,7 @@ from sqlmodel import col
 from app import cli
 from app.auth.keys import KeyVault
 from app.cli import main
+from app.errors import NotAuthenticated
 from app.main import create_app
 from app.services.runtime import build_runtime
 from app.settings import Settings
@@ -234,10 +237,57 @@ def test_engine_create_prints_only_the_hashid(
     assert [tuple(row) for row in engines] == [(first.strip(), ""), (SHOP, "Shop")]
 
 
+def accepted(url: str, *credentials: str) -> list[bool]:
+    """Whether a worker started now accepts each credential (as a fresh worker, or one whose
+    memory of it is over, does)."""
+
+    async def check() -> list[bool]:
+        runtime = build_runtime(Settings(database_url=url, secret_key=SECRET))
+        await runtime.start()
+        try:
+            answers = []
+            for credential in credentials:
+                try:
+                    await runtime.authenticator.authenticate(credential)
+                    answers.append(True)
+                except NotAuthenticated:
+                    answers.append(False)
+            return answers
+        finally:
+            await runtime.stop()
+
+    return asyncio.run(check())
+
+
+def jwt_of(account: str, key: str) -> str:
+    now = int(time.time())
+    return "Bearer " + jwt.encode({"iat": now, "exp": now + 600, "name": account}, key, "HS256")
+
+
+def test_a_key_is_rotated_with_key_create_and_key_revoke(
+    cli_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = ok(capsys, "account", "create", "acme").strip()
+    code, out, err = run(capsys, "key", "create", "acme")
+    assert (code, err) == (0, "")
+    assert KEY.match(out), repr(out)
+    new = out.strip()
+    # Both keys work, and JWTs signed with either: clients move to the new one at their pace.
+    credentials = [f"Token {old}", jwt_of("acme", old), f"Token {new}", jwt_of("acme", new)]
+    assert accepted(cli_database, *credentials) == [True] * 4
+
+    assert run(capsys, "key", "revoke", old) == (0, "acme\n", "")
+    assert accepted(cli_database, *credentials) == [False, False, True, True]
+    [(digest,)] = query(cli_database, select(col(ApiKey.digest)))
+    assert digest == hashlib.sha256(new.encode()).hexdigest()
+
+
 @pytest.mark.parametrize(
     ("setup", "command", "expected"),
     [
         ([], ["engine", "create", "nobody"], "account 'nobody' does not exist"),
+        ([], ["key", "create", "nobody"], "account 'nobody' does not exist"),
+        ([["account", "create", "acme"]], ["key", "revoke", "0" * 40], "no account has this"),
         (
             [["account", "create", "acme"], ["engine", "create", "acme", "--hashid", SHOP]],
             ["engine", "create", "acme", "--hashid", SHOP],
@@ -276,6 +326,8 @@ def test_engine_create_prints_only_the_hashid(
     ],
     ids=[
         "unknown-account",
+        "key-for-unknown-account",
+        "revoke-unknown-key",
         "duplicate-hashid",
         "hashid-of-another-account",
         "malformed-hashid",

@@ -72,3 +72,12 @@ def test_the_pseudonym_of_a_request_is_worked_out_once() -> None:
     assert first == PROXIES.pseudonym("198.51.100.1")
     scope["headers"] = []
     assert PROXIES.of_scope(scope) == first
+
+
+def test_an_ipv6_client_is_its_64_network_and_a_mapped_ipv4_its_ipv4_address() -> None:
+    plain = ClientAddresses(trusted_proxies=[], secret="s")
+    assert plain.pseudonym("2001:db8:1:2::10") == plain.pseudonym("2001:db8:1:2:ffff:1:2:3")
+    assert plain.pseudonym("2001:db8:1:2::10") != plain.pseudonym("2001:db8:1:3::10")
+    assert plain.pseudonym("::ffff:203.0.113.7") == plain.pseudonym("203.0.113.7")
+    assert plain.pseudonym("203.0.113.7") != plain.pseudonym("203.0.113.8")
+    assert plain.pseudonym("unknown") != plain.pseudonym("not-an-address")
