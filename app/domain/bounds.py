@@ -21,7 +21,7 @@ def parse_iso_bound(name: str, text: str, zone: ZoneInfo) -> Bound:
     """An ISO date (a whole local day) or an ISO date-time (naive ones read in ``zone``)."""
     text = text.strip()
     try:
-        if ISO_DATE.match(text):
+        if ISO_DATE.fullmatch(text):
             return date.fromisoformat(text)
         instant = datetime.fromisoformat(text)
     except ValueError:
@@ -36,14 +36,14 @@ def parse_iso_bound(name: str, text: str, zone: ZoneInfo) -> Bound:
 
 def parse_doofinder_bound(name: str, text: str) -> Bound:
     """Doofinder's ``from``/``to``: YYYYMMDD, or a UNIX timestamp in seconds or milliseconds."""
-    if match := YYYYMMDD.match(text):
+    if match := YYYYMMDD.fullmatch(text):
         try:
             return date(int(match[1]), int(match[2]), int(match[3]))
         except ValueError:
             raise BadParams(f"{name} is not a valid date: {text}") from None
-    if EPOCH_SECONDS.match(text):
+    if EPOCH_SECONDS.fullmatch(text):
         return datetime.fromtimestamp(int(text), UTC)
-    if EPOCH_MILLIS.match(text):
+    if EPOCH_MILLIS.fullmatch(text):
         return datetime.fromtimestamp(int(text) / 1000, UTC)
     raise BadParams(f"{name} must be YYYYMMDD or a UNIX timestamp (10 or 13 digits)")
 

@@ -83,7 +83,7 @@ def _boundaries_on_rollup_grid(period: Period, granularity: Granularity) -> bool
 
 @lru_cache(maxsize=512)
 def parse_zone(name: str) -> ZoneInfo:
-    if not name or len(name) > 64 or not ZONE_NAME.match(name):
+    if not name or len(name) > 64 or not ZONE_NAME.fullmatch(name):
         raise BadParams(f"unknown timezone {name[:64]!r}")
     try:
         return ZoneInfo(name)

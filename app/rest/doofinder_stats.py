@@ -113,7 +113,7 @@ def _product_type(value: str) -> ProductType:
 def _indices(params: QueryParams) -> tuple[IndexRef, ...]:
     parts: dict[int, dict[str, str]] = {}
     for key, value in params.multi_items():
-        if match := INDEX_PARAM.match(key):
+        if match := INDEX_PARAM.fullmatch(key):
             parts.setdefault(int(match[1]), {})[match[2]] = value
         elif key.startswith("indices"):
             # Never dropped: a filter left out would answer with unfiltered counts.

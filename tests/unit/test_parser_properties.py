@@ -246,6 +246,10 @@ def test_periods_at_the_calendars_ends_are_out_of_range(
         ("20250230", "from is not a valid date: 20250230"),
         ("19991231", "from must be YYYYMMDD or a UNIX timestamp (10 or 13 digits)"),
         ("", "from must be YYYYMMDD or a UNIX timestamp (10 or 13 digits)"),
+        # A regular expression's $ matches before a final line end: the whole text is checked.
+        ("20250301\n", "from must be YYYYMMDD or a UNIX timestamp (10 or 13 digits)"),
+        ("1700000000\n", "from must be YYYYMMDD or a UNIX timestamp (10 or 13 digits)"),
+        ("1700000000000\n", "from must be YYYYMMDD or a UNIX timestamp (10 or 13 digits)"),
     ],
 )
 def test_doofinder_bound_messages(text: str, expected: str) -> None:
