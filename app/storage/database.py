@@ -99,7 +99,11 @@ def create_engine(
         "timeout": settings.db_connect_timeout_seconds,
         "server_settings": {"application_name": "searchstats"},
     }
-    options: dict[str, Any] = {"pool_pre_ping": True, "connect_args": connect_args}
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "connect_args": connect_args,
+        "hide_parameters": True,  # see _sqlite_engine
+    }
     if writes:
         connect_args["command_timeout"] = settings.db_write_timeout_seconds
         # A batch is one statement, its own transaction (app/storage/batch_commit.py);
@@ -135,6 +139,9 @@ def _sqlite_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         settings.database_url,
         connect_args={"timeout": settings.db_connect_timeout_seconds},
+        # A statement's error names its statement but not what it was sent: user ids, queries
+        # and URLs would otherwise reach the log with every unexpected error logged.
+        hide_parameters=True,
     )
     synchronous = settings.sqlite_synchronous
 
