@@ -16,8 +16,9 @@ key, malformed JSON, unknown path), and websocket subscribers (``liveStats`` and
 connection.
 
 Every --sample-seconds it reads the worker's resident memory, open file descriptors and threads.
-Growth is read from the end of the warm-up (the first fifth: caches filled, the allocator's
-arenas made, SQLite's page cache grown) to the end, and given per 100,000 requests. At the end
+The trend is the least-squares slope of memory against requests from the end of the warm-up (the
+first fifth: caches filled, the allocator's arenas made, SQLite's page cache grown) to the end,
+per 100,000 requests: a sample moves by several MB either way as the allocator goes. At the end
 the database must hold exactly the events acknowledged. The figures replace the ``soak`` section
 of docs/performance.md, with a plot of memory against requests (unless --no-write).
 """
@@ -29,6 +30,7 @@ import asyncio
 import collections
 import os
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -437,10 +439,21 @@ class Run:
         return next(s for s in self.samples if s.seconds >= end * WARM_UP_SHARE)
 
     @property
+    def after_warm_up(self) -> list[Sample]:
+        return self.samples[self.samples.index(self.warm) :]
+
+    @property
     def growth_kb_per_100k(self) -> float:
-        warm, last = self.warm, self.samples[-1]
-        served = last.requests - warm.requests
-        return (last.rss_mb - warm.rss_mb) * 1024 / served * 100_000 if served else 0.0
+        """The least-squares slope of memory against requests after the warm-up: a sample's
+        memory moves by several MB either way as the allocator and the garbage collector go,
+        so two samples alone could read a trend that is not there."""
+        samples = self.after_warm_up
+        if len(samples) < 2 or samples[-1].requests == samples[0].requests:
+            return 0.0
+        slope, _ = statistics.linear_regression(
+            [s.requests for s in samples], [s.rss_mb for s in samples]
+        )
+        return slope * 1024 * 100_000
 
 
 def soak(backend: str, args: argparse.Namespace) -> Run:
@@ -461,9 +474,10 @@ EXPLAINED = (
     "by an alias, some refused requests (unknown key, malformed JSON, unknown path), and "
     "websocket subscribers (`liveStats`, `eventRecorded`) that come and go all along, half of "
     "them dropping their connection without a word. The worker's resident memory, open file "
-    "descriptors and threads are read as it goes; growth is from the end of the warm-up (the "
-    "first fifth: caches filled, the allocator's arenas made, SQLite's page cache grown) to the "
-    "end. The database must hold exactly the events acknowledged."
+    "descriptors and threads are read as it goes. The trend is the least-squares slope of memory "
+    "against requests from the end of the warm-up (the first fifth: caches filled, the "
+    "allocator's arenas made, SQLite's page cache grown) to the end. The database must hold "
+    "exactly the events acknowledged."
 )
 
 
@@ -478,18 +492,20 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         f"Command: `{command}`. {EXPLAINED}",
         "",
         "| database | requests | requests/s | events stored | subscribers (dropped) | RSS MB "
-        "after warm-up → end | growth KB per 100,000 requests | file descriptors | threads | "
-        "statuses |",
+        "after warm-up → end (lowest to highest) | trend, KB per 100,000 requests | file "
+        "descriptors | threads | statuses |",
         "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | --- | --- |",
     ]
     for run in runs:
         first, warm, last = run.samples[0], run.warm, run.samples[-1]
+        memory = [s.rss_mb for s in run.after_warm_up]
         statuses = ", ".join(f"{code}: {n:,}" for code, n in sorted(run.tally.statuses.items()))
         lines.append(
             f"| {run.backend} | {last.requests:,} | {last.requests / last.seconds:,.0f} "
             f"| {run.stored:,} of {run.tally.events:,} acknowledged "
             f"| {run.tally.subscriptions:,} ({run.tally.dropped:,}) "
-            f"| {warm.rss_mb:.1f} → {last.rss_mb:.1f} | {run.growth_kb_per_100k:,.1f} "
+            f"| {warm.rss_mb:.1f} → {last.rss_mb:.1f} ({min(memory):.1f} to {max(memory):.1f}) "
+            f"| {run.growth_kb_per_100k:,.0f} "
             f"| {first.fds} → {warm.fds} → {last.fds} | {first.threads} → {last.threads} "
             f"| {statuses} |"
         )
