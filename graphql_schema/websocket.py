@@ -14,15 +14,22 @@
   connection_init per connection, as graphql-transport-ws allows (4429): its account never
   changes, and it runs one keep-alive.
 - Each operation's task may be written to by the live fan-out (graphql_schema/fanout.py).
+- A client gone without a word while a result was on its way to it (a tab closed, a phone off its
+  network) is logged at debug level, not as Strawberry's error with a traceback: it is no fault
+  of the service's, and a busy dashboard's clients come and go all day. On graphql-ws, its
+  operations then end with the connection, their subscriptions closed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from graphql import GraphQLError, GraphQLFormattedError
+from starlette.websockets import WebSocketDisconnected as ConnectionClosedBefore
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -42,6 +49,12 @@ from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 from app.errors import BadParams, SearchStatsError, TooManyRequests, retry_after
 from graphql_schema.context import Context
 from graphql_schema.fanout import follow
+
+log = logging.getLogger("searchstats.graphql")
+
+# A send to a connection that is gone: the client went (Strawberry's), or the connection was
+# closed meanwhile, as the client's going is noticed (Starlette's).
+CONNECTION_GONE = (WebSocketDisconnected, ConnectionClosedBefore)
 
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
@@ -85,6 +98,12 @@ def _operation_limit(limit: int | None, running: int) -> GraphQLFormattedError |
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws."""
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        if isinstance(error, CONNECTION_GONE):
+            log.debug("a websocket client went away while a result was sent to it")
+            return
+        await super().handle_task_exception(error)
 
     async def handle_message(self, message: Message) -> None:
         problem = _message_problem(message, start="subscribe", stop="complete")
@@ -177,6 +196,18 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                 await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
                 return
         await super().handle_start(message)
+
+    async def send_message(self, message: OperationMessage) -> None:
+        """A send to a client that is gone is dropped: the operation goes on until the
+        connection's end is read, whose cleanup stops it and closes its subscription. Raised, it
+        ended the operation's task with the subscription's generator open (Strawberry closes it
+        on a stop or at the connection's end, and the task had left both), and so its feed stayed
+        on the broker until the next garbage collection: tens of seconds, receiving every event.
+        """
+        try:
+            await super().send_message(message)
+        except CONNECTION_GONE:
+            log.debug("a websocket client went away while a message was sent to it")
 
     async def _send_error(self, operation_id: str | None, message: str) -> None:
         payload = GraphQLError(message, extensions={"code": BadParams.code}).formatted
