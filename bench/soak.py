@@ -12,8 +12,8 @@ and search events, GraphQL searches with their clicks, 20-event batches, stats q
 period, time zone and filter), a new JWT for most GraphQL requests, a new User-Agent, session and
 user for most events, GraphQL documents that differ by an alias, some refused requests (unknown
 key, malformed JSON, unknown path), and websocket subscribers (``liveStats`` and
-``eventRecorded``) that come and go all along, some closing cleanly, some dropping their
-connection.
+``eventRecorded``, on either protocol) that come and go all along, some closing cleanly, some
+dropping their connection.
 
 Every --sample-seconds it reads the worker's resident memory, open file descriptors and threads.
 The trend is the least-squares slope of memory against requests from the end of the warm-up (the
@@ -72,6 +72,11 @@ LIVE = """subscription($from: String!, $to: String!) {
   liveStats(from: $from, to: $to) { visits { totalCount } }
 }"""
 RECORDED = "subscription { eventRecorded { id type } }"
+# Each websocket protocol's messages: (start an operation, its result, stop it).
+PROTOCOLS = {
+    "graphql-transport-ws": ("subscribe", "next", "complete"),
+    "graphql-ws": ("start", "data", "stop"),
+}
 
 
 @dataclass
@@ -354,8 +359,10 @@ class Traffic:
             (LIVE, {"from": start, "to": end}) if self.random.random() < 0.5 else (RECORDED, {})
         )
         url = self.server.url.replace("http", "ws", 1) + "/graphql"
+        protocol = self.random.choice(list(PROTOCOLS))
+        start_type, result_type, stop_type = PROTOCOLS[protocol]
         socket = await self.sockets.ws_connect(
-            url, protocols=("graphql-transport-ws",), headers={"User-Agent": self.user_agent()}
+            url, protocols=(protocol,), headers={"User-Agent": self.user_agent()}
         )
         init = {"type": "connection_init", "payload": {"Authorization": self.token()}}
         await socket.send_json(init)
@@ -365,7 +372,7 @@ class Traffic:
             await socket.close()
             return
         payload = {"query": query, "variables": variables}
-        await socket.send_json({"id": "1", "type": "subscribe", "payload": payload})
+        await socket.send_json({"id": "1", "type": start_type, "payload": payload})
         self.tally.subscriptions += 1
         stay = time.monotonic() + self.random.uniform(0.2, 2.0)
         while (left := stay - time.monotonic()) > 0:
@@ -375,11 +382,11 @@ class Traffic:
                 break
             if message.get("type") == "ping":
                 await socket.send_json({"type": "pong"})
-            elif message.get("type") not in ("next", "pong"):
+            elif message.get("type") not in (result_type, "pong", "ka"):
                 self.tally.unexpected.append(f"websocket: {message!r}"[:300])
                 break
         if self.random.random() < 0.5:
-            await socket.send_json({"id": "1", "type": "complete"})
+            await socket.send_json({"id": "1", "type": stop_type})
             await socket.close()
             return
         # Gone without a word, as a phone that lost its network: the connection just drops
@@ -472,7 +479,8 @@ EXPLAINED = (
     "batches, stats questions by period, time zone and filter), a new JWT for most GraphQL "
     "requests, a new User-Agent, session and user for most events, GraphQL documents that differ "
     "by an alias, some refused requests (unknown key, malformed JSON, unknown path), and "
-    "websocket subscribers (`liveStats`, `eventRecorded`) that come and go all along, half of "
+    "websocket subscribers (`liveStats`, `eventRecorded`, on either protocol) that come and go "
+    "all along, half of "
     "them dropping their connection without a word. The worker's resident memory, open file "
     "descriptors and threads are read as it goes. The trend is the least-squares slope of memory "
     "against requests from the end of the warm-up (the first fifth: caches filled, the "
