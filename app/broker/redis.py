@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 
@@ -16,8 +17,12 @@ from app.broker.base import Message
 from app.broker.memory import DEFAULT_QUEUE_LIMIT, MemoryBroker
 
 log = logging.getLogger(__name__)
-# After a failed publish, skip Redis for this long: ingestion must not wait on a dead broker.
+# After a failed publish, skip Redis for this long.
 RETRY_AFTER_SECONDS = 1.0
+# Publishes waiting for Redis; past this, events go to this worker's subscribers only.
+OUTBOX_LIMIT = 10_000
+# On stop, how long the events still waiting may take to go out.
+DRAIN_SECONDS = 1.0
 
 
 class RedisBroker:
@@ -26,6 +31,10 @@ class RedisBroker:
     Pub/sub channels are global to a Redis server, whatever database the URL selects: they are
     named after that database and the deployment's ``namespace`` (the same on all its workers),
     so that another deployment on the same Redis hears none of this one's events.
+
+    Publishing never waits for Redis: events are queued, and one task sends what has gathered
+    in one pipelined round trip, in order. A Redis that stops answering (a frozen process, a
+    stalled network) held each acknowledgement for the socket timeout (5 s) instead.
     """
 
     def __init__(self, url: str, *, namespace: str, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
@@ -34,33 +43,69 @@ class RedisBroker:
         self.prefix = f"searchstats:{database}:{namespace}:"
         self._local = MemoryBroker(queue_limit=queue_limit)
         self._listener: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        self._outbox: deque[tuple[str, list[Message]]] = deque()
+        self._queued = asyncio.Event()
+        self._drained = asyncio.Event()  # nothing queued, nothing being sent
+        self._drained.set()
         self._down_until = 0.0
         self.listening = asyncio.Event()
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="redis-broker")
+        self._publisher = asyncio.create_task(self._publish_queued(), name="redis-publisher")
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
+        if self._publisher is not None and not self._publisher.done():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), DRAIN_SECONDS)
+        for task in (self._publisher, self._listener):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
         await self._local.stop()
         await self._redis.aclose()
 
     async def publish(self, channel: str, messages: list[Message]) -> None:
-        if time.monotonic() >= self._down_until:
-            try:
-                await self._redis.publish(self.prefix + channel, orjson.dumps(messages))
-            except (RedisError, OSError) as error:
-                self._failed(error)
-            else:
-                if self._down_until:
-                    log.warning("publishing to Redis again")
-                    self._down_until = 0.0
-                return
-        # Redis is down: subscribers on this worker still see its own events.
-        self._local.deliver(channel, messages)
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            self._local.deliver(channel, messages)  # Redis is far behind: this worker's own
+            return
+        self._outbox.append((channel, messages))
+        self._drained.clear()
+        self._queued.set()
+
+    async def _publish_queued(self) -> None:
+        """Send what was queued, in order; while Redis is down, to this worker's subscribers."""
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self._outbox:
+                batch = list(self._outbox)
+                self._outbox.clear()
+                if time.monotonic() >= self._down_until and await self._sent(batch):
+                    continue
+                # Redis is down: subscribers on this worker still see its own events.
+                for channel, messages in batch:
+                    self._local.deliver(channel, messages)
+            self._drained.set()
+
+    async def _sent(self, batch: list[tuple[str, list[Message]]]) -> bool:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, messages in batch:
+                    pipe.publish(self.prefix + channel, orjson.dumps(messages))
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            self._failed(error)
+            return False
+        except Exception:  # the publisher must go on: it is the only one
+            log.exception("unexpected error publishing to Redis")
+            return False
+        if self._down_until:
+            log.warning("publishing to Redis again")
+            self._down_until = 0.0
+        return True
 
     def _failed(self, error: Exception) -> None:
         """Events are committed already: nothing is lost, only other workers' live views miss

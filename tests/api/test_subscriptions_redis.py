@@ -58,6 +58,53 @@ async def test_with_redis_down_events_are_stored_and_stay_live_on_this_worker(
     assert len(refused) == 1  # once per outage, not once per event
 
 
+class FrozenRedis:
+    """A Redis that accepts connections but never answers (a stopped process, a stalled
+    network)."""
+
+    def __init__(self) -> None:
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[int]:
+        server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        try:
+            yield server.sockets[0].getsockname()[1]
+        finally:
+            server.close()
+            for writer in tuple(self._connections):
+                writer.close()
+            await server.wait_closed()
+
+
+async def test_recording_does_not_wait_for_a_redis_that_stopped_answering(
+    runtime: Runtime, tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    frozen = FrozenRedis()
+    async with frozen.serving() as port:
+        broker = RedisBroker(f"redis://127.0.0.1:{port}/0", namespace="test")
+        await broker.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="app.broker.redis"):
+                for index in range(3):
+                    await search(replace(runtime, broker=broker), tenant, f"q{index}")
+                # Every event was acknowledged while Redis had not answered: nobody waited for
+                # the broker to give up on it (5 s, its socket timeout).
+                assert not [r for r in caplog.records if "could not publish" in r.getMessage()]
+        finally:
+            await broker.stop()
+    assert len(await stored_events(runtime)) == 3
+
+
 @asynccontextmanager
 async def relay(port: int, to: str) -> AsyncIterator[None]:
     """A TCP relay on the port to the Redis of the URL: that Redis answers there from now on."""
