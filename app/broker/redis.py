@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager, suppress
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from app.broker.base import Message
@@ -23,6 +25,8 @@ RETRY_AFTER_SECONDS = 1.0
 OUTBOX_LIMIT = 10_000
 # On stop, how long the events still waiting may take to go out.
 DRAIN_SECONDS = 1.0
+# A subscription quiet this long pings Redis, and is taken for lost without an answer as long.
+HEARTBEAT_SECONDS = 10.0
 
 
 class RedisBroker:
@@ -37,7 +41,14 @@ class RedisBroker:
     stalled network) held each acknowledgement for the socket timeout (5 s) instead.
     """
 
-    def __init__(self, url: str, *, namespace: str, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ) -> None:
         self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         database = self._redis.connection_pool.connection_kwargs.get("db") or 0
         self.prefix = f"searchstats:{database}:{namespace}:"
@@ -49,6 +60,7 @@ class RedisBroker:
         self._drained = asyncio.Event()  # nothing queued, nothing being sent
         self._drained.set()
         self._down_until = 0.0
+        self._heartbeat = heartbeat_seconds
         self.listening = asyncio.Event()
 
     async def start(self) -> None:
@@ -139,10 +151,7 @@ class RedisBroker:
                     log.warning("Redis subscription restored: other workers' events arrive again")
                     lost = False
                 self.listening.set()
-                async for item in pubsub.listen():
-                    if item.get("type") == "pmessage":
-                        channel = item["channel"].decode()[len(self.prefix) :]
-                        self._local.deliver(channel, orjson.loads(item["data"]))
+                await self._receive(pubsub)
             except (RedisError, OSError) as error:
                 self.listening.clear()
                 if not lost:
@@ -157,3 +166,24 @@ class RedisBroker:
                 close: Callable[[], Awaitable[None]] = pubsub.aclose
                 with suppress(RedisError, OSError):
                     await close()
+
+    async def _receive(self, pubsub: PubSub) -> None:
+        """Deliver what the subscription brings; raise once Redis no longer answers it.
+
+        A connection can die without a word (a NAT or load balancer dropping an idle flow, a
+        Redis restarted behind a network partition): waiting on it alone, this worker would
+        never hear other workers' events again. Quiet for a heartbeat, it pings Redis.
+        """
+        pinged = False
+        while True:
+            item = await pubsub.get_message(timeout=self._heartbeat)
+            if item is None:
+                if pinged:
+                    raise RedisConnectionError("Redis did not answer the subscription's ping")
+                await pubsub.ping()
+                pinged = True
+                continue
+            pinged = False
+            if item.get("type") == "pmessage":
+                channel = item["channel"].decode()[len(self.prefix) :]
+                self._local.deliver(channel, orjson.loads(item["data"]))

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -160,6 +160,75 @@ async def test_a_lost_redis_subscription_is_logged_once_and_its_return_once(
     assert [m for m in said if "subscription restored" in m] == [
         "Redis subscription restored: other workers' events arrive again"
     ]
+
+
+class SeveringRelay:
+    """A TCP relay to a Redis that can go silent the way a network does: ``sever`` drops the
+    connections so far on the Redis side (it forgets their subscriptions) and leaves the
+    client's side open, with nothing more coming. New connections go through."""
+
+    def __init__(self, to: str) -> None:
+        self._target = urlsplit(to)
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await asyncio.open_connection(self._target.hostname, self._target.port or 6379)
+        self._writers += [writer, upstream[1]]
+        for source, sink in ((reader, upstream[1]), (upstream[0], writer)):
+            self._pipes.add(asyncio.create_task(_pipe(source, sink)))
+
+    def sever(self) -> None:
+        for task in self._pipes:
+            task.cancel()
+        self._pipes.clear()
+        for writer in self._writers[1::2]:  # the Redis side of each connection
+            writer.close()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[int]:
+        server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        try:
+            yield server.sockets[0].getsockname()[1]
+        finally:
+            server.close()
+            self.sever()
+            for writer in self._writers:
+                writer.close()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with suppress(OSError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    sink.close()
+
+
+async def test_a_redis_subscription_gone_silent_is_noticed_and_subscribed_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = await redis_or_skip()
+    severing = SeveringRelay(to=url)
+    async with AsyncExitStack() as stack:
+        port = await stack.enter_async_context(severing.serving())
+        quiet = RedisBroker(
+            f"redis://127.0.0.1:{port}{urlsplit(url).path}", namespace="test", heartbeat_seconds=0.2
+        )
+        other = RedisBroker(url, namespace="test")
+        for broker in (quiet, other):
+            await broker.start()
+            stack.push_async_callback(broker.stop)
+        await asyncio.wait_for(asyncio.gather(quiet.listening.wait(), other.listening.wait()), 5)
+        messages = await stack.enter_async_context(quiet.subscribe(["events:e"]))
+        with caplog.at_level(logging.WARNING, logger="app.broker.redis"):
+            severing.sever()  # no close reaches the broker: only its own ping can tell
+            await eventually(lambda: not quiet.listening.is_set())
+            await asyncio.wait_for(quiet.listening.wait(), 5)
+        await other.publish("events:e", [{"id": "after"}])
+        assert (await asyncio.wait_for(anext(messages), 5))["id"] == "after"
+    said = [r.getMessage() for r in caplog.records]
+    assert "Redis subscription lost (ConnectionError); retrying every second" in said
 
 
 async def test_an_event_published_by_one_worker_reaches_the_others(
