@@ -88,16 +88,18 @@ class RedisBroker:
         self._queued.set()
 
     async def _publish_queued(self) -> None:
-        """Send what was queued, in order; while Redis is down, to this worker's subscribers."""
+        """Send what was queued, in order; this worker's subscribers have it from Redis, or
+        straight away while Redis is down or this worker's subscription there is not on."""
         while True:
             await self._queued.wait()
             self._queued.clear()
             while self._outbox:
                 batch = list(self._outbox)
                 self._outbox.clear()
-                if time.monotonic() >= self._down_until and await self._sent(batch):
+                # Redis hands a publication only to the subscriptions made before it.
+                heard_back = self.listening.is_set()
+                if time.monotonic() >= self._down_until and await self._sent(batch) and heard_back:
                     continue
-                # Redis is down: subscribers on this worker still see its own events.
                 for channel, messages in batch:
                     self._local.deliver(channel, messages)
             self._drained.set()

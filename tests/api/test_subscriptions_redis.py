@@ -178,6 +178,12 @@ class SeveringRelay:
         for source, sink in ((reader, upstream[1]), (upstream[0], writer)):
             self._pipes.add(asyncio.create_task(_pipe(source, sink)))
 
+    def close(self) -> None:
+        """Every connection so far closed on both sides, as Redis closes them when it stops."""
+        self.sever()
+        for writer in self._writers:
+            writer.close()
+
     def sever(self) -> None:
         for task in self._pipes:
             task.cancel()
@@ -192,9 +198,7 @@ class SeveringRelay:
             yield server.sockets[0].getsockname()[1]
         finally:
             server.close()
-            self.sever()
-            for writer in self._writers:
-                writer.close()
+            self.close()
 
 
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
@@ -229,6 +233,27 @@ async def test_a_redis_subscription_gone_silent_is_noticed_and_subscribed_again(
         assert (await asyncio.wait_for(anext(messages), 5))["id"] == "after"
     said = [r.getMessage() for r in caplog.records]
     assert "Redis subscription lost (ConnectionError); retrying every second" in said
+
+
+async def test_while_its_redis_subscription_is_being_made_again_a_worker_hears_its_own_events(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    url = await redis_or_skip()
+    restarting = SeveringRelay(to=url)
+    async with restarting.serving() as port:
+        broker = RedisBroker(f"redis://127.0.0.1:{port}{urlsplit(url).path}", namespace="test")
+        await broker.start()
+        try:
+            await asyncio.wait_for(broker.listening.wait(), 5)
+            async with broker.subscribe([engine_channel(tenant.hashid)]) as messages:
+                restarting.close()  # Redis restarted: the subscription is lost, Redis is back
+                await eventually(lambda: not broker.listening.is_set())
+                # Published to Redis while nothing of this worker listens there yet.
+                await search(replace(runtime, broker=broker), tenant, "in the gap")
+                heard = await asyncio.wait_for(anext(messages), 5)
+        finally:
+            await broker.stop()
+    assert heard["query"] == "in the gap"
 
 
 async def test_an_event_published_by_one_worker_reaches_the_others(
