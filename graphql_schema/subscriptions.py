@@ -90,7 +90,7 @@ class Subscription:
             runtime=context.runtime,
             principal=principal,
             engines=list(named_engines(engines)),
-            kinds=[EventKind(t.value) for t in types or ()],
+            kinds=None if types is None else [EventKind(t.value) for t in types],
         )
         async with aclosing(until_expired(events, principal)) as stream:
             async for event in stream:

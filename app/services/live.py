@@ -75,11 +75,15 @@ async def recorded_events(
     runtime: Runtime,
     principal: Principal,
     engines: Sequence[str],
-    kinds: Collection[EventKind],
+    kinds: Collection[EventKind] | None,
 ) -> AsyncGenerator[RecordedEvent, None]:
-    """Events of the caller's engines (all of them when none is named), as they are committed."""
+    """Events of the caller's engines (all of them when none is named), as they are committed;
+    of these kinds, or all of them (``None``). No kind at all is refused, as no engine is: a
+    form with no type ticked would receive every event."""
+    if kinds is not None and not kinds:
+        raise BadParams("types must name at least one event type (leave it out for all of them)")
     records = await runtime.engines.engines_for(principal, engines or None)
-    wanted = {kind.value for kind in kinds}
+    wanted = {kind.value for kind in kinds or ()}
     channels = [engine_channel(record.hashid) for record in records]
     async with runtime.broker.subscribe(channels) as messages:
         async for message in messages:

@@ -224,6 +224,20 @@ async def test_an_empty_engine_list_is_bad_params_not_every_engine(
     assert served.hub.watchers == 0
 
 
+async def test_an_empty_types_list_is_bad_params_not_every_type(
+    served: Served, tenant: Tenant
+) -> None:
+    async with graphql_socket(served.ws_url, payload=token(tenant)) as socket:
+        await socket.subscribe("1", EVENTS, types=[])  # a form with no type ticked
+        with pytest.raises(OperationError) as refused:
+            await socket.next("1")
+    assert refused.value.code == "bad_params"
+    assert refused.value.errors[0]["message"] == (
+        "types must name at least one event type (leave it out for all of them)"
+    )
+    assert served.app.state.runtime.broker.subscriber_count == 0
+
+
 async def test_only_the_callers_events_are_streamed(
     served: Served, tenant: Tenant, other_tenant: Tenant
 ) -> None:

@@ -267,7 +267,7 @@ async def test_an_event_published_by_one_worker_reaches_the_others(
         await asyncio.wait_for(asyncio.gather(*(b.listening.wait() for b in workers)), 5)
         principal = await runtime.authenticator.authenticate(f"Token {tenant.api_key}")
         watching = live.recorded_events(
-            runtime=replace(runtime, broker=workers[1]), principal=principal, engines=[], kinds=[]
+            runtime=replace(runtime, broker=workers[1]), principal=principal, engines=[], kinds=None
         )
         first = asyncio.create_task(anext(watching))
         await eventually(lambda: workers[1].subscriber_count == 1)
