@@ -3,7 +3,9 @@ a subscription the server ends is shown and started again."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -151,6 +153,42 @@ async def test_a_subscription_the_server_ends_is_shown_and_started_again(
         # Subscribed again on its own: live, with the numbers of now.
         await expect_text(page, "#status", "live")
         await expect_text(page, "#searches-total", "2")
+
+
+# Every timer the page asks for is noted, and run at once: its reconnections go by fast.
+NOTED_TIMERS = """
+window.timerDelays = [];
+const realSetTimeout = window.setTimeout;
+window.setTimeout = (handler, delay, ...rest) => {
+  window.timerDelays.push(delay || 0);
+  return realSetTimeout(handler, 0, ...rest);
+};
+"""
+
+
+async def test_reconnections_wait_at_most_the_capped_backoff(
+    page: Any, service: tuple[ServeProcess, str]
+) -> None:
+    served, key = service
+    attempts = 0
+
+    def try_again_later(ws: Any) -> None:
+        # What the service answers while its database is down: 1013 after connection_init.
+        nonlocal attempts
+        attempts += 1
+        ws.on_message(lambda _: asyncio.ensure_future(ws.close(code=1013, reason="unavailable")))
+
+    await page.add_init_script(NOTED_TIMERS)
+    await page.route_web_socket(re.compile(r"/graphql$"), try_again_later)
+    await page.goto(f"{served.base_url}/dashboard/")
+    await page.fill("#api-key", key)
+    await page.click("#connect")
+    await page.wait_for_function("() => window.timerDelays.length >= 16", timeout=10_000)
+    delays: list[float] = await page.evaluate("window.timerDelays")
+    # An outage of an hour would have the page wait for days before its next try (2^n s after
+    # the n-th failure): the wait is capped, as after an ended subscription (30 s, plus jitter).
+    assert attempts >= 16
+    assert max(delays) <= 30_500, sorted(delays)[-3:]
 
 
 async def record_through_every_door(http: httpx.AsyncClient, key: str) -> None:

@@ -197,9 +197,13 @@ function subscribe() {
   );
 }
 
+function backoff(failuresInARow) {
+  return Math.min(MAX_RETRY_MS, 1000 * 2 ** failuresInARow) + Math.random() * 500;
+}
+
 function ended(reason) {
   subscription = null;
-  const delay = Math.min(MAX_RETRY_MS, 1000 * 2 ** failures) + Math.random() * 500;
+  const delay = backoff(failures);
   failures += 1;
   setStatus(`${reason} — retrying in ${Math.round(delay / 1000)} s`, "error");
   retryTimer = setTimeout(() => {
@@ -227,6 +231,9 @@ function connect(key) {
     // Credentials travel in connection_init, never in the URL.
     connectionParams: { Authorization: `Token ${key}` },
     retryAttempts: Infinity,
+    // graphql-ws's own wait is 2^n seconds before the n-th try, without a bound: after an hour
+    // without the service (or the network), the page would wait for days before the next one.
+    retryWait: (retries) => new Promise((resolve) => setTimeout(resolve, backoff(retries))),
     shouldRetry: (event) => !(event && event.code === FORBIDDEN),
     on: {
       closed: (event) => {
