@@ -16,6 +16,8 @@
   connection_init per connection, as graphql-transport-ws allows (4429): its account never
   changes, and it runs one keep-alive.
 - Each operation's task may be written to by the live fan-out (graphql_schema/fanout.py).
+- A graphql-ws operation ended by the connection's close ends quietly (Strawberry's fails sending
+  its ``complete``, and that error kept the operation's memory alive).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 from typing import Any
 
 from graphql import GraphQLError, GraphQLFormattedError
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -209,4 +212,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             return self.tasks.get(operation_id) is task
 
         follow(self.websocket, operation_id, "data", current)
-        await super().handle_async_results(operation_id, query, operation_name, variables)
+        # Ended by the connection's close, its `complete` has nowhere to go. Raised, that error
+        # outlived the connection with its traceback, and with it the operation's frames: a
+        # liveStats feed, its watcher and its last report, one set per closed connection.
+        with contextlib.suppress(WebSocketDisconnected):
+            await super().handle_async_results(operation_id, query, operation_name, variables)
