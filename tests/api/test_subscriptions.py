@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -457,6 +458,27 @@ async def test_identical_subscriptions_share_one_computation(
         await one.next("other")
         assert (len(served.hub), served.hub.watchers) == (2, 21)
     await until_idle(served)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_shared_answers_are_kept_no_longer_than_their_reports(
+    served: Served, tenant: Tenant, protocol: str
+) -> None:
+    async with graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=100)
+        await socket.next("1")
+        for index in range(5):
+            await record(served, tenant, search(f"q{index}"))
+            await socket.next("1")
+    await until_idle(served)
+    # Every answer was for a report nobody holds any more, once the feed's task has ended. The
+    # last 256 were kept, each with its data and JSON: a dashboard of two months by hour (four
+    # series) made a worker grow by 2.7 MB an answer, 680 MB in all, for one subscriber.
+    await eventually(
+        lambda: not [t for t in asyncio.all_tasks() if t.get_name().startswith("live")]
+    )
+    gc.collect()
+    assert subscriptions.shared_answers() == 0
 
 
 async def test_transport_ws_closes_without_connection_init_after_the_timeout(
