@@ -269,6 +269,28 @@ async def test_live_stats_emits_at_once_then_equals_stats_after_changes(
     assert second["clickThroughRate"]["overall"] == pytest.approx(1 / 3)
 
 
+FORGET = "mutation($user: String!) { forgetUser(userId: $user) { deletedEvents } }"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_live_stats_follows_a_forgotten_user(
+    served: Served, tenant: Tenant, protocol: str
+) -> None:
+    await record(served, tenant, search("boots"))
+    async with graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=100)
+        await socket.next("1")
+        await record(served, tenant, search("alice's private query", userId="alice"))
+        shown = (await socket.next("1"))["liveStats"]
+        await gql(served, tenant, FORGET, user="alice")
+        # The erasure changed the answer: it is sent, without the forgotten user's events (they
+        # stayed on the dashboards, top queries included, until the next event).
+        after = (await socket.next("1", within=5))["liveStats"]
+        assert after == await stats_now(served, tenant)
+    assert "alice's private query" in [row["query"] for row in shown["topQueries"]]
+    assert after["topQueries"] == [{"query": "boots", "count": 1}]
+
+
 async def test_live_stats_is_silent_when_nothing_it_counts_changed(
     served: Served, tenant: Tenant
 ) -> None:
