@@ -90,6 +90,7 @@ class Mutation:
         deleted = await forget_user(
             database=context.runtime.database,
             policy=context.runtime.engines,
+            broker=context.runtime.broker,
             principal=await context.principal(),
             user_id=user_id,
             engines=named_engines(engines),

@@ -10,6 +10,8 @@
   drops the socket without a close frame.
 - Past the operations allowed at once on a connection, the refusal has a code:
   ``too_many_requests``.
+- graphql-ws refuses a connection_init payload that is not an object as graphql-transport-ws does
+  (4400), with a ``connection_error`` saying so (Strawberry's has no payload, and closes 1000).
 - graphql-ws gets the connection_init timeout graphql-transport-ws has (4408), and one
   connection_init per connection, as graphql-transport-ws allows (4429): its account never
   changes, and it runs one keep-alive.
@@ -18,6 +20,8 @@
   network) is logged at debug level, not as Strawberry's error with a traceback: it is no fault
   of the service's, and a busy dashboard's clients come and go all day. On graphql-ws, its
   operations then end with the connection, their subscriptions closed at once.
+- A graphql-ws operation ended by the connection's close ends quietly (Strawberry's fails sending
+  its ``complete``, and that error kept the operation's memory alive).
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ CONNECTION_GONE = (WebSocketDisconnected, ConnectionClosedBefore)
 
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
+BAD_INIT, BAD_INIT_REASON = 4400, "Invalid connection init payload"  # graphql-transport-ws's
+BAD_INIT_MESSAGE = 'the connection_init payload is an object: {"Authorization": "Token <api key>"}'
 INIT_TIMEOUT, INIT_TIMEOUT_REASON = 4408, "Connection initialisation timeout"
 SECOND_INIT, SECOND_INIT_REASON = 4429, "Too many initialisation requests"
 
@@ -180,12 +186,19 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self._init_received = True
         if self._init_timer is not None:
             self._init_timer.cancel()
+        if not isinstance(message.get("payload", {}), dict | None):
+            # Strawberry's refusal says nothing (a connection_error without payload, closed 1000).
+            await self._refuse(BadParams(BAD_INIT_MESSAGE), BAD_INIT, BAD_INIT_REASON)
+            return
         try:
             await super().handle_connection_init(message)
         except SearchStatsError as refusal:  # on_ws_connect's, for another reason than the key
-            payload: dict[str, object] = {"code": refusal.code, "message": refusal.message}
-            await self.send_message({"type": "connection_error", "payload": payload})
-            await self.websocket.close(code=_close_code(refusal), reason=refusal.code)
+            await self._refuse(refusal, _close_code(refusal), refusal.code)
+
+    async def _refuse(self, refusal: SearchStatsError, code: int, reason: str) -> None:
+        payload: dict[str, object] = {"code": refusal.code, "message": refusal.message}
+        await self.send_message({"type": "connection_error", "payload": payload})
+        await self.websocket.close(code=code, reason=reason)
 
     async def handle_start(self, message: StartMessage) -> None:
         # Strawberry closes a start before the connection's ack (4401); a known id replaces its
@@ -229,4 +242,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             return self.tasks.get(operation_id) is task
 
         follow(self.websocket, operation_id, "data", current)
-        await super().handle_async_results(operation_id, query, operation_name, variables)
+        # Ended by the connection's close, its `complete` has nowhere to go. Raised, that error
+        # outlived the connection with its traceback, and with it the operation's frames: a
+        # liveStats feed, its watcher and its last report, one set per closed connection.
+        with contextlib.suppress(WebSocketDisconnected):
+            await super().handle_async_results(operation_id, query, operation_name, variables)

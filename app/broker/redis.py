@@ -5,19 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from app.broker.base import Message
 from app.broker.memory import DEFAULT_QUEUE_LIMIT, MemoryBroker
 
 log = logging.getLogger(__name__)
-# After a failed publish, skip Redis for this long: ingestion must not wait on a dead broker.
+# After a failed publish, skip Redis for this long.
 RETRY_AFTER_SECONDS = 1.0
+# Publishes waiting for Redis; past this, events go to this worker's subscribers only.
+OUTBOX_LIMIT = 10_000
+# On stop, how long the events still waiting may take to go out.
+DRAIN_SECONDS = 1.0
+# A subscription quiet this long pings Redis, and is taken for lost without an answer as long.
+HEARTBEAT_SECONDS = 10.0
 
 
 class RedisBroker:
@@ -26,41 +35,91 @@ class RedisBroker:
     Pub/sub channels are global to a Redis server, whatever database the URL selects: they are
     named after that database and the deployment's ``namespace`` (the same on all its workers),
     so that another deployment on the same Redis hears none of this one's events.
+
+    Publishing never waits for Redis: events are queued, and one task sends what has gathered
+    in one pipelined round trip, in order. A Redis that stops answering (a frozen process, a
+    stalled network) held each acknowledgement for the socket timeout (5 s) instead.
     """
 
-    def __init__(self, url: str, *, namespace: str, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ) -> None:
         self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         database = self._redis.connection_pool.connection_kwargs.get("db") or 0
         self.prefix = f"searchstats:{database}:{namespace}:"
         self._local = MemoryBroker(queue_limit=queue_limit)
         self._listener: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        self._outbox: deque[tuple[str, list[Message]]] = deque()
+        self._queued = asyncio.Event()
+        self._drained = asyncio.Event()  # nothing queued, nothing being sent
+        self._drained.set()
         self._down_until = 0.0
+        self._heartbeat = heartbeat_seconds
         self.listening = asyncio.Event()
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="redis-broker")
+        self._publisher = asyncio.create_task(self._publish_queued(), name="redis-publisher")
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
+        if self._publisher is not None and not self._publisher.done():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), DRAIN_SECONDS)
+        for task in (self._publisher, self._listener):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
         await self._local.stop()
         await self._redis.aclose()
 
     async def publish(self, channel: str, messages: list[Message]) -> None:
-        if time.monotonic() >= self._down_until:
-            try:
-                await self._redis.publish(self.prefix + channel, orjson.dumps(messages))
-            except (RedisError, OSError) as error:
-                self._failed(error)
-            else:
-                if self._down_until:
-                    log.warning("publishing to Redis again")
-                    self._down_until = 0.0
-                return
-        # Redis is down: subscribers on this worker still see its own events.
-        self._local.deliver(channel, messages)
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            self._local.deliver(channel, messages)  # Redis is far behind: this worker's own
+            return
+        self._outbox.append((channel, messages))
+        self._drained.clear()
+        self._queued.set()
+
+    async def _publish_queued(self) -> None:
+        """Send what was queued, in order; this worker's subscribers have it from Redis, or
+        straight away while Redis is down or this worker's subscription there is not on."""
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self._outbox:
+                batch = list(self._outbox)
+                self._outbox.clear()
+                # Redis hands a publication only to the subscriptions made before it.
+                heard_back = self.listening.is_set()
+                if time.monotonic() >= self._down_until and await self._sent(batch) and heard_back:
+                    continue
+                for channel, messages in batch:
+                    self._local.deliver(channel, messages)
+            self._drained.set()
+
+    async def _sent(self, batch: list[tuple[str, list[Message]]]) -> bool:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, messages in batch:
+                    pipe.publish(self.prefix + channel, orjson.dumps(messages))
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            self._failed(error)
+            return False
+        except Exception:  # the publisher must go on: it is the only one
+            log.exception("unexpected error publishing to Redis")
+            return False
+        if self._down_until:
+            log.warning("publishing to Redis again")
+            self._down_until = 0.0
+        return True
 
     def _failed(self, error: Exception) -> None:
         """Events are committed already: nothing is lost, only other workers' live views miss
@@ -94,10 +153,7 @@ class RedisBroker:
                     log.warning("Redis subscription restored: other workers' events arrive again")
                     lost = False
                 self.listening.set()
-                async for item in pubsub.listen():
-                    if item.get("type") == "pmessage":
-                        channel = item["channel"].decode()[len(self.prefix) :]
-                        self._local.deliver(channel, orjson.loads(item["data"]))
+                await self._receive(pubsub)
             except (RedisError, OSError) as error:
                 self.listening.clear()
                 if not lost:
@@ -112,3 +168,24 @@ class RedisBroker:
                 close: Callable[[], Awaitable[None]] = pubsub.aclose
                 with suppress(RedisError, OSError):
                     await close()
+
+    async def _receive(self, pubsub: PubSub) -> None:
+        """Deliver what the subscription brings; raise once Redis no longer answers it.
+
+        A connection can die without a word (a NAT or load balancer dropping an idle flow, a
+        Redis restarted behind a network partition): waiting on it alone, this worker would
+        never hear other workers' events again. Quiet for a heartbeat, it pings Redis.
+        """
+        pinged = False
+        while True:
+            item = await pubsub.get_message(timeout=self._heartbeat)
+            if item is None:
+                if pinged:
+                    raise RedisConnectionError("Redis did not answer the subscription's ping")
+                await pubsub.ping()
+                pinged = True
+                continue
+            pinged = False
+            if item.get("type") == "pmessage":
+                channel = item["channel"].decode()[len(self.prefix) :]
+                self._local.deliver(channel, orjson.loads(item["data"]))

@@ -27,11 +27,14 @@ from app.broker.base import Message, SlowSubscriber
 from app.domain.events import EventKind
 from app.domain.stats import StatsQuery
 from app.errors import BadParams
-from app.services.record import engine_channel
+from app.services.record import change_channel, engine_channel
 from app.services.runtime import Runtime
 from app.services.stats import StatsReport, compute_stats
 
 log = logging.getLogger(__name__)
+
+# What a liveStats answer follows of each engine: its new events, and its events removed.
+FOLLOWED_CHANNELS = (engine_channel, change_channel)
 
 MIN_INTERVAL_MS, MAX_INTERVAL_MS, DEFAULT_INTERVAL_MS = 100, 60_000, 1000
 # Reports a watcher may leave untaken while it is not pacing itself before it is dropped.
@@ -75,11 +78,15 @@ async def recorded_events(
     runtime: Runtime,
     principal: Principal,
     engines: Sequence[str],
-    kinds: Collection[EventKind],
+    kinds: Collection[EventKind] | None,
 ) -> AsyncGenerator[RecordedEvent, None]:
-    """Events of the caller's engines (all of them when none is named), as they are committed."""
+    """Events of the caller's engines (all of them when none is named), as they are committed;
+    of these kinds, or all of them (``None``). No kind at all is refused, as no engine is: a
+    form with no type ticked would receive every event."""
+    if kinds is not None and not kinds:
+        raise BadParams("types must name at least one event type (leave it out for all of them)")
     records = await runtime.engines.engines_for(principal, engines or None)
-    wanted = {kind.value for kind in kinds}
+    wanted = {kind.value for kind in kinds or ()}
     channels = [engine_channel(record.hashid) for record in records]
     async with runtime.broker.subscribe(channels) as messages:
         async for message in messages:
@@ -137,7 +144,7 @@ class LiveStats:
         watcher = _Watcher(interval_seconds(interval_ms), self._backlog, sink)
         # Access is checked here, before anything is shared.
         engines = await self._runtime.engines.engines_for(principal, query.engines or None)
-        channels = {engine_channel(engine.hashid) for engine in engines}
+        channels = {channel(engine.hashid) for engine in engines for channel in FOLLOWED_CHANNELS}
         key = (principal.account_id, query)
         feed = self._feeds.get(key)
         if feed is None:

@@ -16,8 +16,10 @@ from sqlmodel import col
 
 from app.auth.policies import EnginePolicy
 from app.auth.principal import Principal
+from app.broker.base import Broker
 from app.domain.events import BOUNDED_TEXT
 from app.errors import BadParams, NotFound
+from app.services.record import change_channel
 from app.storage import directory, erasure
 from app.storage.database import Database
 from app.storage.models import Engine
@@ -31,14 +33,24 @@ async def forget_user(
     *,
     database: Database,
     policy: EnginePolicy,
+    broker: Broker,
     principal: Principal,
     user_id: str,
     engines: Sequence[str] = (),
 ) -> int:
-    """Delete the user's events in the caller's engines (or those named); how many."""
+    """Delete the user's events in the caller's engines (or those named); how many.
+
+    Live stats of those engines are told once it is committed: their answers change too.
+    """
     _check_user_id(user_id)
     records = await policy.engines_for(principal, list(engines) or None)
-    return await _erase(database, [record.id for record in records], user_id)
+    deleted = await _erase(database, [record.id for record in records], user_id)
+    if deleted:
+        for record in records:
+            channel = change_channel(record.hashid)
+            if broker.may_reach(channel):
+                await broker.publish(channel, [{"type": "erased"}])
+    return deleted
 
 
 async def forget_user_everywhere(

@@ -241,3 +241,9 @@ async def _publish(
 
 def engine_channel(hashid: str) -> str:
     return f"events:{hashid}"
+
+
+def change_channel(hashid: str) -> str:
+    """Where an engine's events removed (a user forgotten) are told: live stats follow it, live
+    event streams do not."""
+    return f"changes:{hashid}"

@@ -63,7 +63,7 @@ class RateSeries:
     overall: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # live answers live as long as it
 class StatsReport:
     starts: list[datetime]
     series: dict[Metric, CountSeries] = field(default_factory=dict)

@@ -80,8 +80,8 @@ async def test_a_stuck_event_subscriber_is_dropped_and_the_others_get_everything
     broker = MemoryBroker(queue_limit=5)
     runtime = replace(runtime, broker=broker)
     principal = await principal_of(runtime, tenant)
-    stuck = live.recorded_events(runtime=runtime, principal=principal, engines=[], kinds=[])
-    healthy = live.recorded_events(runtime=runtime, principal=principal, engines=[], kinds=[])
+    stuck = live.recorded_events(runtime=runtime, principal=principal, engines=[], kinds=None)
+    healthy = live.recorded_events(runtime=runtime, principal=principal, engines=[], kinds=None)
     received: list[live.RecordedEvent] = []
     consumer = asyncio.create_task(collect(healthy, received))
     first = asyncio.create_task(anext(stuck))  # reads one event, then never again

@@ -95,10 +95,10 @@ async def next_message(ws: ClientConnection) -> Any:
 
 
 async def refused_with(
-    url: str, protocol: str, payload: Mapping[str, str]
+    url: str, protocol: str, payload: Mapping[str, str] | str
 ) -> tuple[list[Any], int | None, str | None]:
     async with raw_socket(url, protocol) as ws:
-        await send(ws, init(dict(payload)))
+        await send(ws, init(payload if isinstance(payload, str) else dict(payload)))
         return await until_closed(ws)
 
 
@@ -233,6 +233,22 @@ async def test_transport_ws_takes_a_null_connection_init_payload(
     ) as ws:
         await send(ws, init(None))  # the protocol allows null: the upgrade's credential counts
         assert await next_message(ws) == {"type": "connection_ack"}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_connection_init_payload_that_is_not_an_object_is_refused_as_bad_params(
+    served: Served, tenant: Tenant, protocol: str
+) -> None:
+    # A credential sent as the payload itself, not in it.
+    received, code, reason = await refused_with(served.ws_url, protocol, f"Token {tenant.api_key}")
+    assert (code, reason) == (4400, "Invalid connection init payload")
+    if protocol == LEGACY_WS:
+        [error] = received
+        assert error["type"] == "connection_error"
+        assert error["payload"]["code"] == "bad_params"
+        assert error["payload"]["message"].startswith("the connection_init payload is an object")
+    else:
+        assert received == []
 
 
 @pytest.mark.parametrize(

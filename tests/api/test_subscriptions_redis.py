@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -56,6 +56,53 @@ async def test_with_redis_down_events_are_stored_and_stay_live_on_this_worker(
     assert len(await stored_events(runtime)) == 3
     refused = [r for r in caplog.records if "could not publish to Redis" in r.getMessage()]
     assert len(refused) == 1  # once per outage, not once per event
+
+
+class FrozenRedis:
+    """A Redis that accepts connections but never answers (a stopped process, a stalled
+    network)."""
+
+    def __init__(self) -> None:
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[int]:
+        server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        try:
+            yield server.sockets[0].getsockname()[1]
+        finally:
+            server.close()
+            for writer in tuple(self._connections):
+                writer.close()
+            await server.wait_closed()
+
+
+async def test_recording_does_not_wait_for_a_redis_that_stopped_answering(
+    runtime: Runtime, tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    frozen = FrozenRedis()
+    async with frozen.serving() as port:
+        broker = RedisBroker(f"redis://127.0.0.1:{port}/0", namespace="test")
+        await broker.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="app.broker.redis"):
+                for index in range(3):
+                    await search(replace(runtime, broker=broker), tenant, f"q{index}")
+                # Every event was acknowledged while Redis had not answered: nobody waited for
+                # the broker to give up on it (5 s, its socket timeout).
+                assert not [r for r in caplog.records if "could not publish" in r.getMessage()]
+        finally:
+            await broker.stop()
+    assert len(await stored_events(runtime)) == 3
 
 
 @asynccontextmanager
@@ -115,6 +162,100 @@ async def test_a_lost_redis_subscription_is_logged_once_and_its_return_once(
     ]
 
 
+class SeveringRelay:
+    """A TCP relay to a Redis that can go silent the way a network does: ``sever`` drops the
+    connections so far on the Redis side (it forgets their subscriptions) and leaves the
+    client's side open, with nothing more coming. New connections go through."""
+
+    def __init__(self, to: str) -> None:
+        self._target = urlsplit(to)
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await asyncio.open_connection(self._target.hostname, self._target.port or 6379)
+        self._writers += [writer, upstream[1]]
+        for source, sink in ((reader, upstream[1]), (upstream[0], writer)):
+            self._pipes.add(asyncio.create_task(_pipe(source, sink)))
+
+    def close(self) -> None:
+        """Every connection so far closed on both sides, as Redis closes them when it stops."""
+        self.sever()
+        for writer in self._writers:
+            writer.close()
+
+    def sever(self) -> None:
+        for task in self._pipes:
+            task.cancel()
+        self._pipes.clear()
+        for writer in self._writers[1::2]:  # the Redis side of each connection
+            writer.close()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[int]:
+        server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        try:
+            yield server.sockets[0].getsockname()[1]
+        finally:
+            server.close()
+            self.close()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with suppress(OSError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    sink.close()
+
+
+async def test_a_redis_subscription_gone_silent_is_noticed_and_subscribed_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = await redis_or_skip()
+    severing = SeveringRelay(to=url)
+    async with AsyncExitStack() as stack:
+        port = await stack.enter_async_context(severing.serving())
+        quiet = RedisBroker(
+            f"redis://127.0.0.1:{port}{urlsplit(url).path}", namespace="test", heartbeat_seconds=0.2
+        )
+        other = RedisBroker(url, namespace="test")
+        for broker in (quiet, other):
+            await broker.start()
+            stack.push_async_callback(broker.stop)
+        await asyncio.wait_for(asyncio.gather(quiet.listening.wait(), other.listening.wait()), 5)
+        messages = await stack.enter_async_context(quiet.subscribe(["events:e"]))
+        with caplog.at_level(logging.WARNING, logger="app.broker.redis"):
+            severing.sever()  # no close reaches the broker: only its own ping can tell
+            await eventually(lambda: not quiet.listening.is_set())
+            await asyncio.wait_for(quiet.listening.wait(), 5)
+        await other.publish("events:e", [{"id": "after"}])
+        assert (await asyncio.wait_for(anext(messages), 5))["id"] == "after"
+    said = [r.getMessage() for r in caplog.records]
+    assert "Redis subscription lost (ConnectionError); retrying every second" in said
+
+
+async def test_while_its_redis_subscription_is_being_made_again_a_worker_hears_its_own_events(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    url = await redis_or_skip()
+    restarting = SeveringRelay(to=url)
+    async with restarting.serving() as port:
+        broker = RedisBroker(f"redis://127.0.0.1:{port}{urlsplit(url).path}", namespace="test")
+        await broker.start()
+        try:
+            await asyncio.wait_for(broker.listening.wait(), 5)
+            async with broker.subscribe([engine_channel(tenant.hashid)]) as messages:
+                restarting.close()  # Redis restarted: the subscription is lost, Redis is back
+                await eventually(lambda: not broker.listening.is_set())
+                # Published to Redis while nothing of this worker listens there yet.
+                await search(replace(runtime, broker=broker), tenant, "in the gap")
+                heard = await asyncio.wait_for(anext(messages), 5)
+        finally:
+            await broker.stop()
+    assert heard["query"] == "in the gap"
+
+
 async def test_an_event_published_by_one_worker_reaches_the_others(
     runtime: Runtime, tenant: Tenant
 ) -> None:
@@ -126,7 +267,7 @@ async def test_an_event_published_by_one_worker_reaches_the_others(
         await asyncio.wait_for(asyncio.gather(*(b.listening.wait() for b in workers)), 5)
         principal = await runtime.authenticator.authenticate(f"Token {tenant.api_key}")
         watching = live.recorded_events(
-            runtime=replace(runtime, broker=workers[1]), principal=principal, engines=[], kinds=[]
+            runtime=replace(runtime, broker=workers[1]), principal=principal, engines=[], kinds=None
         )
         first = asyncio.create_task(anext(watching))
         await eventually(lambda: workers[1].subscriber_count == 1)

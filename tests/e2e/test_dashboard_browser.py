@@ -3,7 +3,10 @@ a subscription the server ends is shown and started again."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from app.errors import Unavailable
 from app.services import live
 from app.services.runtime import Runtime
 from tests.conftest import BROWSER_UA, REQUIRE_POSTGRES, make_tenant
+from tests.e2e.graphql_ws import eventually
 from tests.e2e.live_support import gql, served_app
 from tests.e2e.servers import ROOT, ServeProcess, searchstats_serve
 
@@ -151,6 +155,80 @@ async def test_a_subscription_the_server_ends_is_shown_and_started_again(
         # Subscribed again on its own: live, with the numbers of now.
         await expect_text(page, "#status", "live")
         await expect_text(page, "#searches-total", "2")
+
+
+# Every timer the page asks for is noted, and run at once: its reconnections go by fast.
+NOTED_TIMERS = """
+window.timerDelays = [];
+const realSetTimeout = window.setTimeout;
+window.setTimeout = (handler, delay, ...rest) => {
+  window.timerDelays.push(delay || 0);
+  return realSetTimeout(handler, 0, ...rest);
+};
+"""
+
+
+async def test_reconnections_wait_at_most_the_capped_backoff(
+    page: Any, service: tuple[ServeProcess, str]
+) -> None:
+    served, key = service
+    attempts = 0
+
+    def try_again_later(ws: Any) -> None:
+        # What the service answers while its database is down: 1013 after connection_init.
+        nonlocal attempts
+        attempts += 1
+        ws.on_message(lambda _: asyncio.ensure_future(ws.close(code=1013, reason="unavailable")))
+
+    await page.add_init_script(NOTED_TIMERS)
+    await page.route_web_socket(re.compile(r"/graphql$"), try_again_later)
+    await page.goto(f"{served.base_url}/dashboard/")
+    await page.fill("#api-key", key)
+    await page.click("#connect")
+    await eventually(lambda: attempts >= 16, within=10)
+    delays: list[float] = await page.evaluate("window.timerDelays")
+    # An outage of an hour would have the page wait for days before its next try (2^n s after
+    # the n-th failure): the wait is capped, as after an ended subscription (30 s, plus jitter).
+    assert max(delays) <= 30_500, sorted(delays)[-3:]
+
+
+# The page's timers a hundred times faster: its keep-alive goes by in a fraction of a second.
+FAST_TIMERS = """
+const realSetTimeout = window.setTimeout;
+window.setTimeout = (handler, delay, ...rest) =>
+  realSetTimeout(handler, (delay || 0) / 100, ...rest);
+"""
+
+
+async def test_a_connection_gone_silent_is_dropped_and_made_again(
+    page: Any, service: tuple[ServeProcess, str]
+) -> None:
+    served, key = service
+    attempts = 0
+
+    def acknowledged_then_silent(ws: Any) -> None:
+        # A socket whose other end is gone without a word (a network that changed, a proxy that
+        # dropped the flow): the connection was acknowledged, then nothing ever comes back.
+        nonlocal attempts
+        attempts += 1
+
+        def answer(message: str | bytes) -> None:
+            if json.loads(message)["type"] == "connection_init":
+                ws.send(json.dumps({"type": "connection_ack"}))
+
+        ws.on_message(answer)
+
+    await page.add_init_script(FAST_TIMERS)
+    await page.route_web_socket(re.compile(r"/graphql$"), acknowledged_then_silent)
+    await page.goto(f"{served.base_url}/dashboard/")
+    await page.fill("#api-key", key)
+    await page.click("#connect")
+    # Its ping unanswered, the page gives the socket up and connects again (it showed "live"
+    # with frozen numbers for as long as the tab stayed open).
+    await page.wait_for_function(
+        "() => document.querySelector('#status').textContent === 'reconnecting…'", timeout=10_000
+    )
+    await eventually(lambda: attempts >= 2)
 
 
 async def record_through_every_door(http: httpx.AsyncClient, key: str) -> None:

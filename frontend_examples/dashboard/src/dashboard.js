@@ -8,6 +8,11 @@ const INTERVAL_MS = 1000;
 // 1, 2, 4… seconds, at most this long, with a little jitter so that tabs do not come back together.
 const MAX_RETRY_MS = 30_000;
 const FORBIDDEN = 4403; // the key was refused: retrying would not help
+// A socket whose other end is gone without a word (a network that changed, a proxy that
+// dropped the flow) never closes by itself: ping the service every PING_MS, and drop the
+// socket when no pong comes within PONG_MS (graphql-ws then connects again).
+const PING_MS = 10_000;
+const PONG_MS = 5_000;
 const RANGES = {
   hours: { days: 1, granularity: "HOUR", label: "Yesterday and today, by hour" },
   days: { days: 29, granularity: "DAY", label: "Last 30 days, by day" },
@@ -37,6 +42,7 @@ let retryTimer = null;
 let failures = 0; // subscriptions that ended in a row, for the backoff
 let charts = null;
 let currentDay = null;
+let pongTimer = null;
 
 function localDate(date) {
   // YYYY-MM-DD of the date in the browser's zone (the zone the stats are bucketed in).
@@ -197,9 +203,13 @@ function subscribe() {
   );
 }
 
+function backoff(failuresInARow) {
+  return Math.min(MAX_RETRY_MS, 1000 * 2 ** failuresInARow) + Math.random() * 500;
+}
+
 function ended(reason) {
   subscription = null;
-  const delay = Math.min(MAX_RETRY_MS, 1000 * 2 ** failures) + Math.random() * 500;
+  const delay = backoff(failures);
   failures += 1;
   setStatus(`${reason} — retrying in ${Math.round(delay / 1000)} s`, "error");
   retryTimer = setTimeout(() => {
@@ -227,9 +237,21 @@ function connect(key) {
     // Credentials travel in connection_init, never in the URL.
     connectionParams: { Authorization: `Token ${key}` },
     retryAttempts: Infinity,
+    // graphql-ws's own wait is 2^n seconds before the n-th try, without a bound: after an hour
+    // without the service (or the network), the page would wait for days before the next one.
+    retryWait: (retries) => new Promise((resolve) => setTimeout(resolve, backoff(retries))),
     shouldRetry: (event) => !(event && event.code === FORBIDDEN),
+    keepAlive: PING_MS,
     on: {
+      ping: (received) => {
+        if (!received) {
+          clearTimeout(pongTimer);
+          pongTimer = setTimeout(() => client && client.terminate(), PONG_MS);
+        }
+      },
+      pong: (received) => received && clearTimeout(pongTimer),
       closed: (event) => {
+        clearTimeout(pongTimer);
         if (event && event.code === FORBIDDEN) {
           disconnect();
           showKeyForm("This API key was refused.");
