@@ -25,6 +25,7 @@ from app.domain.periods import Granularity as DomainGranularity
 from app.domain.periods import parse_zone
 from app.domain.stats import IndexRef, StatsFilter, StatsQuery
 from app.domain.tenancy import named_engines
+from app.errors import BadParams
 from graphql_schema.inputs import ProductTypeEnum
 from graphql_schema.stats_types import (
     BREAKDOWN_FIELDS,
@@ -53,6 +54,14 @@ class StatsFilterInput:
     )
 
     def to_domain(self) -> StatsFilter:
+        # An empty list names nothing to count, as ``engines: []`` does: refused, not read as no
+        # filter at all.
+        if self.index == []:
+            raise BadParams("index must name at least one index (leave it out for all of them)")
+        if self.product_type == []:
+            raise BadParams(
+                "productType must name at least one product type (leave it out for all of them)"
+            )
         return StatsFilter(
             device=Device(self.device.value) if self.device else None,
             query=self.query,

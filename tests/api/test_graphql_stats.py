@@ -372,3 +372,19 @@ async def test_a_period_at_the_calendars_ends_is_bad_params_and_logs_no_error(
     [error] = response.json()["errors"]
     assert (error["extensions"]["code"], error["message"]) == ("bad_params", OUT_OF_RANGE)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    ("filter_field", "named"),
+    [("index", "at least one index"), ("productType", "at least one product type")],
+)
+async def test_an_empty_filter_list_is_bad_params_not_no_filter(
+    client: httpx.AsyncClient, tenant: Tenant, filter_field: str, named: str
+) -> None:
+    """An empty list names nothing to count, as ``engines: []`` does: refused, not read as no
+    filter at all (a dashboard with no index ticked counted every click)."""
+    question = f'from: "2025-04-01", to: "2025-04-01", filter: {{{filter_field}: []}}'
+    document = f"{{ stats({question}) {{ clicks {{ totalCount }} }} }}"
+    refused = (await ask(client, tenant, document))["errors"]
+    assert [e["extensions"]["code"] for e in refused] == ["bad_params"]
+    assert named in refused[0]["message"]
