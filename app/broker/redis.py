@@ -187,5 +187,20 @@ class RedisBroker:
                 continue
             pinged = False
             if item.get("type") == "pmessage":
-                channel = item["channel"].decode()[len(self.prefix) :]
-                self._local.deliver(channel, orjson.loads(item["data"]))
+                self._deliver(item["channel"], item["data"])
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        """One message to this worker's subscribers. What is not a message of this service
+        (published under its channels by a tool or another program) is logged and skipped:
+        raised, it ended the listener, and the worker heard no other worker again."""
+        try:
+            name = channel.decode()[len(self.prefix) :]
+            messages = orjson.loads(data)
+        except (UnicodeDecodeError, orjson.JSONDecodeError):
+            messages = None
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            log.warning(
+                "skipped a Redis message on %r: not a message of this service", channel[:200]
+            )
+            return
+        self._local.deliver(name, messages)

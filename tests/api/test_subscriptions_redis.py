@@ -326,3 +326,37 @@ async def test_deployments_sharing_a_redis_hear_nothing_of_each_other(
 def redis_broker(runtime: Runtime) -> RedisBroker:
     assert isinstance(runtime.broker, RedisBroker)
     return runtime.broker
+
+
+@pytest.mark.parametrize("garbage", [b"not json", b"\xff\xfe", b"42", b"[1, 2]"])
+async def test_a_message_that_is_not_ours_is_skipped_and_the_worker_hears_on(
+    runtime: Runtime, tenant: Tenant, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever else is published under the deployment's channels (a tool, another version) is
+    logged and skipped: it ended the worker's listener, which then heard no other worker again."""
+    import redis.asyncio as aioredis
+
+    url = await redis_or_skip()
+    workers = [RedisBroker(url, namespace="test"), RedisBroker(url, namespace="test")]
+    for broker in workers:
+        await broker.start()
+    client = aioredis.from_url(url)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(b.listening.wait() for b in workers)), 5)
+        principal = await runtime.authenticator.authenticate(f"Token {tenant.api_key}")
+        watching = live.recorded_events(
+            runtime=replace(runtime, broker=workers[1]), principal=principal, engines=[], kinds=None
+        )
+        first = asyncio.create_task(anext(watching))
+        await eventually(lambda: workers[1].subscriber_count == 1)
+        with caplog.at_level(logging.WARNING, logger="app.broker.redis"):
+            await client.publish(workers[0].prefix + engine_channel(tenant.hashid), garbage)
+            await search(replace(runtime, broker=workers[0]), tenant, "after the garbage")
+            event = await asyncio.wait_for(first, 5)
+        await watching.aclose()
+    finally:
+        await client.aclose()
+        for broker in workers:
+            await broker.stop()
+    assert event.query == "after the garbage"
+    assert any("not a message of this service" in r.getMessage() for r in caplog.records)
