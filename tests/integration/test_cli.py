@@ -383,6 +383,42 @@ def test_bad_settings_are_one_clear_line(
     assert_one_line_error(*run(capsys, "migrate"), expected)
 
 
+SECONDS = [name for name in Settings.model_fields if name.endswith("_seconds")]
+
+
+@pytest.mark.parametrize("name", SECONDS)
+@pytest.mark.parametrize("value", ["inf", "nan", "2147484"])
+def test_a_duration_the_databases_cannot_hold_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """Past 2**31 - 1 milliseconds PostgreSQL refused every stats question's statement_timeout
+    and SQLite's busy timeout became 0 (no wait for the lock at all); inf was a traceback."""
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
+    variable = f"SEARCHSTATS_{name.upper()}"
+    monkeypatch.setenv(variable, value)
+    assert_one_line_error(*run(capsys, "migrate"), f"invalid setting {variable}: ")
+
+
+@pytest.mark.parametrize("name", SECONDS)
+def test_the_longest_duration_is_taken(name: str) -> None:
+    assert getattr(Settings.model_validate({name: 2_147_483}), name) == 2_147_483
+
+
+async def test_the_longest_connect_timeout_is_sqlites_busy_timeout(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'd.db'}",
+        secret_key=SECRET,
+        db_connect_timeout_seconds=2_147_483,
+    )
+    database = open_database(settings, pooled=False)
+    try:
+        async with database.engine.connect() as conn:
+            busy = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
+    finally:
+        await database.dispose()
+    assert busy == 2_147_483_000
+
+
 def test_an_empty_anonymous_engine_is_none() -> None:
     assert Settings(anonymous_engine="").anonymous_engine is None
     assert Settings(anonymous_engine="ab" * 16).anonymous_engine == "ab" * 16
