@@ -4,7 +4,11 @@ schema ahead of this code (a newer version's) is never migrated down."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +31,7 @@ from app.storage.migrate import (
 )
 from tests.conftest import set_schema_revision
 
+ROOT = Path(__file__).resolve().parents[2]  # where pyproject.toml configures the alembic command
 TABLES = {"account", "api_key", "engine", "event", "rollup", "rollup_hour", "rollup_day"}
 NEWER = "9999"  # a revision this code does not know: a newer version's
 
@@ -175,3 +180,36 @@ async def test_comparison_sees_a_changed_column_type(empty_database: Database) -
     }
 
     assert changed == {("event", "occurred_at"), ("event", "query")}
+
+
+def alembic_command(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The ``alembic`` command, run from the checkout with the service's database setting."""
+    environment = os.environ | {"SEARCHSTATS_DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *argv],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_alembic_command_migrates_the_services_database(
+    empty_database_url: str, empty_database: Database
+) -> None:
+    """What a developer writing a migration runs, and the way back down: it was a KeyError
+    ('url'), the command naming no database of its own."""
+    upgraded = alembic_command(empty_database_url, "upgrade", "head")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert await state(empty_database) is SchemaState.OK
+    assert await tables(empty_database) == TABLES
+
+    checked = alembic_command(empty_database_url, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "No new upgrade operations detected" in checked.stdout + checked.stderr
+
+    downgraded = alembic_command(empty_database_url, "downgrade", "base")
+    assert downgraded.returncode == 0, downgraded.stderr
+    assert await tables(empty_database) == set()
