@@ -37,6 +37,11 @@ log = logging.getLogger("app.cli")
 
 T = TypeVar("T")
 DRIVERS = frozenset({"sqlite+aiosqlite", "postgresql+asyncpg"})
+# How long uvicorn's supervisor waits for a worker to answer its health ping before it kills the
+# worker and starts another. A worker answers only once its interpreter has imported the service
+# (1.5 s on an idle core, over 6 s on a busy machine or a CPU-limited container): at uvicorn's
+# default of 5 s such workers were killed and replaced, as slow, again and again.
+WORKER_PING_SECONDS = 60
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -285,6 +290,7 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         access_log=False,
         log_config=log_config(json=settings.log_format == "json"),
         ws_max_size=settings.max_body_bytes,
+        timeout_worker_healthcheck=WORKER_PING_SECONDS,
         # httptools, with the request head bounded in size and time (app.http.request_heads).
         http="app.http.request_heads:BoundedHeadsProtocol",
     )
