@@ -3,6 +3,7 @@ schema ahead of this code (a newer version's) is never migrated down."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, String, inspect
+from sqlalchemy import Connection, MetaData, String, inspect, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
@@ -157,6 +158,57 @@ async def test_migrate_refuses_a_schema_ahead(
         f"knows (head {heads}): migrate with the newer version"
     )
     assert (await schema_of(empty_database)).revisions == (NEWER,)
+
+
+async def _processes_waiting_for_a_lock(database: Database, count: int) -> None:
+    for _ in range(600):
+        async with database.engine.connect() as connection:
+            waiting = await connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting == count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{waiting} processes wait for a lock, not {count}")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_migrations_started_together_take_turns(
+    empty_database_url: str, empty_database: Database
+) -> None:
+    """Nodes started together (each ``serve`` migrates first) on a new PostgreSQL database: all
+    but one failed, 'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'.
+    One migrates; the others wait for it, then find the schema at head. They are made to start
+    together by a transaction that holds the first table the migrations create."""
+    environment = os.environ | {
+        "SEARCHSTATS_DATABASE_URL": empty_database_url,
+        "SEARCHSTATS_SECRET_KEY": "test",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "app.cli", "migrate"]
+    async with empty_database.engine.connect() as blocker:
+        await blocker.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+        processes = [
+            await asyncio.create_subprocess_exec(
+                *command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            for _ in range(3)
+        ]
+        await _processes_waiting_for_a_lock(empty_database, 3)
+        await blocker.rollback()
+    outputs = [(await process.communicate())[0].decode() for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    said = sorted(output.strip().splitlines()[-1] for output in outputs)
+    assert said == [
+        "database is up to date",
+        "database is up to date",
+        "migrated an empty database to 0003",
+    ]
+    assert await state(empty_database) is SchemaState.OK
 
 
 class _Text16(TypeDecorator[str]):
