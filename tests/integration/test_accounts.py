@@ -41,3 +41,15 @@ async def test_bootstrap_happens_once(runtime: Runtime) -> None:
     assert first is not None
     assert first.account.name == "default"
     assert await accounts.bootstrap(database=runtime.database, vault=runtime.vault) is None
+
+
+async def test_first_starts_at_once_make_one_default_account(runtime: Runtime) -> None:
+    """Nodes started together on a new database: each found no account; all but the first
+    then failed to start ("account 'default' already exists")."""
+    results = await asyncio.gather(
+        *(accounts.bootstrap(database=runtime.database, vault=runtime.vault) for _ in range(3)),
+        return_exceptions=True,
+    )
+    created = [r for r in results if isinstance(r, accounts.Bootstrap)]
+    assert len(created) == 1, results
+    assert results.count(None) == 2, results
