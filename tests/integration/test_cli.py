@@ -429,6 +429,26 @@ def test_an_empty_broker_url_is_the_in_process_broker() -> None:
     assert Settings(broker_url="rediss://cache:6380/0").broker_url == "rediss://cache:6380/0"
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["serve", "--port", "99999"], "argument --port: must be 1 to 65535"),
+        (["serve", "--port", "0"], "argument --port: must be 1 to 65535"),
+        (["serve", "--workers", "0"], "argument --workers: must be at least 1"),
+        (["prune", "--older-than", "0"], "argument --older-than: must be at least 1"),
+    ],
+)
+def test_an_option_out_of_range_is_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    """--port 99999 served on port 34463 (99999 modulo 65536), logging "running on
+    http://127.0.0.1:99999". (Parsed only: a command line taken would run.)"""
+    with pytest.raises(SystemExit) as refused:
+        cli._parser().parse_args(argv)
+    assert refused.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys)
     assert code == 2
