@@ -94,6 +94,12 @@ def _check_database(settings: Settings, *, creates: bool) -> None:
         )
     path = settings.sqlite_file
     if path is None:
+        if settings.is_sqlite:
+            # Each connection would open a database of its own: serve's pool, empty, unready.
+            raise BadParams(
+                "SEARCHSTATS_DATABASE_URL names a database in memory, which every connection "
+                "sees empty: name a file (sqlite+aiosqlite:///./searchstats.db)"
+            )
         return
     # Said here, because aiosqlite failing to open a file can also print a thread's traceback.
     if not path.parent.is_dir():

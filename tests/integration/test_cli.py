@@ -356,6 +356,10 @@ def test_unreachable_database_is_one_clear_line(
         ("SEARCHSTATS_DATABASE_URL", "not a url", "SEARCHSTATS_DATABASE_URL must start with"),
         ("SEARCHSTATS_DATABASE_URL", "mysql://u@h/db", "SEARCHSTATS_DATABASE_URL must start with"),
         ("SEARCHSTATS_DB_POOL_SIZE", "0", "invalid setting SEARCHSTATS_DB_POOL_SIZE"),
+        # Each connection has a database in memory of its own: serve printed a key, then stayed
+        # unready (migrations pending) and refused it, its pool's connections empty.
+        ("SEARCHSTATS_DATABASE_URL", "sqlite+aiosqlite://", "a database in memory"),
+        ("SEARCHSTATS_DATABASE_URL", "sqlite+aiosqlite:///:memory:", "a database in memory"),
         # Not a broker the service can use: never quietly each worker on its own.
         (
             "SEARCHSTATS_BROKER_URL",
