@@ -37,6 +37,11 @@ log = logging.getLogger("app.cli")
 
 T = TypeVar("T")
 DRIVERS = frozenset({"sqlite+aiosqlite", "postgresql+asyncpg"})
+# How long uvicorn's supervisor waits for a worker to answer its health ping before it kills the
+# worker and starts another. A worker answers only once its interpreter has imported the service
+# (1.5 s on an idle core, over 6 s on a busy machine or a CPU-limited container): at uvicorn's
+# default of 5 s such workers were killed and replaced, as slow, again and again.
+WORKER_PING_SECONDS = 60
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +94,12 @@ def _check_database(settings: Settings, *, creates: bool) -> None:
         )
     path = settings.sqlite_file
     if path is None:
+        if settings.is_sqlite:
+            # Each connection would open a database of its own: serve's pool, empty, unready.
+            raise BadParams(
+                "SEARCHSTATS_DATABASE_URL names a database in memory, which every connection "
+                "sees empty: name a file (sqlite+aiosqlite:///./searchstats.db)"
+            )
         return
     # Said here, because aiosqlite failing to open a file can also print a thread's traceback.
     if not path.parent.is_dir():
@@ -123,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument("--workers", type=_positive, default=1)
     serve.set_defaults(handler=_serve, creates_database=True)
 
@@ -171,6 +182,14 @@ def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _port(value: str) -> int:
+    # uvicorn would take 99999 and listen on 34463 (its remainder by 65536), saying 99999.
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError("must be 1 to 65535")
     return number
 
 
@@ -312,6 +331,7 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         access_log=False,
         log_config=log_config(json=settings.log_format == "json"),
         ws_max_size=settings.max_body_bytes,
+        timeout_worker_healthcheck=WORKER_PING_SECONDS,
         # httptools, with the request head bounded in size and time (app.http.request_heads).
         http="app.http.request_heads:BoundedHeadsProtocol",
     )

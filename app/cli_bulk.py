@@ -262,7 +262,11 @@ def _bound(flag: str, text: str, *, end: bool = False) -> datetime:
         if len(text) == 10:
             day = date.fromisoformat(text)
             moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return moment + timedelta(days=1) if end else moment
+            if not end:
+                return moment
+            if day == date.max:  # 9999-12-31, "everything": there is no day after it
+                return datetime.max.replace(tzinfo=UTC)
+            return moment + timedelta(days=1)
         instant = datetime.fromisoformat(text)
     except ValueError:
         raise BadParams(f"{flag} must be an ISO date or date-time, not {text[:40]!r}") from None

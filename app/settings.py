@@ -15,6 +15,11 @@ from sqlalchemy.exc import ArgumentError
 from app.domain.events import HASHID
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./searchstats.db"
+# The longest duration a setting may give, in seconds: 2**31 - 1 milliseconds, what PostgreSQL's
+# statement_timeout and SQLite's busy timeout hold: past it PostgreSQL refuses the timeout (every
+# stats question would fail) and SQLite takes it as 0 (a write would not wait for the lock).
+MAX_SECONDS = 2_147_483
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
 # The brokers the service can fan out through (and share rate limits in).
 BROKER_SCHEMES = ("redis://", "rediss://")
 
@@ -38,16 +43,16 @@ class Settings(BaseSettings):
 
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     db_pool_size: int = Field(default=10, ge=1)
-    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    db_write_timeout_seconds: float = Field(default=5.0, gt=0)
-    stats_timeout_seconds: float = Field(default=10.0, gt=0)
-    ready_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_connect_timeout_seconds: Seconds = 5.0
+    db_write_timeout_seconds: Seconds = 5.0
+    stats_timeout_seconds: Seconds = 10.0
+    ready_timeout_seconds: Seconds = 2.0
 
     batch_max_events: int = Field(default=2000, ge=1)
-    credential_cache_seconds: float = Field(default=5.0, ge=0)
+    credential_cache_seconds: float = Field(default=5.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
 
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    body_timeout_seconds: Seconds = 30.0
     log_format: Literal["json", "text"] = "json"
     access_log: bool = True
     graphql_max_depth: int = Field(default=12, ge=2)
@@ -55,7 +60,7 @@ class Settings(BaseSettings):
     graphql_max_tokens: int = Field(default=10_000, ge=100)
     graphql_introspection: bool = True
     graphql_max_subscriptions: int = Field(default=20, ge=1)
-    graphql_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
+    graphql_connection_init_timeout_seconds: Seconds = 10.0
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import Connection, pool
-from sqlalchemy.ext.asyncio import async_engine_from_config
+from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
+from app.settings import Settings
 from app.storage import models  # noqa: F401 - registers the tables on the metadata
+from app.storage.database import create_engine
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -26,9 +27,16 @@ def _configure(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _settings() -> Settings:
+    """The database the ``alembic`` command names, else the service's own (the checkout's
+    pyproject.toml names none: SEARCHSTATS_DATABASE_URL, as for ``searchstats migrate``)."""
+    named = config.get_section(config.config_ini_section, {}).get("sqlalchemy.url")
+    return Settings(database_url=named) if named else Settings()
+
+
 def run_offline() -> None:
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
+        url=_settings().database_url,
         target_metadata=target_metadata,
         literal_binds=True,
     )
@@ -37,11 +45,7 @@ def run_offline() -> None:
 
 
 async def _run_async() -> None:
-    engine = async_engine_from_config(
-        config.get_section(config.config_ini_section, {}),
-        prefix="sqlalchemy.",
-        poolclass=pool.NullPool,
-    )
+    engine = create_engine(_settings(), pooled=False)
     async with engine.connect() as connection:
         await connection.run_sync(_configure)
     await engine.dispose()

@@ -139,7 +139,10 @@ async def bootstrap(*, database: Database, vault: KeyVault) -> Bootstrap | None:
     async with database.sessions() as session:
         if await directory.count_accounts(session) > 0:
             return None
-    account = await create_account(database=database, vault=vault, name=DEFAULT_ACCOUNT)
+    try:
+        account = await create_account(database=database, vault=vault, name=DEFAULT_ACCOUNT)
+    except BadParams:  # "already exists": made by another node starting at the same moment
+        return None
     engine = await create_engine(database=database, account=DEFAULT_ACCOUNT, name="default")
     return Bootstrap(account=account, engine=engine)
 

@@ -20,6 +20,8 @@ from app.storage.database import Database
 
 SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
 VERSION_TABLE = "alembic_version"  # Alembic's default, where it keeps the database's revision
+# The PostgreSQL advisory lock that migrations take in turn ("searchstats migrate"'s number).
+MIGRATION_LOCK = 0x5EA5C457A75
 log = logging.getLogger(__name__)
 
 
@@ -90,6 +92,11 @@ async def schema_of(database: Database) -> Schema:
 
 
 def _upgrade(connection: Connection) -> Schema:
+    if connection.dialect.name == "postgresql":
+        # Nodes started together each migrate first: one at a time, each reading the revision
+        # the one before it committed (the lock is held to the end of the migrations'
+        # transaction), or all but one fail on the tables the first is creating.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     schema = _schema(connection)
     if schema.state is SchemaState.PENDING:
         config = alembic_config()

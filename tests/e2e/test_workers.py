@@ -5,6 +5,7 @@ On SQLite: both workers' batches are written, one at a time."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.faults import IngestLoad, outcome, stored_event_ids
-from tests.e2e.servers import ServeProcess, searchstats_serve
+from tests.e2e.servers import ROOT, ServeProcess, searchstats_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -114,3 +115,29 @@ def test_two_workers_on_sqlite_take_turns_to_write(tmp_path: Path) -> None:
     assert (seen.lost, seen.partial_batches, seen.duplicates) == (0, 0, 0)
     assert Path(f"{database}-writer.lock").exists()
     print(seen.line("2 workers on SQLite"))
+
+
+def test_a_worker_slow_to_start_is_waited_for(tmp_path: Path) -> None:
+    """A worker imports the service before it answers uvicorn's health ping (1.5 s on an idle
+    core, over 6 s on a busy machine or a CPU-limited container). uvicorn's default of 5 s
+    killed such a worker and started another, as slow, again and again ("Child process [N]
+    died"): the pool never filled. Here each worker's interpreter takes 7 s to start."""
+    slow = tmp_path / "slow_start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        "if '--multiprocessing-fork' in sys.argv:  # a worker, not the supervisor\n"
+        "    time.sleep(7)\n"
+    )
+    env = {
+        "SEARCHSTATS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}",
+        "SEARCHSTATS_SECRET_KEY": "slow",
+    }
+    wrapper = ("env", f"PYTHONPATH={ROOT}{os.pathsep}{slow}")
+    with searchstats_serve(env, tmp_path, workers=2, wrapper=wrapper) as served:
+        wait_for_workers(served, 2, seconds=45)
+        workers = children(served.process.pid)
+        log = served.output()
+
+    assert "died" not in log
+    assert started_workers(log) == {str(pid) for pid in workers}

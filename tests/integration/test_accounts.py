@@ -74,3 +74,15 @@ async def test_a_hashid_with_a_line_end_is_refused(runtime: Runtime) -> None:
         now=datetime.now(UTC),
     )
     assert problems == ["engine must be 32 lowercase hexadecimal characters"]
+
+
+async def test_first_starts_at_once_make_one_default_account(runtime: Runtime) -> None:
+    """Nodes started together on a new database: each found no account; all but the first
+    then failed to start ("account 'default' already exists")."""
+    results = await asyncio.gather(
+        *(accounts.bootstrap(database=runtime.database, vault=runtime.vault) for _ in range(3)),
+        return_exceptions=True,
+    )
+    created = [r for r in results if isinstance(r, accounts.Bootstrap)]
+    assert len(created) == 1, results
+    assert results.count(None) == 2, results

@@ -289,6 +289,9 @@ async def test_a_batch_with_an_event_id_is_planned_again_once_the_table_has_doub
                 "SELECT $1, 'visit', 0, 0, 'test', 'desktop', false, false, 'g' || n "
                 "FROM generate_series(1, 150000) AS n",
                 engine,
+                # A connection of the write pool waits 5 s for a statement; this one may take
+                # longer on a busy machine (a TimeoutError seen running the README's command).
+                timeout=120,
             )
             written = await statement.fetch(driver, parameters())
             assert len(written) == 5

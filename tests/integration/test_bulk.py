@@ -407,6 +407,25 @@ def test_export_to_standard_output_in_stored_order(
     assert all(next(iter(d.values()))["engine"] == SHOP for d in lines)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_export_to_the_last_day_there_is_writes_every_event(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """``--to 9999-12-31``, "everything": the day after it was an OverflowError's traceback."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    docs = documents(30)
+    cli(capsys, "import", str(write_ndjson(tmp_path / "in.ndjson", docs)))
+
+    code, out, err = cli(capsys, "export", "--from", "0001-01-01", "--to", "9999-12-31")
+
+    assert code == 0, err
+    assert len(out.splitlines()) == len(docs)
+
+
 @pytest.mark.parametrize("fmt", ["ndjson", "csv"])
 def test_an_empty_session_or_user_id_is_imported_as_none(
     database_url: str,

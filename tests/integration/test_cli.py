@@ -408,6 +408,10 @@ def test_unreachable_database_is_one_clear_line(
         ("SEARCHSTATS_DATABASE_URL", "not a url", "SEARCHSTATS_DATABASE_URL must start with"),
         ("SEARCHSTATS_DATABASE_URL", "mysql://u@h/db", "SEARCHSTATS_DATABASE_URL must start with"),
         ("SEARCHSTATS_DB_POOL_SIZE", "0", "invalid setting SEARCHSTATS_DB_POOL_SIZE"),
+        # Each connection has a database in memory of its own: serve printed a key, then stayed
+        # unready (migrations pending) and refused it, its pool's connections empty.
+        ("SEARCHSTATS_DATABASE_URL", "sqlite+aiosqlite://", "a database in memory"),
+        ("SEARCHSTATS_DATABASE_URL", "sqlite+aiosqlite:///:memory:", "a database in memory"),
         # Not a broker the service can use: never quietly each worker on its own.
         (
             "SEARCHSTATS_BROKER_URL",
@@ -435,6 +439,42 @@ def test_bad_settings_are_one_clear_line(
     assert_one_line_error(*run(capsys, "migrate"), expected)
 
 
+SECONDS = [name for name in Settings.model_fields if name.endswith("_seconds")]
+
+
+@pytest.mark.parametrize("name", SECONDS)
+@pytest.mark.parametrize("value", ["inf", "nan", "2147484"])
+def test_a_duration_the_databases_cannot_hold_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """Past 2**31 - 1 milliseconds PostgreSQL refused every stats question's statement_timeout
+    and SQLite's busy timeout became 0 (no wait for the lock at all); inf was a traceback."""
+    monkeypatch.setenv("SEARCHSTATS_SECRET_KEY", SECRET)
+    variable = f"SEARCHSTATS_{name.upper()}"
+    monkeypatch.setenv(variable, value)
+    assert_one_line_error(*run(capsys, "migrate"), f"invalid setting {variable}: ")
+
+
+@pytest.mark.parametrize("name", SECONDS)
+def test_the_longest_duration_is_taken(name: str) -> None:
+    assert getattr(Settings.model_validate({name: 2_147_483}), name) == 2_147_483
+
+
+async def test_the_longest_connect_timeout_is_sqlites_busy_timeout(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'd.db'}",
+        secret_key=SECRET,
+        db_connect_timeout_seconds=2_147_483,
+    )
+    database = open_database(settings, pooled=False)
+    try:
+        async with database.engine.connect() as conn:
+            busy = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
+    finally:
+        await database.dispose()
+    assert busy == 2_147_483_000
+
+
 def test_an_empty_anonymous_engine_is_none() -> None:
     assert Settings(anonymous_engine="").anonymous_engine is None
     assert Settings(anonymous_engine="ab" * 16).anonymous_engine == "ab" * 16
@@ -443,6 +483,26 @@ def test_an_empty_anonymous_engine_is_none() -> None:
 def test_an_empty_broker_url_is_the_in_process_broker() -> None:
     assert Settings(broker_url="").broker_url is None
     assert Settings(broker_url="rediss://cache:6380/0").broker_url == "rediss://cache:6380/0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["serve", "--port", "99999"], "argument --port: must be 1 to 65535"),
+        (["serve", "--port", "0"], "argument --port: must be 1 to 65535"),
+        (["serve", "--workers", "0"], "argument --workers: must be at least 1"),
+        (["prune", "--older-than", "0"], "argument --older-than: must be at least 1"),
+    ],
+)
+def test_an_option_out_of_range_is_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    """--port 99999 served on port 34463 (99999 modulo 65536), logging "running on
+    http://127.0.0.1:99999". (Parsed only: a command line taken would run.)"""
+    with pytest.raises(SystemExit) as refused:
+        cli._parser().parse_args(argv)
+    assert refused.value.code == 2
+    assert expected in capsys.readouterr().err
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,15 +3,20 @@ schema ahead of this code (a newer version's) is never migrated down."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, String, inspect
+from sqlalchemy import Connection, MetaData, String, inspect, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
@@ -27,6 +32,7 @@ from app.storage.migrate import (
 )
 from tests.conftest import set_schema_revision
 
+ROOT = Path(__file__).resolve().parents[2]  # where pyproject.toml configures the alembic command
 TABLES = {"account", "api_key", "engine", "event", "rollup", "rollup_hour", "rollup_day"}
 NEWER = "9999"  # a revision this code does not know: a newer version's
 
@@ -154,6 +160,57 @@ async def test_migrate_refuses_a_schema_ahead(
     assert (await schema_of(empty_database)).revisions == (NEWER,)
 
 
+async def _processes_waiting_for_a_lock(database: Database, count: int) -> None:
+    for _ in range(600):
+        async with database.engine.connect() as connection:
+            waiting = await connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting == count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{waiting} processes wait for a lock, not {count}")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_migrations_started_together_take_turns(
+    empty_database_url: str, empty_database: Database
+) -> None:
+    """Nodes started together (each ``serve`` migrates first) on a new PostgreSQL database: all
+    but one failed, 'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'.
+    One migrates; the others wait for it, then find the schema at head. They are made to start
+    together by a transaction that holds the first table the migrations create."""
+    environment = os.environ | {
+        "SEARCHSTATS_DATABASE_URL": empty_database_url,
+        "SEARCHSTATS_SECRET_KEY": "test",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "app.cli", "migrate"]
+    async with empty_database.engine.connect() as blocker:
+        await blocker.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+        processes = [
+            await asyncio.create_subprocess_exec(
+                *command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            for _ in range(3)
+        ]
+        await _processes_waiting_for_a_lock(empty_database, 3)
+        await blocker.rollback()
+    outputs = [(await process.communicate())[0].decode() for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    said = sorted(output.strip().splitlines()[-1] for output in outputs)
+    assert said == [
+        "database is up to date",
+        "database is up to date",
+        "migrated an empty database to 0003",
+    ]
+    assert await state(empty_database) is SchemaState.OK
+
+
 class _Text16(TypeDecorator[str]):
     impl = String(16)
     cache_ok = True
@@ -175,3 +232,36 @@ async def test_comparison_sees_a_changed_column_type(empty_database: Database) -
     }
 
     assert changed == {("event", "occurred_at"), ("event", "query")}
+
+
+def alembic_command(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The ``alembic`` command, run from the checkout with the service's database setting."""
+    environment = os.environ | {"SEARCHSTATS_DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *argv],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_alembic_command_migrates_the_services_database(
+    empty_database_url: str, empty_database: Database
+) -> None:
+    """What a developer writing a migration runs, and the way back down: it was a KeyError
+    ('url'), the command naming no database of its own."""
+    upgraded = alembic_command(empty_database_url, "upgrade", "head")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert await state(empty_database) is SchemaState.OK
+    assert await tables(empty_database) == TABLES
+
+    checked = alembic_command(empty_database_url, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "No new upgrade operations detected" in checked.stdout + checked.stderr
+
+    downgraded = alembic_command(empty_database_url, "downgrade", "base")
+    assert downgraded.returncode == 0, downgraded.stderr
+    assert await tables(empty_database) == set()
