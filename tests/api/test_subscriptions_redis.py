@@ -256,27 +256,42 @@ async def test_while_its_redis_subscription_is_being_made_again_a_worker_hears_i
     assert heard["query"] == "in the gap"
 
 
-async def test_an_event_published_by_one_worker_reaches_the_others(
-    runtime: Runtime, tenant: Tenant
-) -> None:
-    url = await redis_or_skip()
+@asynccontextmanager
+async def two_workers(url: str) -> AsyncIterator[list[RedisBroker]]:
+    """Two workers' brokers on one Redis, both listening."""
     workers = [RedisBroker(url, namespace="test"), RedisBroker(url, namespace="test")]
     for broker in workers:
         await broker.start()
     try:
         await asyncio.wait_for(asyncio.gather(*(b.listening.wait() for b in workers)), 5)
-        principal = await runtime.authenticator.authenticate(f"Token {tenant.api_key}")
-        watching = live.recorded_events(
-            runtime=replace(runtime, broker=workers[1]), principal=principal, engines=[], kinds=None
-        )
-        first = asyncio.create_task(anext(watching))
-        await eventually(lambda: workers[1].subscriber_count == 1)
-        await search(replace(runtime, broker=workers[0]), tenant, "across")
-        event = await asyncio.wait_for(first, 5)
-        await watching.aclose()
+        yield workers
     finally:
         for broker in workers:
             await broker.stop()
+
+
+async def heard_on_the_other(
+    runtime: Runtime, tenant: Tenant, workers: list[RedisBroker], query: str
+) -> live.RecordedEvent:
+    """The event of a search recorded on the first worker, as the second one's stream has it."""
+    principal = await runtime.authenticator.authenticate(f"Token {tenant.api_key}")
+    watching = live.recorded_events(
+        runtime=replace(runtime, broker=workers[1]), principal=principal, engines=[], kinds=None
+    )
+    first = asyncio.create_task(anext(watching))
+    await eventually(lambda: workers[1].subscriber_count == 1)
+    await search(replace(runtime, broker=workers[0]), tenant, query)
+    try:
+        return await asyncio.wait_for(first, 5)
+    finally:
+        await watching.aclose()
+
+
+async def test_an_event_published_by_one_worker_reaches_the_others(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    async with two_workers(await redis_or_skip()) as workers:
+        event = await heard_on_the_other(runtime, tenant, workers, "across")
     assert (event.query, event.engine) == ("across", tenant.hashid)
 
 
@@ -337,26 +352,13 @@ async def test_a_message_that_is_not_ours_is_skipped_and_the_worker_hears_on(
     import redis.asyncio as aioredis
 
     url = await redis_or_skip()
-    workers = [RedisBroker(url, namespace="test"), RedisBroker(url, namespace="test")]
-    for broker in workers:
-        await broker.start()
     client = aioredis.from_url(url)
     try:
-        await asyncio.wait_for(asyncio.gather(*(b.listening.wait() for b in workers)), 5)
-        principal = await runtime.authenticator.authenticate(f"Token {tenant.api_key}")
-        watching = live.recorded_events(
-            runtime=replace(runtime, broker=workers[1]), principal=principal, engines=[], kinds=None
-        )
-        first = asyncio.create_task(anext(watching))
-        await eventually(lambda: workers[1].subscriber_count == 1)
-        with caplog.at_level(logging.WARNING, logger="app.broker.redis"):
-            await client.publish(workers[0].prefix + engine_channel(tenant.hashid), garbage)
-            await search(replace(runtime, broker=workers[0]), tenant, "after the garbage")
-            event = await asyncio.wait_for(first, 5)
-        await watching.aclose()
+        async with two_workers(url) as workers:
+            with caplog.at_level(logging.WARNING, logger="app.broker.redis"):
+                await client.publish(workers[0].prefix + engine_channel(tenant.hashid), garbage)
+                event = await heard_on_the_other(runtime, tenant, workers, "after the garbage")
     finally:
         await client.aclose()
-        for broker in workers:
-            await broker.stop()
     assert event.query == "after the garbage"
     assert any("not a message of this service" in r.getMessage() for r in caplog.records)
