@@ -18,8 +18,10 @@ import orjson
 from app.domain.event_documents import CSV_COLUMNS, csv_document
 from app.errors import BadParams
 
-# What a spreadsheet puts before the first column's name when it saves a CSV file as UTF-8.
+# What a spreadsheet puts before the first column's name when it saves a CSV file as UTF-8, and
+# Windows tools before the first line of a text file ("UTF-8 with BOM").
 BYTE_ORDER_MARK = "\ufeff"
+UTF8_BYTE_ORDER_MARK = BYTE_ORDER_MARK.encode()
 
 Advance = Callable[[int], None]
 Documents = Generator[tuple[int, Any]]
@@ -121,6 +123,8 @@ def ndjson_documents(source: IO[bytes], advance: Advance, *, limit: int) -> Docu
         except LineProblem as problem:
             yield problem.number, BadParams(problem.message)
             continue
+        if lines.number == 1 and raw.startswith(UTF8_BYTE_ORDER_MARK):
+            raw = raw[len(UTF8_BYTE_ORDER_MARK) :]
         if not raw.strip():
             continue
         try:

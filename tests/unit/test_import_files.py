@@ -131,6 +131,16 @@ def test_ndjson_lines_that_cannot_be_read_are_named_and_reading_goes_on() -> Non
     ]
 
 
+def test_a_byte_order_mark_before_the_first_ndjson_line_is_skipped() -> None:
+    """As a CSV file's is: Windows tools write one before UTF-8 text ("UTF-8 with BOM")."""
+    lines = b'\xef\xbb\xbf{"search": {"query": "a", "eventId": "e1"}}\n'
+    lines += b'\xef\xbb\xbf{"search": {"query": "b", "eventId": "e2"}}\n'  # not first: not skipped
+    assert read(ndjson_documents, lines) == [
+        (1, search("a", "e1")),
+        (2, "error: the line is not valid JSON"),
+    ]
+
+
 @pytest.mark.parametrize("reader", [ndjson_documents, csv_documents], ids=["ndjson", "csv"])
 def test_an_over_long_line_is_never_held_whole(reader: Any, tmp_path: Path) -> None:
     path = tmp_path / "long"
