@@ -92,6 +92,13 @@ def _check_database(settings: Settings, *, creates: bool) -> None:
         raise BadParams(
             "SEARCHSTATS_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
         )
+    if parsed.host and "@" in parsed.host:
+        # An '@' left in a password ends it there: the rest would be taken for the host, and
+        # shown as the host in every error about connecting.
+        raise BadParams(
+            "SEARCHSTATS_DATABASE_URL has an '@' after the user's: write an '@' of the user "
+            "name or password as %40"
+        )
     path = settings.sqlite_file
     if path is None:
         if settings.is_sqlite:

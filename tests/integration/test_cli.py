@@ -408,6 +408,12 @@ def test_unreachable_database_is_one_clear_line(
         ("SEARCHSTATS_DATABASE_URL", "not a url", "SEARCHSTATS_DATABASE_URL must start with"),
         ("SEARCHSTATS_DATABASE_URL", "mysql://u@h/db", "SEARCHSTATS_DATABASE_URL must start with"),
         ("SEARCHSTATS_DB_POOL_SIZE", "0", "invalid setting SEARCHSTATS_DB_POOL_SIZE"),
+        # An '@' of the password not encoded: the rest of it was shown as the host.
+        (
+            "SEARCHSTATS_DATABASE_URL",
+            "postgresql+asyncpg://app:s3cr@tpart@127.0.0.1/db",
+            "write an '@' of the user name or password as %40",
+        ),
         # Each connection has a database in memory of its own: serve printed a key, then stayed
         # unready (migrations pending) and refused it, its pool's connections empty.
         ("SEARCHSTATS_DATABASE_URL", "sqlite+aiosqlite://", "a database in memory"),
