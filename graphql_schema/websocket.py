@@ -64,6 +64,8 @@ INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 BAD_INIT, BAD_INIT_REASON = 4400, "Invalid connection init payload"  # graphql-transport-ws's
 BAD_INIT_MESSAGE = 'the connection_init payload is an object: {"Authorization": "Token <api key>"}'
+# What a graphql-ws client sends.
+LEGACY_CLIENT_MESSAGES = ("connection_init", "start", "stop", "connection_terminate")
 INIT_TIMEOUT, INIT_TIMEOUT_REASON = 4408, "Connection initialisation timeout"
 SECOND_INIT, SECOND_INIT_REASON = 4429, "Too many initialisation requests"
 
@@ -171,6 +173,11 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
 
     async def handle_message(self, message: OperationMessage) -> None:
         problem = _message_problem(message, start="start", stop="stop")
+        if problem is None and message["type"] not in LEGACY_CLIENT_MESSAGES:
+            # Strawberry ignores it: a client speaking graphql-transport-ws's words here
+            # ("subscribe") waited for ever.
+            known = ", ".join(LEGACY_CLIENT_MESSAGES)
+            problem = f"unknown message type {message['type'][:40]!r} (graphql-ws has {known})"
         if problem is None:
             await super().handle_message(message)
         else:

@@ -259,8 +259,20 @@ async def test_a_connection_init_payload_that_is_not_an_object_is_refused_as_bad
         ({"type": "start", "id": "1", "payload": {}}, "the payload needs a query (a string)"),
         ({"type": "stop"}, "a stop message needs an id (a string)"),
         ([1], "a message is a JSON object with a type"),
+        # graphql-transport-ws's word for start: ignored, it left the client waiting for ever.
+        (
+            {"type": "subscribe", "id": "1", "payload": {"query": LIVE}},
+            "unknown message type 'subscribe'",
+        ),
     ],
-    ids=["start-without-payload", "payload-not-an-object", "no-query", "stop-without-id", "list"],
+    ids=[
+        "start-without-payload",
+        "payload-not-an-object",
+        "no-query",
+        "stop-without-id",
+        "list",
+        "another-protocols-type",
+    ],
 )
 async def test_graphql_ws_answers_a_malformed_message_and_goes_on(
     served: Served, tenant: Tenant, message: object, problem: str
