@@ -23,9 +23,9 @@ from app.domain.bounds import parse_iso_bound, period_between
 from app.domain.events import Device, ProductType
 from app.domain.periods import Granularity as DomainGranularity
 from app.domain.periods import parse_zone
+from app.domain.selection import selected
 from app.domain.stats import IndexRef, StatsFilter, StatsQuery
 from app.domain.tenancy import named_engines
-from app.errors import BadParams
 from graphql_schema.inputs import ProductTypeEnum
 from graphql_schema.stats_types import (
     BREAKDOWN_FIELDS,
@@ -54,20 +54,14 @@ class StatsFilterInput:
     )
 
     def to_domain(self) -> StatsFilter:
-        # An empty list names nothing to count, as ``engines: []`` does: refused, not read as no
-        # filter at all.
-        if self.index == []:
-            raise BadParams("index must name at least one index (leave it out for all of them)")
-        if self.product_type == []:
-            raise BadParams(
-                "productType must name at least one product type (leave it out for all of them)"
-            )
+        indices = selected(self.index, field="index", noun="index") or ()
+        product_types = selected(self.product_type, field="productType", noun="product type")
         return StatsFilter(
             device=Device(self.device.value) if self.device else None,
             query=self.query,
             document_id=self.document,
-            indices=tuple(IndexRef(name) for name in self.index or ()),
-            product_types=tuple(ProductType(p.value) for p in self.product_type or ()),
+            indices=tuple(IndexRef(name) for name in indices),
+            product_types=tuple(ProductType(p.value) for p in product_types or ()),
             include_bots=self.include_bots,
         )
 

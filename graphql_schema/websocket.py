@@ -19,9 +19,9 @@
 - A client gone without a word while a result was on its way to it (a tab closed, a phone off its
   network) is logged at debug level, not as Strawberry's error with a traceback: it is no fault
   of the service's, and a busy dashboard's clients come and go all day. On graphql-ws, its
-  operations then end with the connection, their subscriptions closed at once.
-- A graphql-ws operation ended by the connection's close ends quietly (Strawberry's fails sending
-  its ``complete``, and that error kept the operation's memory alive).
+  operations then end with the connection, quietly, their subscriptions closed at once (a send
+  that raised, a result's or the ``complete`` of an operation ended by the close, left the
+  operation's memory, its subscription included, to the garbage collector).
 """
 
 from __future__ import annotations
@@ -223,6 +223,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         ended the operation's task with the subscription's generator open (Strawberry closes it
         on a stop or at the connection's end, and the task had left both), and so its feed stayed
         on the broker until the next garbage collection: tens of seconds, receiving every event.
+        The ``complete`` of an operation the close ended comes here too: raised, its error
+        outlived the connection with the operation's frames (a liveStats feed, its watcher and
+        its last report).
         """
         try:
             await super().send_message(message)
@@ -249,8 +252,4 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             return self.tasks.get(operation_id) is task
 
         follow(self.websocket, operation_id, "data", current)
-        # Ended by the connection's close, its `complete` has nowhere to go. Raised, that error
-        # outlived the connection with its traceback, and with it the operation's frames: a
-        # liveStats feed, its watcher and its last report, one set per closed connection.
-        with contextlib.suppress(WebSocketDisconnected):
-            await super().handle_async_results(operation_id, query, operation_name, variables)
+        await super().handle_async_results(operation_id, query, operation_name, variables)

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Iterable
 
 from app.domain.events import HASHID
+from app.domain.selection import selected
 from app.errors import BadParams
 
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -30,11 +31,5 @@ def new_hashid() -> str:
 
 def named_engines(engines: Iterable[object] | None) -> tuple[str, ...]:
     """The engines an argument names, as hashids; an absent one (``None``) names none, which
-    means all of the caller's. An empty list is refused: read as "all", ``forgetUser(engines:
-    [])`` from a form with nothing ticked would erase the user everywhere."""
-    if engines is None:
-        return ()
-    named = tuple(str(engine) for engine in engines)
-    if not named:
-        raise BadParams("engines must name at least one engine (leave it out for all of them)")
-    return named
+    means all of the caller's. An empty list is refused (app.domain.selection)."""
+    return tuple(str(engine) for engine in selected(engines, field="engines", noun="engine") or ())

@@ -25,6 +25,7 @@ from typing import Protocol
 from app.auth.principal import Principal
 from app.broker.base import Message, SlowSubscriber
 from app.domain.events import EventKind
+from app.domain.selection import selected
 from app.domain.stats import StatsQuery
 from app.errors import BadParams
 from app.services.record import change_channel, engine_channel
@@ -83,8 +84,7 @@ async def recorded_events(
     """Events of the caller's engines (all of them when none is named), as they are committed;
     of these kinds, or all of them (``None``). No kind at all is refused, as no engine is: a
     form with no type ticked would receive every event."""
-    if kinds is not None and not kinds:
-        raise BadParams("types must name at least one event type (leave it out for all of them)")
+    selected(kinds, field="types", noun="event type")
     records = await runtime.engines.engines_for(principal, engines or None)
     wanted = {kind.value for kind in kinds or ()}
     channels = [engine_channel(record.hashid) for record in records]
