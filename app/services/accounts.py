@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.keys import (
     KeyVault,
@@ -41,18 +42,12 @@ class Bootstrap:
 async def create_account(*, database: Database, vault: KeyVault, name: str) -> NewAccount:
     """Create an account and its first API key; the key is shown now and never again."""
     check_account_name(name)
-    api_key = new_api_key()
     try:
         async with database.sessions() as session, session.begin():
             if await directory.account_by_name(session, name) is not None:
                 raise BadParams(f"account {name!r} already exists")
             account = await directory.insert_account(session, name=name)
-            await directory.insert_api_key(
-                session,
-                account_id=account.id,
-                digest=key_digest(api_key),
-                ciphertext=vault.seal(api_key),
-            )
+            api_key = await _give_key(session, vault, account.id)
     except IntegrityError:
         # The same name created concurrently, between the check and the insert.
         raise BadParams(f"account {name!r} already exists") from None
@@ -61,14 +56,19 @@ async def create_account(*, database: Database, vault: KeyVault, name: str) -> N
 
 async def add_api_key(*, database: Database, vault: KeyVault, account: str) -> str:
     """Give an account one more API key (its others keep working); shown now and never again."""
-    api_key = new_api_key()
     async with database.sessions() as session, session.begin():
         owner = await directory.account_by_name(session, account)
         if owner is None:
             raise NotFound(f"account {account!r} does not exist")
-        await directory.insert_api_key(
-            session, account_id=owner.id, digest=key_digest(api_key), ciphertext=vault.seal(api_key)
-        )
+        return await _give_key(session, vault, owner.id)
+
+
+async def _give_key(session: AsyncSession, vault: KeyVault, account_id: int) -> str:
+    """A new API key for the account, stored as its digest (for lookup) and sealed (for JWTs)."""
+    api_key = new_api_key()
+    await directory.insert_api_key(
+        session, account_id=account_id, digest=key_digest(api_key), ciphertext=vault.seal(api_key)
+    )
     return api_key
 
 
