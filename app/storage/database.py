@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,13 @@ from sqlalchemy.pool import NullPool
 from app.settings import Settings
 from app.storage.outages import is_read_only, is_storage_down
 from app.storage.sqlite_writer_lock import SqliteWriterLock, writer_lock_for
+
+log = logging.getLogger(__name__)
+
+# How long closing the database waits for the connections still in use to come back. Work whose
+# caller hung up (``app.storage.outages.unless_stalled``) gives its connection back once its
+# statement ends; the stats reads' deadline bounds that, and a shutdown should not wait longer.
+RETURN_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +55,33 @@ class Database:
             await self.writes.dispose()
 
     async def dispose(self) -> None:
+        """Close every connection: those still in use are waited for first (a pool disposed of
+        under them would take them back and never close them: on SQLite a thread and a file
+        handle each until the garbage collector found them)."""
+        engines = (self.engine,) if self.writes is self.engine else (self.engine, self.writes)
+        in_use = await _in_use_after(engines, RETURN_WAIT_SECONDS)
+        if in_use:
+            log.warning("closing the database with %d connection(s) still in use", in_use)
         await self.replace_connections()
         if self.writer_lock is not None:
             self.writer_lock.close()
+
+
+async def _in_use_after(engines: tuple[AsyncEngine, ...], seconds: float) -> int:
+    """How many of the engines' pooled connections are still checked out once they have all come
+    back, or ``seconds`` have passed. Unpooled connections (``NullPool``) close as they come back:
+    they are not counted."""
+    counts: list[Callable[[], int]] = [
+        counter
+        for engine in engines
+        if (counter := getattr(engine.sync_engine.pool, "checkedout", None)) is not None
+    ]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    # Polled: the pool has nothing to await, and a checkin listener would run on every return.
+    while (in_use := sum(count() for count in counts)) and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    return in_use
 
 
 async def let_go(database: Database, conn: AsyncConnection, error: BaseException | None) -> None:
