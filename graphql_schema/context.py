@@ -10,6 +10,7 @@ import strawberry
 
 from app.auth.principal import Principal
 from app.errors import NotAuthenticated
+from app.services.expiry import Recheck
 from app.services.limits import Access
 from app.services.live import LiveStats
 from app.services.record import Client
@@ -36,15 +37,29 @@ class Context:
         A websocket keeps its caller for its whole life: once a JWT's ``exp`` passes, it is
         refused like any expired credential; and what it starts once the workers' memory of
         credentials is over checks the credential again, so that a revoked key starts nothing
-        more (what runs already goes on).
+        more (what runs already ends at its own next check: ``recheck``).
         """
         if self._principal is None or self._recheck_due():
-            self._principal = await self.runtime.authenticator.authenticate(self.authorization)
-            if self._recheck_at is not None:
-                self._recheck_at = self._next_check()
+            return await self._authenticated()
         if self._principal.expired:
             raise NotAuthenticated("The credential has expired")
         return self._principal
+
+    async def _authenticated(self) -> Principal:
+        """The credential checked now (through the worker's memory of credentials)."""
+        self._principal = await self.runtime.authenticator.authenticate(self.authorization)
+        if self._recheck_at is not None:
+            self._recheck_at = self._next_check()
+        if self._principal.expired:
+            raise NotAuthenticated("The credential has expired")
+        return self._principal
+
+    def recheck(self) -> Recheck | None:
+        """A websocket's: how the subscriptions it runs check its credential again, so that one
+        revoked ends them too (a request's context: None, it ends with its request)."""
+        if self._recheck_at is None:
+            return None
+        return Recheck(self.runtime.settings.credential_cache_seconds, self._authenticated)
 
     def _recheck_due(self) -> bool:
         return self._recheck_at is not None and time.monotonic() >= self._recheck_at

@@ -27,7 +27,7 @@ from graphql.pyutils import Path
 from app.domain.events import EventKind
 from app.domain.tenancy import named_engines
 from app.services import live
-from app.services.expiry import until_expired
+from app.services.expiry import while_credential_holds
 from app.services.stats import StatsReport
 from graphql_schema.context import Info
 from graphql_schema.execution import AcyclicExecutionContext
@@ -92,7 +92,8 @@ class Subscription:
             engines=list(named_engines(engines)),
             kinds=None if types is None else [EventKind(t.value) for t in types],
         )
-        async with aclosing(until_expired(events, principal)) as stream:
+        held = while_credential_holds(events, principal, context.recheck())
+        async with aclosing(held) as stream:
             async for event in stream:
                 yield RecordedEvent.of(event)
 
@@ -127,7 +128,8 @@ class Subscription:
         reports = context.live.watch(
             principal=principal, query=query, interval_ms=interval_ms, sink=_direct_sink()
         )
-        async with aclosing(until_expired(reports, principal)) as stream:
+        held = while_credential_holds(reports, principal, context.recheck())
+        async with aclosing(held) as stream:
             async for report in stream:
                 yield Stats(report=report)
 

@@ -158,13 +158,13 @@ async def test_transport_ws_refuses_a_connection_without_valid_credentials(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_a_revoked_key_starts_nothing_more_on_a_websocket_opened_with_it(
+async def test_a_revoked_key_ends_what_a_websocket_opened_with_it_runs_and_starts_nothing_more(
     settings: Settings, protocol: str
 ) -> None:
-    """A connection keeps the account it proved; what it starts after the credential memory
-    (here none) is checked again, so a leaked key, once revoked, cannot go on recording or
-    reading through a websocket it opened before."""
-    runtime = build_runtime(settings.model_copy(update={"credential_cache_seconds": 0}))
+    """A connection keeps the account it proved; its credential is checked again while it runs
+    something, and for what it starts after the credential memory (here a second), so a leaked
+    key, once revoked, cannot go on recording or reading through a websocket it opened before."""
+    runtime = build_runtime(settings.model_copy(update={"credential_cache_seconds": 1}))
     await runtime.start()
     try:
         tenant = await make_tenant(runtime, "acme")
@@ -172,13 +172,28 @@ async def test_a_revoked_key_starts_nothing_more_on_a_websocket_opened_with_it(
             served_app(runtime) as served,
             graphql_socket(served.ws_url, payload=token(tenant), protocol=protocol) as socket,
         ):
-            await socket.subscribe("1", LIVE, **PERIOD, interval=1000)
-            await socket.next("1")
+            await socket.subscribe("live", LIVE, **PERIOD, interval=1000)
+            await socket.next("live")
+            await socket.subscribe("events", EVENTS)
+            await until_listening(served, 2)  # the feed's and eventRecorded's
+            await asyncio.sleep(1.2)
+            assert await socket.pending("live", 0.1) == []  # checked again: still accepted
             await accounts.revoke_api_key(database=runtime.database, api_key=tenant.api_key)
-            await socket.subscribe("2", LIVE, **PERIOD, interval=1000)
+            loop = asyncio.get_running_loop()
+            revoked = loop.time()
+            ended = {}
+            for op_id in ("live", "events"):
+                with pytest.raises(OperationError) as refused:
+                    await socket.next(op_id, within=5)
+                ended[op_id] = refused.value.code
+            # Two periods, and some slack: one for the memory of the key, one for the next check.
+            assert loop.time() - revoked < 4
+            assert ended == {"live": "not_authenticated", "events": "not_authenticated"}
+            await socket.subscribe("later", LIVE, **PERIOD, interval=1000)
             with pytest.raises(OperationError) as refused:
-                await socket.next("2")
-        assert refused.value.code == "not_authenticated"
+                await socket.next("later")
+            assert refused.value.code == "not_authenticated"
+        await until_idle(served)
     finally:
         await runtime.stop()
 
