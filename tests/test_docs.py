@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from app.settings import Settings
@@ -20,9 +21,7 @@ def test_every_setting_is_documented() -> None:
 
 def test_readme_documents_no_setting_that_does_not_exist() -> None:
     documented = {
-        word.strip("`")
-        for word in README.split()
-        if word.startswith("`SEARCHSTATS_") and "TEST" not in word
+        name for name in re.findall(r"`(SEARCHSTATS_[A-Z0-9_]+)`", README) if "TEST" not in name
     }
     known = {f"SEARCHSTATS_{name.upper()}" for name in Settings.model_fields}
     assert documented - known == set()
