@@ -1,13 +1,15 @@
 """Forgetting a user, and keeping raw events no longer than the retention period.
 
 Rules: an account forgets users in its own engines only (all of them, or those it names); the
-operator's command line may forget a user in every account. Each forgetting is one transaction,
-so stats never see half of it. Pruning deletes raw events older than the cut-off, engine by
-engine in short transactions, and keeps the rollups.
+operator's command line may forget a user in every account. Each forgetting erases in rounds, a
+short transaction each, so that writers are held off one round at a time; stats see every count
+true after each round, and none of the user's events after the last. Pruning deletes raw events
+older than the cut-off, engine by engine in short transactions, and keeps the rollups.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -92,8 +94,22 @@ async def _all_engines(database: Database) -> list[int]:
 
 
 async def _erase(database: Database, engine_ids: list[int], user_id: str) -> int:
-    async with unavailable_when_down(), database.engine.begin() as conn:
-        return await erasure.erase_user(conn, engine_ids=engine_ids, user_id=user_id)
+    """Every event of the user in these engines, in rounds of a short transaction each (writers
+    wait for one round, not for the whole erasure). A failure leaves the rounds before it done,
+    every count true: asking again erases the rest."""
+    loop = asyncio.get_running_loop()
+    deleted = 0
+    while True:
+        began = loop.time()
+        async with unavailable_when_down(), database.engine.begin() as conn:
+            count = await erasure.erase_user(conn, engine_ids=engine_ids, user_id=user_id)
+        deleted += count
+        if count < erasure.ERASE_CHUNK:
+            return deleted
+        # As long a pause as the round took: the writers kept waiting get in before the next
+        # round (on SQLite they retry on its back-off, sleeps of up to 100 ms, each at most as
+        # long as they have waited so far), and the erasure takes at most half of the time.
+        await asyncio.sleep(loop.time() - began)
 
 
 def _check_user_id(user_id: str) -> None:

@@ -30,6 +30,10 @@ EVENT: Table = Event.__table__  # type: ignore[attr-defined]
 ROLLUP: Table = Rollup.__table__  # type: ignore[attr-defined]
 CHUNK = 500
 PRUNE_CHUNK = 5000
+# A user's events erased per transaction. Each transaction holds writers off while it runs
+# (``_keep_writers_out``): in rounds, a user with many events delays the other writers by one
+# round at a time, not by the whole erasure (7,500 events held them 0.33 s in one transaction).
+ERASE_CHUNK = 500
 
 # (engine id, bucket, metric, device, is_bot), as writes.py orders them: no deadlock between the two
 RollupKey = tuple[int, int, str, str, bool]
@@ -63,14 +67,21 @@ def _stored(row: Any) -> _Stored:
 
 
 async def erase_user(conn: AsyncConnection, *, engine_ids: Sequence[int], user_id: str) -> int:
-    """Delete the user's events in these engines, rollups adjusted; how many were deleted."""
+    """Delete up to ERASE_CHUNK of the user's events in these engines, rollups adjusted; how many
+    were deleted. The caller repeats it, a transaction each, until fewer are deleted.
+
+    Each round leaves every counter true on its own: the erasure of any set of events unlinks
+    what links to its searches and unmarks the searches its clicks leave unclicked, so a search
+    of a later round clicked in an earlier one is no longer counted as clicked when it goes.
+    """
     if not engine_ids:
         return 0
     await _keep_writers_out(conn)
     selected = select(*_COLUMNS).where(
         EVENT.c.engine_id.in_(engine_ids), EVENT.c.user_id == user_id
     )
-    erased = [_stored(row) for row in await conn.execute(selected.order_by(EVENT.c.id))]
+    rows = await conn.execute(selected.order_by(EVENT.c.id).limit(ERASE_CHUNK))
+    erased = [_stored(row) for row in rows]
     if not erased:
         return 0
     gone = {event.id for event in erased}

@@ -207,3 +207,13 @@ def test_soak_runs() -> None:
     # Every kind of answer the traffic asks for was given.
     for status in ("200", "201", "400", "401", "404"):
         assert f"{status}: " in cells[9]
+
+
+def test_forget_benchmark_runs() -> None:
+    """Both erasures of a user under writes (the bench itself fails when an event of the user is
+    left or an acknowledged write is not stored)."""
+    output = run_bench("bench.forget", "--events", "1200", "--backends", "sqlite")
+    rows = [line for line in output.splitlines() if line.startswith("| sqlite |")]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert [row[2] for row in cells] == ["one transaction", "rounds of 500"]
+    assert [row[3] for row in cells] == ["1,200", "1,200"]  # every event of the user erased

@@ -19,7 +19,7 @@ from sqlmodel import col
 from app.cli import main
 from app.domain.buckets import rollup_bucket
 from app.domain.events import EventDraft, EventKind
-from app.services import accounts
+from app.services import accounts, privacy
 from app.services.runtime import Runtime
 from app.storage import erasure
 from app.storage.models import Event, Rollup
@@ -146,13 +146,19 @@ async def story(runtime: Runtime, tenant: Tenant, other_tenant: Tenant) -> dict[
 VIEWED = "43f9bb3e-f90d-458f-9858-7e4589481d18"
 
 
+@pytest.mark.parametrize("rounds_of", [erasure.ERASE_CHUNK, 1, 3])
 async def test_forget_user_deletes_the_users_events_and_keeps_every_count_true(
     client: httpx.AsyncClient,
     runtime: Runtime,
     tenant: Tenant,
     other_tenant: Tenant,
     story: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    rounds_of: int,
 ) -> None:
+    """In one transaction, or in rounds (a transaction each) that split u's searches from their
+    clicks, and u's clicks from v's search."""
+    monkeypatch.setattr(erasure, "ERASE_CHUNK", rounds_of)
     before = await gql(client, tenant, STATS)
     assert await rollups(runtime) == await recomputed(runtime)
 
@@ -180,6 +186,35 @@ async def test_forget_user_deletes_the_users_events_and_keeps_every_count_true(
     assert after["averageClickPosition"]["overall"] is None  # the one click left is unlinked
     # Forgetting again finds nothing.
     assert data(await gql(client, tenant, FORGET, user="u"), "forgetUser")["deletedEvents"] == 0
+
+
+async def test_writes_get_in_between_the_rounds_of_an_erasure(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each round commits on its own, and a write waits for one round, not for the erasure."""
+    monkeypatch.setattr(erasure, "ERASE_CHUNK", 2)
+    views = [
+        event(EventKind.VIEW, "u", n % 60, target_id=VIEWED, target_type="item") for n in range(100)
+    ]
+    await seed(runtime, tenant, views)
+    erasing = asyncio.create_task(
+        privacy.forget_user_everywhere(database=runtime.database, user_id="u")
+    )
+
+    async def left() -> int:
+        return len([e for e in await events_of(runtime) if e.user_id == "u"])
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    # Polled: another transaction's commit has nothing to await.
+    while (count := await left()) == 100 and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    assert 0 < count < 100  # a round committed on its own
+    [written] = await seed(runtime, tenant, [event(EventKind.VISIT, "w", store="main")])
+    assert await left() > 0  # the write did not wait for the whole erasure
+    assert await erasing == 100
+    assert [str(e.id) for e in await events_of(runtime)] == [written.id]
+    assert await rollups(runtime) == await recomputed(runtime)
 
 
 def _engine(events: list[Event], query: str) -> int:
