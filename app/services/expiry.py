@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -36,47 +37,48 @@ class Recheck:
 
 
 class _Refusal:
-    """What the recheck found, and the wait for the next item it may have to cut short."""
+    """Why the stream must end, and the task waiting for its next item, to be woken for it."""
 
-    __slots__ = ("error", "waiting")
+    __slots__ = ("error", "interrupted", "waiting")
 
     def __init__(self) -> None:
         self.error: NotAuthenticated | None = None
-        self.waiting: asyncio.Timeout | None = None
+        self.waiting: asyncio.Task[object] | None = None
+        self.interrupted = False
 
     def refuse(self, error: NotAuthenticated) -> None:
         self.error = error
         if self.waiting is not None:
-            self.waiting.reschedule(asyncio.get_running_loop().time())
+            # Cut the wait short as asyncio.timeout would, without a timer per item.
+            self.interrupted = True
+            self.waiting.cancel()
 
 
 async def while_credential_holds(
     source: AsyncGenerator[T, None], principal: Principal, recheck: Recheck | None = None
 ) -> AsyncGenerator[T, None]:
     """The source's items until the principal's credential expires or, checked again with
-    ``recheck``, is refused; the source is closed."""
-    loop = asyncio.get_running_loop()
-    expiry = None
-    if principal.expires_at is not None:
-        expiry = loop.time() + (principal.expires_at - time.time())
+    ``recheck``, is refused; the source is closed.
+
+    The wait for the next item is cut short then, never the consumer's turn. One task watches
+    the clock and makes the checks, for the stream's whole life.
+    """
     refusal = _Refusal()
-    watch = None if recheck is None else asyncio.create_task(_rechecking(recheck, refusal))
+    watch = None
+    if principal.expires_at is not None or recheck is not None:
+        watch = asyncio.create_task(_watching(principal.expires_at, recheck, refusal))
     try:
         while refusal.error is None:
-            # The deadline covers the wait for the next item only, never the consumer's turn.
-            timeout = asyncio.timeout_at(expiry)
+            refusal.waiting = task = asyncio.current_task()
             try:
-                async with timeout:
-                    refusal.waiting = timeout
-                    item = await anext(source)
+                item = await anext(source)
             except StopAsyncIteration:
                 return
-            except TimeoutError:
-                if not timeout.expired():
-                    raise  # the source's own
-                if refusal.error is not None:
-                    raise refusal.error from None
-                raise NotAuthenticated("The credential has expired") from None
+            except asyncio.CancelledError:
+                error = refusal.error
+                if error is not None and refusal.interrupted and task and task.uncancel() == 0:
+                    raise error from None
+                raise  # cancelled from elsewhere too: the consumer is going
             finally:
                 refusal.waiting = None
             yield item
@@ -87,10 +89,19 @@ async def while_credential_holds(
         await source.aclose()
 
 
-async def _rechecking(recheck: Recheck, refusal: _Refusal) -> None:
-    every = max(recheck.every, MIN_RECHECK_SECONDS)
+async def _watching(expires_at: float | None, recheck: Recheck | None, refusal: _Refusal) -> None:
+    """Refuse the stream at the credential's expiry (a wall-clock instant), or when a check
+    refuses it."""
+    loop = asyncio.get_running_loop()
+    expiry = math.inf if expires_at is None else loop.time() + (expires_at - time.time())
+    every = math.inf if recheck is None else max(recheck.every, MIN_RECHECK_SECONDS)
     while True:
-        await asyncio.sleep(every)
+        next_check = loop.time() + every
+        await asyncio.sleep(min(expiry, next_check) - loop.time())
+        if loop.time() >= expiry:
+            refusal.refuse(NotAuthenticated("The credential has expired"))
+            return
+        assert recheck is not None  # woken before the expiry: for a check
         try:
             await recheck.check()
         except NotAuthenticated:

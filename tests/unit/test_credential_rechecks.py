@@ -4,6 +4,7 @@ and only then: a check that could not be made (the database down) leaves it runn
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Callable
 
 import pytest
@@ -106,4 +107,38 @@ async def test_without_a_recheck_nothing_is_checked_and_items_flow() -> None:
     stream = while_credential_holds(ticking(closed, every=0.001), ACME)
     assert await take(stream, 5) == [0, 1, 2, 3, 4]
     await stream.aclose()
+    assert closed == [True]
+
+
+@pytest.mark.parametrize("source", [ticking, silent])
+async def test_an_expiring_credential_ends_the_stream_at_its_expiry(
+    source: Callable[[list[bool]], AsyncGenerator[int, None]],
+) -> None:
+    closed: list[bool] = []
+    answers = Answers(None)
+    principal = Principal(1, "acme", expires_at=time.time() + 0.3)
+    stream = while_credential_holds(source(closed), principal, Recheck(0.1, answers.check))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(NotAuthenticated) as ended:
+        await asyncio.wait_for(drain(stream, into=[]), 5)
+    assert str(ended.value) == "The credential has expired"
+    assert 0.25 <= loop.time() - began < 1.5
+    assert closed == [True]
+
+
+async def test_a_consumer_cancelled_from_elsewhere_is_cancelled_not_refused() -> None:
+    """The client goes at the moment the credential is refused: its task ends cancelled."""
+    closed: list[bool] = []
+    consumer: asyncio.Task[None] | None = None
+
+    async def refused_as_the_client_goes() -> None:
+        assert consumer is not None
+        consumer.cancel()
+        raise NotAuthenticated()
+
+    stream = while_credential_holds(silent(closed), ACME, Recheck(0.05, refused_as_the_client_goes))
+    consumer = asyncio.create_task(drain(stream, into=[]))
+    await asyncio.wait([consumer], timeout=5)
+    assert consumer.cancelled()
     assert closed == [True]
