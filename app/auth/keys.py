@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -76,15 +78,35 @@ def read_secret(settings: Settings) -> str | None:
 
 
 def create_secret(settings: Settings) -> str:
-    """A new random secret key, kept in the secret key file (mode 0600), which must not exist."""
+    """A new random secret key, kept in the secret key file (mode 0600); or, when another
+    process made that file first (nodes starting together), the key in it.
+
+    The file appears whole or not at all: written under a temporary name, then linked to its
+    own, which fails if it exists. Opened with ``O_EXCL`` and written in place, it was there
+    empty for a moment, and a node reading it then was refused ("the secret key file is empty").
+    """
     path = secret_key_path(settings)
     secret = secrets.token_urlsafe(48)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret + "\n")
+        fd, draft = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as error:
         raise _file_problem("cannot create", path, error) from None
+    try:
+        with os.fdopen(fd, "w") as handle:  # mkstemp's file is the owner's alone (0600)
+            handle.write(secret + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(draft, path)
+    except FileExistsError:
+        theirs = read_secret(settings)  # its key, or an error saying what is wrong with it
+        if theirs is None:
+            raise BadParams(f"the secret key file {path} was removed as it was made") from None
+        return theirs
+    except OSError as error:
+        raise _file_problem("cannot create", path, error) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(draft)
     return secret
 
 

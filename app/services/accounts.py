@@ -111,9 +111,10 @@ async def service_vault(*, database: Database, settings: Settings) -> KeyVault:
     new or different secret would open none of them, and every JWT would be refused (401) while
     the service looked healthy.
     """
-    secret = read_secret(settings)
     async with database.sessions() as session:
         stored = await directory.every_key_ciphertext(session)
+    # Read after the keys: a node starting alongside makes the secret before it stores a key.
+    secret = read_secret(settings)
     if secret is None:
         if stored:
             missing = secret_key_path(settings)

@@ -97,6 +97,12 @@ def _upgrade(connection: Connection) -> Schema:
         # the one before it committed (the lock is held to the end of the migrations'
         # transaction), or all but one fail on the tables the first is creating.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    elif connection.dialect.name == "sqlite":
+        # The same on SQLite: the write lock first, before the revision is read (its driver would
+        # begin no transaction for DDL at all: each statement committed alone, and processes
+        # started together on a new file each read an empty schema and created the same tables).
+        # The migrations are then one transaction, as on PostgreSQL.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     schema = _schema(connection)
     if schema.state is SchemaState.PENDING:
         config = alembic_config()

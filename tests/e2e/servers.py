@@ -65,6 +65,35 @@ def searchstats_serve(
 ) -> Iterator[ServeProcess]:
     """``searchstats serve`` on a free port, ready (``/readyz``, or ``ready_path`` answering 200)
     before the block runs; ``wrapper``, a command that runs it (``setpriv …``), exec'ing it."""
+    served = _start(env, workdir, name=name, workers=workers, wrapper=wrapper)
+    try:
+        _wait_ready(served, ready_within, ready_path)
+        yield served
+    finally:
+        _terminate(served.process)
+
+
+@contextmanager
+def searchstats_serve_together(
+    env: Mapping[str, str], workdir: Path, *, count: int, ready_within: float = 60
+) -> Iterator[list[ServeProcess]]:
+    """``count`` ``searchstats serve`` processes started at once (nodes of one deployment
+    starting together), each ready before the block runs."""
+    started: list[ServeProcess] = []
+    try:
+        for n in range(count):
+            started.append(_start(env, workdir, name=f"node{n}", workers=1, wrapper=()))
+        for served in started:
+            _wait_ready(served, ready_within, "/readyz")
+        yield started
+    finally:
+        for served in started:
+            _terminate(served.process)
+
+
+def _start(
+    env: Mapping[str, str], workdir: Path, *, name: str, workers: int, wrapper: Sequence[str]
+) -> ServeProcess:
     port = free_port()
     log = workdir / f"{name}-{port}.log"
     environment = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -80,12 +109,7 @@ def searchstats_serve(
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    served = ServeProcess(process, port, log)
-    try:
-        _wait_ready(served, ready_within, ready_path)
-        yield served
-    finally:
-        _terminate(process)
+    return ServeProcess(process, port, log)
 
 
 def _wait_ready(served: ServeProcess, within: float, path: str) -> None:

@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.e2e.servers import ServeProcess, searchstats_serve
+from tests.e2e.servers import ServeProcess, searchstats_serve, searchstats_serve_together
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -70,6 +70,25 @@ def test_serve_bootstraps_once_and_records_over_http(
         # Same key, same secret, same data: the retry is recognised as already stored.
         again = graphql(second, bearer_jwt(key), RECORD_SEARCH, input=SEARCH)["recordSearch"]
         assert again == recorded | {"duplicate": True}
+
+
+def test_nodes_started_together_on_a_new_database_share_one_secret_and_one_account(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """Three ``serve`` started at once on a new database, without a secret: each migrated, made
+    a secret and created ``default`` at the same moment as the others. One migrates, makes the
+    secret and the account; the others wait for the migrations, read that secret and find the
+    account. On SQLite all but one failed ("table alembic_version already exists", or "cannot
+    create the secret key file: File exists")."""
+    env = {"SEARCHSTATS_DATABASE_URL": empty_database_url, "SEARCHSTATS_SECRET_KEY": ""}
+    with searchstats_serve_together(env, tmp_path, count=3) as nodes:
+        printed = [node.bootstrap() for node in nodes]
+        [(key, hashid)] = [bootstrap for bootstrap in printed if bootstrap is not None]
+        for node in nodes:  # the same key and the same secret (its JWTs) on each
+            engines = graphql(node, bearer_jwt(key), ENGINES)["engines"]
+            assert engines == [{"hashid": hashid, "isDefault": True}]
+            assert graphql(node, f"Token {key}", RECORD_SEARCH, input=SEARCH)["recordSearch"]
+    assert (tmp_path / "searchstats.secret").stat().st_mode & 0o077 == 0
 
 
 def test_what_serve_logs_before_serving_is_json_lines_too(

@@ -211,6 +211,43 @@ async def test_migrations_started_together_take_turns(
     assert await state(empty_database) is SchemaState.OK
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_migrations_started_together_on_a_new_sqlite_file_take_turns(
+    empty_database_url: str, empty_database: Database
+) -> None:
+    """The same on a new SQLite file: each read that the schema was empty, then all but one
+    failed on 'table account already exists' (SQLite runs DDL outside a transaction unless one
+    is begun). A transaction that holds the file's write lock makes them start together; they
+    are given longer than it to wait."""
+    environment = os.environ | {
+        "SEARCHSTATS_DATABASE_URL": empty_database_url,
+        "SEARCHSTATS_SECRET_KEY": "test",
+        "SEARCHSTATS_DB_CONNECT_TIMEOUT_SECONDS": "60",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "app.cli", "migrate"]
+    async with empty_database.engine.connect() as blocker:
+        await blocker.exec_driver_sql("BEGIN IMMEDIATE")
+        processes = [
+            await asyncio.create_subprocess_exec(
+                *command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            for _ in range(3)
+        ]
+        await asyncio.sleep(3)  # they start, and each reads the schema or waits for the lock
+        await blocker.rollback()
+    outputs = [(await process.communicate())[0].decode() for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    said = sorted(output.strip().splitlines()[-1] for output in outputs)
+    assert said == [
+        "database is up to date",
+        "database is up to date",
+        "migrated an empty database to 0003",
+    ]
+    assert await state(empty_database) is SchemaState.OK
+
+
 class _Text16(TypeDecorator[str]):
     impl = String(16)
     cache_ok = True
