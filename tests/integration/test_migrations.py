@@ -175,50 +175,16 @@ async def _processes_waiting_for_a_lock(database: Database, count: int) -> None:
     raise AssertionError(f"{waiting} processes wait for a lock, not {count}")
 
 
-@pytest.mark.parametrize("backend", ["postgresql"])
 async def test_migrations_started_together_take_turns(
-    empty_database_url: str, empty_database: Database
+    backend: str, empty_database_url: str, empty_database: Database
 ) -> None:
-    """Nodes started together (each ``serve`` migrates first) on a new PostgreSQL database: all
-    but one failed, 'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'.
-    One migrates; the others wait for it, then find the schema at head. They are made to start
-    together by a transaction that holds the first table the migrations create."""
-    environment = os.environ | {
-        "SEARCHSTATS_DATABASE_URL": empty_database_url,
-        "SEARCHSTATS_SECRET_KEY": "test",
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [sys.executable, "-m", "app.cli", "migrate"]
-    async with empty_database.engine.connect() as blocker:
-        await blocker.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
-        processes = [
-            await asyncio.create_subprocess_exec(
-                *command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
-            for _ in range(3)
-        ]
-        await _processes_waiting_for_a_lock(empty_database, 3)
-        await blocker.rollback()
-    outputs = [(await process.communicate())[0].decode() for process in processes]
-
-    assert [process.returncode for process in processes] == [0, 0, 0], outputs
-    said = sorted(output.strip().splitlines()[-1] for output in outputs)
-    assert said == [
-        "database is up to date",
-        "database is up to date",
-        "migrated an empty database to 0003",
-    ]
-    assert await state(empty_database) is SchemaState.OK
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-async def test_migrations_started_together_on_a_new_sqlite_file_take_turns(
-    empty_database_url: str, empty_database: Database
-) -> None:
-    """The same on a new SQLite file: each read that the schema was empty, then all but one
-    failed on 'table account already exists' (SQLite runs DDL outside a transaction unless one
-    is begun). A transaction that holds the file's write lock makes them start together; they
-    are given longer than it to wait."""
+    """Nodes started together (each ``serve`` migrates first) on a new database: all but one
+    failed, on PostgreSQL 'duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"', on SQLite 'table account already exists' (each read an empty
+    schema: SQLite runs DDL outside a transaction unless one is begun). One migrates; the others
+    wait for it, then find the schema at head. They are made to start together by a transaction
+    that holds the first table the migrations create (PostgreSQL) or the file's write lock
+    (SQLite); they are given longer than it to wait."""
     environment = os.environ | {
         "SEARCHSTATS_DATABASE_URL": empty_database_url,
         "SEARCHSTATS_SECRET_KEY": "test",
@@ -227,14 +193,20 @@ async def test_migrations_started_together_on_a_new_sqlite_file_take_turns(
     }
     command = [sys.executable, "-m", "app.cli", "migrate"]
     async with empty_database.engine.connect() as blocker:
-        await blocker.exec_driver_sql("BEGIN IMMEDIATE")
+        if backend == "postgresql":
+            await blocker.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+        else:
+            await blocker.exec_driver_sql("BEGIN IMMEDIATE")
         processes = [
             await asyncio.create_subprocess_exec(
                 *command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
             for _ in range(3)
         ]
-        await asyncio.sleep(3)  # they start, and each reads the schema or waits for the lock
+        if backend == "postgresql":
+            await _processes_waiting_for_a_lock(empty_database, 3)
+        else:  # SQLite shows no one waiting: time to start, and to read or wait for the lock
+            await asyncio.sleep(3)
         await blocker.rollback()
     outputs = [(await process.communicate())[0].decode() for process in processes]
 
