@@ -2,9 +2,9 @@
 
 A subscription is authorized when it starts. A JWT's ``exp`` then ends it, with the
 ``not_authenticated`` code, even while no event arrives; so does its credential being refused
-when checked again (the API key revoked, or the key that signed the JWT):
-a websocket checks its credential again every ``SEARCHSTATS_CREDENTIAL_CACHE_SECONDS``, as long
-as it runs something. The client reconnects with a valid credential.
+when checked again (the API key revoked, or the key that signed the JWT): a websocket checks its
+credential again every ``SEARCHSTATS_CREDENTIAL_CACHE_SECONDS`` while it runs something. The
+client reconnects with a valid credential.
 """
 
 from __future__ import annotations
