@@ -43,11 +43,13 @@ def guarded(render: RenderError) -> Callable[[Endpoint], Endpoint]:
                 return _rendered(render, request, error)
             except ClientDisconnect:
                 # Gone before its body ended: nobody to answer, and no fault of the service's.
-                log.debug("client gone during %s %s", request.method, request.url.path)
+                log.debug("client gone during %s %s", request.method, request.scope["path"])
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
             except Exception:
                 # The client learns nothing of the cause; the operator finds it in the log.
-                log.exception("unexpected error answering %s %s", request.method, request.url.path)
+                log.exception(
+                    "unexpected error answering %s %s", request.method, request.scope["path"]
+                )
                 return _rendered(render, request, SearchStatsError())
 
         return guarded_endpoint

@@ -62,7 +62,9 @@ def dspace_error(request: Request, error: SearchStatsError) -> Response:
             "status": error.status,
             "error": REASONS.get(error.status) or HTTPStatus(error.status).phrase,
             "message": error.message,
-            "path": request.url.path,
+            # The scope's, not ``request.url.path``: the URL decodes the query string as UTF-8 too,
+            # and a server may hand over one that is not (a 500 in no format, then).
+            "path": request.scope["path"],
         },
         status_code=error.status,
     )

@@ -43,7 +43,7 @@ async def unrouted(request: Request, exc: Exception) -> Response:
         )
     else:
         error = NotFound("there is nothing at this path")
-    response = render_for(request.url.path)(request, error)
+    response = render_for(request.scope["path"])(request, error)
     response.headers.update(exc.headers or {})
     return response
 

@@ -3,12 +3,19 @@ each in the error format of the dialect whose paths it is under."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Message
+
+from app.main import create_app
+from app.services.runtime import Runtime
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # no storage is touched
+NOTHING = "there is nothing at this path"
 
 
 @pytest.mark.parametrize(
@@ -112,3 +119,68 @@ async def test_a_wrong_method_on_a_path_with_a_trailing_slash_names_the_methods_
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert response.json() == {"errors": ["GET is not allowed here; this path answers POST"]}
+
+
+async def asgi_answer(app: ASGIApp, method: str, path: str, query_string: bytes) -> tuple[int, Any]:
+    """The status and JSON body of one request sent to ``app`` as a server hands it over: the
+    query string as the bytes the client sent (httpx would percent-encode them)."""
+    pending: list[Message] = [{"type": "http.request", "body": b"{}", "more_body": False}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return pending.pop() if pending else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query_string,
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    body = b"".join(message.get("body", b"") for message in sent[1:])
+    return sent[0]["status"], json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("POST", "/api/statistics/collect", 400, "type is required"),
+        ("GET", "/api/statistics/collect", 405, "GET is not allowed here; this path answers POST"),
+        ("GET", "/api/statistics/clickevents", 404, "there is nothing at this path"),
+    ],
+)
+async def test_a_dspace_error_names_its_path_whatever_bytes_the_query_string_holds(
+    runtime: Runtime, method: str, path: str, status: int, message: str
+) -> None:
+    """Servers that take a request target as sent (the HTTP crate's, Twisted's) hand over a query
+    string that is no UTF-8. The error was a 500 in no dialect's format: the path was read through
+    Starlette's URL, which decodes the query string too."""
+    app = create_app(runtime.settings, runtime=runtime)
+    answered, body = await asgi_answer(app, method, path, b"page=\xff")
+    assert answered == status
+    assert (body["status"], body["message"], body["path"]) == (status, message, path)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v2/stats/nothing", {"error": {"code": "not_found", "message": NOTHING}}),
+        ("/api/ws/v1/nothing", {"errors": [NOTHING]}),
+    ],
+)
+async def test_an_unknown_path_is_not_found_whatever_bytes_the_query_string_holds(
+    runtime: Runtime, path: str, body: dict[str, Any]
+) -> None:
+    app = create_app(runtime.settings, runtime=runtime)
+    assert await asgi_answer(app, "GET", path, b"q=\xff") == (404, body)
