@@ -261,3 +261,36 @@ async def test_a_client_gone_mid_body_is_no_error_of_the_service(
         metrics = (await client.get("/metrics")).text
         assert "searchstats_errors_total{" not in metrics
         assert await stored_events(runtime) == []
+
+
+@pytest.mark.parametrize("name", DOORS)
+async def test_a_declared_length_of_thousands_of_digits_is_over_the_cap(
+    settings: Settings, name: str
+) -> None:
+    """Python's int() refuses a string of more than 4,300 digits: such a Content-Length was a
+    500 from the middleware, before any door."""
+    door = DOORS[name]
+    async with serving(settings) as (_runtime, tenant, client):
+        body = Sent(MB)
+        declared = "9" * 5000
+        response = await client.post(
+            door.path, content=body, headers=headers(door, tenant, **{"Content-Length": declared})
+        )
+        assert response.status_code == 413
+        assert body.pulled == 0
+        assert door.read(response.json())[0] == CODES[name][413]
+
+
+@pytest.mark.parametrize("name", ["dspace", "doofinder", "workplace"])
+async def test_a_declared_length_in_digits_other_than_ascii_is_no_length(
+    settings: Settings, name: str
+) -> None:
+    """ "²" (byte B2, as a header value is decoded) is a digit to str.isdigit and not to int(): the
+    door's own reading of the length was a 500. Not a length, it is ignored: the body is read."""
+    door = DOORS[name]
+    async with serving(settings) as (_runtime, tenant, client):
+        sent = {name.encode(): value.encode() for name, value in headers(door, tenant).items()}
+        sent[b"Content-Length"] = b"\xb2"
+        response = await client.post(door.path, content=b"{}", headers=sent)
+        assert response.status_code == 400, response.text
+        assert door.read(response.json())[1].endswith("is required")
