@@ -41,7 +41,7 @@ class BodyLimits:
             await self.app(scope, receive, send)
             return
         body = _BoundedBody(
-            receive, self.max_bytes, self.timeout_seconds, _declared_length(scope), self.deadlines
+            receive, self.max_bytes, self.timeout_seconds, declared_length(scope), self.deadlines
         )
         started = False
 
@@ -153,7 +153,9 @@ class _BoundedBody:
         return PayloadTooLarge(f"the request body is over {self._max} bytes")
 
 
-def _declared_length(scope: Scope) -> int | None:
+def declared_length(scope: Scope) -> int | None:
+    """The ``Content-Length`` sent, None for none or one that is not ASCII digits; past 18
+    digits, over any cap."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             if not value.isdigit():

@@ -20,6 +20,7 @@ from app.errors import (
     SearchStatsError,
     retry_after,
 )
+from app.http.bodies import declared_length
 from app.services.limits import Access, admitted_caller, client_subject
 from app.services.metrics import CLIENT_CLOSED_REQUEST
 from app.services.record import Client
@@ -98,7 +99,7 @@ async def _read_at_most(request: Request, limit: int) -> bytes:
     # growing buffer would be copied as it grows, holding the body twice at times. Read from
     # ``receive`` itself, not through ``Request.stream``, an async generator costing 2% of a
     # REST event's instructions; the body is read once, here.
-    if _declared_length(request.scope) > limit:
+    if (declared_length(request.scope) or 0) > limit:
         raise PayloadTooLarge(f"the request body is over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -133,15 +134,6 @@ async def admit_anonymous(runtime: Runtime, request: Request, access: Access) ->
 
 def client_of(request: Request, door: str) -> Client:
     return Client(door=door, user_agent=_header(request.scope, b"user-agent"))
-
-
-def _declared_length(scope: Scope) -> int:
-    """The ``Content-Length`` sent, 0 for none: ASCII digits only (``str.isdigit`` takes "²",
-    which ``int`` refuses), and past 18 of them over any cap (``int`` refuses over 4,300)."""
-    declared = (_header(scope, b"content-length") or "").lstrip("0")
-    if not declared.isascii() or not declared.isdigit():
-        return 0
-    return int(declared) if len(declared) <= 18 else 10**18
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
