@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    cast,
     false,
     func,
     literal,
@@ -79,7 +80,9 @@ def _raw_counter(name: str) -> tuple[ColumnElement[bool], ColumnElement[Any]]:
         "search_no_result": (and_(c.kind == kinds["search"], c.result_count == 0), one),
         "search_clicked": (and_(c.kind == kinds["search"], c.clicked.is_(True)), one),
         "linked_click": (_linked_click(), one),
-        "linked_click_position": (_linked_click(), c.rank + 1),
+        # In 64 bits: rank is a 32-bit column, and rank + 1 of the largest one is past its range
+        # (PostgreSQL refuses it; the rollups, added up in Python, count it).
+        "linked_click_position": (_linked_click(), cast(c.rank, BigInteger) + 1),
     }
     return table[name]
 

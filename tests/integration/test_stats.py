@@ -308,6 +308,18 @@ async def test_rates_are_null_without_searches(runtime: Runtime, tenant: Tenant)
     assert all(p.value is None for p in report.rates[Rate.AVERAGE_CLICK_POSITION].points)
 
 
+async def test_the_largest_rank_has_its_position_from_raw_events_too(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    # rank + 1 of the largest rank accepted (2**31 - 1) is past a 32-bit integer's range.
+    day = at("2025-07-01T10:00:00+00:00")
+    [found] = await seed(runtime, tenant, [search(day, "red")])
+    await seed(runtime, tenant, [click(day, found.query_id, rank=2**31 - 1)])
+    for where in (StatsFilter(), StatsFilter(query="red")):  # rollups, then raw events
+        report = await ask(runtime, tenant, date(2025, 7, 1), date(2025, 7, 1), filter=where)
+        assert report.rates[Rate.AVERAGE_CLICK_POSITION].overall == 2**31
+
+
 async def test_sessions_users_feedback_and_breakdowns(runtime: Runtime, tenant: Tenant) -> None:
     t = at("2025-08-01T09:00:00+00:00")
     first = await seed(
