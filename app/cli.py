@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from app.cli_bulk import INTERRUPTED
 from app.cli_bulk import add_commands as add_bulk_commands
 from app.errors import BadParams, SearchStatsError
 from app.http.access_log import log_config
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except SearchStatsError as error:
         return _fail(error.message)
+    except KeyboardInterrupt:  # Ctrl-C: what ran is the command's own, no traceback to read
+        print("searchstats: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except (SQLAlchemyError, OSError, TimeoutError) as error:
         if isinstance(error, OSError) and error.filename is not None:
             # A file of ours (each command names its own files; this is the rest of them).

@@ -10,10 +10,11 @@ import argparse
 import asyncio
 import csv
 import secrets
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import aclosing, closing, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +25,7 @@ from app.auth.keys import read_secret
 from app.collector import settle_garbage_collector
 from app.domain.event_documents import CSV_COLUMNS, csv_row
 from app.errors import BadParams
-from app.import_files import Advance, cannot_read, csv_documents, ndjson_documents
+from app.import_files import Advance, Documents, cannot_read, csv_documents, ndjson_documents
 from app.services import bulk
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
@@ -33,6 +34,9 @@ from app.storage.migrate import upgrade_to_head
 # The exit status of an import that read the whole file but rejected lines of it (--on-error
 # skip): not 0, which says every line was stored or a duplicate, nor 1, an import that stopped.
 SOME_LINES_REJECTED = 3
+# The exit status of an import or export stopped by Ctrl-C or a plain kill (SIGINT, SIGTERM):
+# the shell's for a command that SIGINT ended.
+INTERRUPTED = 130
 
 
 def add_commands(commands: Any) -> None:
@@ -43,7 +47,9 @@ def add_commands(commands: Any) -> None:
         epilog=(
             "exit status: 0 when every line was stored or a duplicate; 1 on an error, or at "
             "the first rejected line with --on-error stop; "
-            f"{SOME_LINES_REJECTED} when lines were rejected and skipped (--on-error skip). "
+            f"{SOME_LINES_REJECTED} when lines were rejected and skipped (--on-error skip); "
+            f"{INTERRUPTED} when interrupted (Ctrl-C, kill): the lines read are stored, and "
+            "importing the file again stores the rest. "
             "The last line on standard error sums up: read, stored, duplicates, rejected."
         ),
     )
@@ -103,17 +109,68 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
                 return await bulk.import_events(
                     runtime=runtime,
                     principal=principal,
-                    documents=documents,
+                    documents=stop.documents(documents),
                     on_error=args.on_error,
                     rejected=rejected,
                 )
 
-    with source:  # opened first, to name a missing file before the database is opened
+    stop = _StopRequests()
+    # opened first, to name a missing file before the database is opened
+    with source, stop.handled():
         summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
+    if stop.cut:
+        print(
+            f"searchstats: import: interrupted after line {stop.last_line}, the lines up to it "
+            "imported: importing the file again imports the rest (an event with an eventId is "
+            "not stored twice)",
+            file=sys.stderr,
+        )
     print(f"searchstats: import: {summary.line()}", file=sys.stderr)
+    if stop.cut:
+        return INTERRUPTED
     if summary.stopped_at is not None:
         return 1
     return SOME_LINES_REJECTED if summary.rejected else 0
+
+
+class _StopRequests:
+    """Ctrl-C or a plain kill (SIGINT, SIGTERM) during an import or an export: the first one ends
+    the reading, and what was read is committed or written and summed up (instead of a traceback
+    that also cancelled the batches being committed); a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.cut = False  # what was left is left unread
+        self.last_line = 0  # the number of the last import line read
+
+    @contextmanager
+    def handled(self) -> Iterator[None]:
+        kept = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+        for number in kept:
+            signal.signal(number, self._ask)
+        try:
+            yield
+        finally:
+            for number, handler in kept.items():
+                signal.signal(number, handler)
+
+    def _ask(self, _number: int, _frame: object) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def stops(self) -> bool:
+        """Whether to stop here, leaving the rest unread: a stop was asked for."""
+        self.cut = self.cut or self.asked
+        return self.asked
+
+    def documents(self, documents: Iterable[tuple[int, Any]]) -> Documents:
+        """The import's documents, until a stop is asked for."""
+        for item in documents:
+            if self.stops():
+                return
+            self.last_line = item[0]
+            yield item
 
 
 def _format(given: str | None, path: str | None) -> str:
@@ -190,23 +247,33 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
             as_csv = _format(args.format, args.output) == "csv"
             write = csv_writer(out) if as_csv else _ndjson_writer(out)
             count = 0
-            async for document in documents:
-                try:
-                    write(document)
-                except BrokenPipeError:
-                    raise
-                except OSError as error:  # a full disk: said of the file, not of the database
-                    raise _cannot_write(args.output, error) from None
-                count += 1
+            async with aclosing(documents):
+                async for document in documents:
+                    if stop.stops():
+                        break
+                    try:
+                        write(document)
+                    except BrokenPipeError:
+                        raise
+                    except OSError as error:  # a full disk: said of the file, not the database
+                        raise _cannot_write(args.output, error) from None
+                    count += 1
         return count
 
+    stop = _StopRequests()
     try:
-        count: int = asyncio.run(_with_runtime(settings, work))
+        with stop.handled():
+            count: int = asyncio.run(_with_runtime(settings, work))
     except BrokenPipeError:  # `searchstats export … | head`
         return 0
     seconds = time.perf_counter() - started
+    if stop.cut:
+        print(
+            "searchstats: export: interrupted: the events before it are written, not the rest",
+            file=sys.stderr,
+        )
     print(f"searchstats: export: wrote {count} events in {seconds:.1f} s", file=sys.stderr)
-    return 0
+    return INTERRUPTED if stop.cut else 0
 
 
 @contextmanager

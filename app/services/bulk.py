@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -223,7 +223,7 @@ async def account_principal(database: Database, name: str | None) -> Principal:
 
 async def export_documents(
     *, runtime: Runtime, principal: Principal, start: datetime, end: datetime
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """The account's events that occurred in [start, end), as documents, in stored order."""
     engines = {
         engine.id: engine.hashid for engine in await runtime.engines.engines_for(principal, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import signal
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
+from app import cli_bulk, import_files
 from app.cli import main
 from app.domain.event_documents import FORMULA_STARTS
 from app.domain.periods import Granularity, parse_zone, period_of_days
@@ -541,3 +543,59 @@ def test_export_writes_csv_for_a_csv_file_and_import_reads_one_saved_by_a_spread
 
     imported = import_into_new_database(empty_database_url, saved, monkeypatch, capsys)
     assert f"read {len(docs)}, stored {len(docs)}, duplicates 0, rejected 0" in imported
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_interrupted_import_commits_the_lines_read_sums_up_and_resumes(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C (or a plain kill) was a traceback, the batches being committed cancelled."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    docs = [doc for doc in documents(40) if "eventId" in next(iter(doc.values()))][:30]
+    source = write_ndjson(tmp_path / "in.ndjson", docs)
+    reader = import_files.ndjson_documents
+
+    def interrupted_after_line_12(*args: Any, **kwargs: Any) -> Any:
+        for line, document in reader(*args, **kwargs):
+            yield line, document
+            if line == 12:
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(cli_bulk, "ndjson_documents", interrupted_after_line_12)
+    code, _, err = cli(capsys, "import", str(source), "--account", "default")
+
+    assert code == 130, err
+    assert "interrupted after line 12" in err
+    assert "read 12, stored 12, duplicates 0, rejected 0" in summary(err)
+    assert len(stored_sessions_and_users(database_url)) == 12
+    monkeypatch.setattr(cli_bulk, "ndjson_documents", reader)
+    code, _, err = cli(capsys, "import", str(source))
+    assert code == 0, err
+    assert "read 30, stored 18, duplicates 12, rejected 0" in summary(err)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_interrupted_export_stops_writing_and_says_so(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    cli(capsys, "import", str(write_ndjson(tmp_path / "in.ndjson", documents(10))))
+
+    def interrupted(_out: Any) -> Any:
+        return lambda _document: signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(cli_bulk, "_ndjson_writer", interrupted)
+    code, out, err = cli(capsys, "export", "--from", "2025-03-01", "--to", "2025-03-31")
+
+    assert (code, out) == (130, "")
+    first, last = err.splitlines()
+    assert first.startswith("searchstats: export: interrupted: the events before it are written")
+    assert last.startswith("searchstats: export: wrote 1 events in ")
