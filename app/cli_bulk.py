@@ -325,15 +325,20 @@ def csv_writer(out: IO[str]) -> Callable[[dict[str, Any]], None]:
 
 def _bound(flag: str, text: str, *, end: bool = False) -> datetime:
     """An ISO date (a whole UTC day; ``--to`` includes it) or an ISO date-time (UTC if naive)."""
+    # A date in any of ISO's spellings (2025-03-31, 20250331, 2025-W14-1) is a day: read as a
+    # date-time, 20250331 was its first instant, and --to left the day out.
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            if not end:
-                return moment
-            if day == date.max:  # 9999-12-31, "everything": there is no day after it
-                return datetime.max.replace(tzinfo=UTC)
-            return moment + timedelta(days=1)
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if not end:
+            return moment
+        if day == date.max:  # 9999-12-31, "everything": there is no day after it
+            return datetime.max.replace(tzinfo=UTC)
+        return moment + timedelta(days=1)
+    try:
         instant = datetime.fromisoformat(text)
     except ValueError:
         raise BadParams(f"{flag} must be an ISO date or date-time, not {text[:40]!r}") from None

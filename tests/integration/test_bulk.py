@@ -599,3 +599,25 @@ def test_an_interrupted_export_stops_writing_and_says_so(
     first, last = err.splitlines()
     assert first.startswith("searchstats: export: interrupted: the events before it are written")
     assert last.startswith("searchstats: export: wrote 1 events in ")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("day", ["20250302", "2025-W09-7"])
+def test_a_date_in_another_iso_spelling_is_a_whole_day(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    day: str,
+) -> None:
+    """``--to 20250302`` was read as that day's first instant: the day was left out."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    cli(capsys, "import", str(write_ndjson(tmp_path / "in.ndjson", documents(60))))
+    _, whole_day, _ = cli(capsys, "export", "--from", "2025-03-02", "--to", "2025-03-02")
+    assert whole_day
+
+    code, out, err = cli(capsys, "export", "--from", day, "--to", day)
+
+    assert code == 0, err
+    assert out == whole_day
