@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import io
 import secrets
 import signal
 import sys
@@ -278,11 +279,17 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
 @contextmanager
 def _output(path: str | None) -> Iterator[IO[str]]:
+    """The export's file, else standard output, written in UTF-8 (what import reads) whatever
+    the locale: in another encoding the first character outside it was a traceback, and the
+    rest a file import refused as not UTF-8."""
     if not path:
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(encoding="utf-8")
         yield sys.stdout
         return
     try:
-        out = Path(path).open("w", newline="")  # noqa: SIM115 (closed below, errors named)
+        # SIM115: closed below, where its errors are named.
+        out = Path(path).open("w", encoding="utf-8", newline="")  # noqa: SIM115
     except OSError as error:
         raise _cannot_write(path, error) from None
     try:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
+import os
 import signal
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -621,3 +625,36 @@ def test_a_date_in_another_iso_spelling_is_a_whole_day(
 
     assert code == 0, err
     assert out == whole_day
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_export_to_standard_output_is_utf8_whatever_the_locale(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """Under a locale whose encoding is not UTF-8, the first query outside it was a traceback."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    doc = {"search": {"query": "日本語 café", "eventId": "e1", "occurredAt": "2025-03-02T10:00Z"}}
+    cli(capsys, "import", str(write_ndjson(tmp_path / "in.ndjson", [doc])))
+    written = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(written, encoding="ascii"))
+
+    code = main(["export", "--from", "2025-03-02", "--to", "2025-03-02"])
+
+    sys.stdout.flush()
+    assert code == 0
+    assert orjson.loads(written.getvalue())["search"]["query"] == "日本語 café"
+
+
+def test_an_export_file_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    path = tmp_path / "out.ndjson"
+    program = "import sys\nfrom app.cli_bulk import _output\nwith _output(sys.argv[1]) as out:\n"
+    program += f"    out.write({'日本語 café'!a})\n"  # the program's text is ASCII too
+    ascii_locale = os.environ | {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+
+    subprocess.run([sys.executable, "-c", program, str(path)], env=ascii_locale, check=True)
+
+    assert path.read_bytes() == "日本語 café".encode()
