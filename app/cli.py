@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
-        parser.print_help()
+        # The help of the command named (searchstats key: its create and revoke), else the whole.
+        getattr(args, "group", parser).print_help()
         return 2
     try:
         settings = Settings()
@@ -152,12 +153,16 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     migrate.set_defaults(handler=_migrate, creates_database=True)
 
-    account = commands.add_parser("account", help="manage accounts").add_subparsers()
+    account_group = commands.add_parser("account", help="manage accounts")
+    account_group.set_defaults(group=account_group)
+    account = account_group.add_subparsers(title="commands")
     create_account = account.add_parser("create", help="create an account; prints its API key")
     create_account.add_argument("name")
     create_account.set_defaults(handler=_create_account)
 
-    key = commands.add_parser("key", help="rotate and revoke API keys").add_subparsers()
+    key_group = commands.add_parser("key", help="rotate and revoke API keys")
+    key_group.set_defaults(group=key_group)
+    key = key_group.add_subparsers(title="commands")
     create_key = key.add_parser("create", help="give an account one more API key; prints it")
     create_key.add_argument("account")
     create_key.set_defaults(handler=_create_key)
@@ -165,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     revoke_key.add_argument("api_key", metavar="KEY")
     revoke_key.set_defaults(handler=_revoke_key)
 
-    engine = commands.add_parser("engine", help="manage search engines").add_subparsers()
+    engine_group = commands.add_parser("engine", help="manage search engines")
+    engine_group.set_defaults(group=engine_group)
+    engine = engine_group.add_subparsers(title="commands")
     create_engine = engine.add_parser("create", help="add an engine; prints its hashid")
     create_engine.add_argument("account")
     create_engine.add_argument("--hashid", help="32 lowercase hex characters (default: random)")

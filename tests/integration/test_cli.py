@@ -518,6 +518,21 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "migrate" in out
 
 
+@pytest.mark.parametrize(
+    ("group", "commands"),
+    [("account", ["create"]), ("key", ["create", "revoke"]), ("engine", ["create"])],
+)
+def test_a_command_group_alone_prints_its_own_help(
+    capsys: pytest.CaptureFixture[str], group: str, commands: list[str]
+) -> None:
+    """``searchstats key`` printed the help of searchstats, which does not name create or
+    revoke."""
+    code, out, _ = run(capsys, group)
+    assert code == 2
+    assert out.startswith(f"usage: searchstats {group} ")
+    assert all(f"    {command} " in out for command in commands)
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 @pytest.mark.parametrize(
     ("command", "expected"),
