@@ -72,7 +72,9 @@ def add_commands(commands: Any) -> None:
     exporting.add_argument(
         "--format", choices=("ndjson", "csv"), help="default: by the output's extension"
     )
-    exporting.add_argument("--output", help="the file to write (default: standard output)")
+    exporting.add_argument(
+        "--output", help="the file to write, or - for standard output (the default)"
+    )
     exporting.set_defaults(handler=run_export)
 
 
@@ -238,14 +240,16 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
     if end <= start:
         raise BadParams("--to must be after --from")
     started = time.perf_counter()
+    # "-" is standard output, as for import (it was a file named "-").
+    output = None if args.output == "-" else args.output
 
     async def work(runtime: Runtime) -> int:
         principal = await bulk.account_principal(runtime.database, args.account)
         documents = bulk.export_documents(
             runtime=runtime, principal=principal, start=start, end=end
         )
-        with _output(args.output) as out:
-            as_csv = _format(args.format, args.output) == "csv"
+        with _output(output) as out:
+            as_csv = _format(args.format, output) == "csv"
             write = csv_writer(out) if as_csv else _ndjson_writer(out)
             count = 0
             async with aclosing(documents):
@@ -257,7 +261,7 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
                     except BrokenPipeError:
                         raise
                     except OSError as error:  # a full disk: said of the file, not the database
-                        raise _cannot_write(args.output, error) from None
+                        raise _cannot_write(output, error) from None
                     count += 1
         return count
 

@@ -658,3 +658,26 @@ def test_an_export_file_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", program, str(path)], env=ascii_locale, check=True)
 
     assert path.read_bytes() == "日本語 café".encode()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_export_to_dash_writes_standard_output(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """``--output -`` wrote a file named "-" in the working directory, as import reads ``-``."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    cli(capsys, "import", str(write_ndjson(tmp_path / "in.ndjson", documents(10))))
+    monkeypatch.chdir(tmp_path)
+    period = ("--from", "2025-03-01", "--to", "2025-03-31")
+    _, default, _ = cli(capsys, "export", *period)
+
+    code, out, err = cli(capsys, "export", *period, "--output", "-")
+
+    assert code == 0, err
+    assert out == default
+    assert len(out.splitlines()) == 10
+    assert not (tmp_path / "-").exists()
