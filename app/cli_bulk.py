@@ -115,12 +115,19 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
                     documents=stop.documents(documents),
                     on_error=args.on_error,
                     rejected=rejected,
+                    summary=summary,
                 )
 
     stop = _StopRequests()
+    summary = bulk.ImportSummary()
     # opened first, to name a missing file before the database is opened
     with source, stop.handled():
-        summary: bulk.ImportSummary = asyncio.run(_with_runtime(settings, work))
+        try:
+            asyncio.run(_with_runtime(settings, work))
+        except Exception:
+            if summary.read:  # failed part-way (the database down): how far it went, then why
+                print(f"searchstats: import: {summary.line()}", file=sys.stderr)
+            raise
     if stop.cut:
         print(
             f"searchstats: import: interrupted after line {stop.last_line}, the lines up to it "

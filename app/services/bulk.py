@@ -167,15 +167,17 @@ async def import_events(
     on_error: OnError,
     rejected: Callable[[int, str], None],
     batch_size: int | None = None,
+    summary: ImportSummary | None = None,
 ) -> ImportSummary:
     """Record ``(line, document)`` pairs, ``batch_size`` lines a transaction (BATCH_LINES by
-    default); a document may be the error met reading its line.
+    default); a document may be the error met reading its line. ``summary``, if given, is the
+    one kept up to date, also for an import that fails part-way.
 
     Each rejected line is told to ``rejected`` with its message; ``stop`` ends the import at the
     first, after committing the lines before it.
     """
     batch_size = batch_size or BATCH_LINES
-    importer = _Importer(runtime, principal)
+    importer = _Importer(runtime, principal, summary or ImportSummary())
     summary = importer.summary
     started = time.perf_counter()
     batch: list[Checked] = []

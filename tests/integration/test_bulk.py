@@ -24,7 +24,8 @@ from app.cli import main
 from app.domain.event_documents import FORMULA_STARTS
 from app.domain.periods import Granularity, parse_zone, period_of_days
 from app.domain.stats import Breakdown, Metric, Rate, StatsQuery
-from app.services import bulk
+from app.errors import Unavailable
+from app.services import bulk, record
 from app.services.bulk import account_principal
 from app.services.runtime import build_runtime
 from app.services.stats import compute_stats
@@ -681,3 +682,38 @@ def test_export_to_dash_writes_standard_output(
     assert out == default
     assert len(out.splitlines()) == 10
     assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_import_that_fails_part_way_says_how_far_it_went(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """The database down in the middle: only the error was said, not what was stored."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    docs = [doc for doc in documents(40) if "eventId" in next(iter(doc.values()))][:30]
+    store = record.store_new_events
+    calls = 0
+
+    async def down_after_one_batch(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise Unavailable("the database is unavailable")
+        return await store(**kwargs)
+
+    monkeypatch.setattr(bulk, "store_new_events", down_after_one_batch)
+    monkeypatch.setattr(bulk, "RETRIES", 1)
+    monkeypatch.setattr(bulk, "IN_FLIGHT", 1)
+    monkeypatch.setattr(bulk, "BATCH_LINES", 10)
+
+    code, _, err = cli(capsys, "import", str(write_ndjson(tmp_path / "in.ndjson", docs)))
+
+    assert code == 1
+    *_, progress, error = err.splitlines()
+    assert progress.startswith("searchstats: import: read ")
+    assert "stored 10, duplicates 0, rejected 0" in progress
+    assert error == "searchstats: error: the database is unavailable"
