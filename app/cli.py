@@ -139,7 +139,11 @@ def _reason(error: BaseException) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="searchstats", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="searchstats",
+        description="Serve searchstats, migrate its database, manage accounts, their API keys "
+        "and engines, forget a user, prune old events, import and export events.",
+    )
     # Only serve and migrate may create a SQLite database; the others need the service's own.
     parser.set_defaults(creates_database=False)
     commands = parser.add_subparsers(title="commands")

@@ -516,6 +516,7 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     assert "serve" in out
     assert "migrate" in out
+    assert "``" not in out  # the module's docstring markup was the description
 
 
 @pytest.mark.parametrize(
