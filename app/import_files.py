@@ -54,12 +54,14 @@ class Lines:
         return self
 
     def __next__(self) -> bytes:
-        raw = self._read(self.limit + 1)
+        # Room for the line's end, "\n" or "\r\n", which the limit does not count: a line of
+        # exactly the limit is a body a door takes (it was refused as longer than the limit).
+        raw = self._read(self.limit + 2)
         if not raw:
             raise StopIteration
         self.number += 1
         self.advance(len(raw))
-        if len(raw) > self.limit:
+        if len(raw) - line_end(raw) > self.limit:
             self._drop_rest(raw)
             raise LineProblem(self.number, f"the line is longer than {self.limit} bytes")
         return raw
@@ -77,6 +79,13 @@ class Lines:
         except OSError as error:  # a disk or network failure, not the file's contents
             name = self.source.name if isinstance(self.source.name, str) else "the file"
             raise cannot_read(name, error) from None
+
+
+def line_end(raw: bytes) -> int:
+    """The length of the line end that ``raw`` ends with: "\r\n", "\n", or none."""
+    if raw.endswith(b"\n"):
+        return 2 if raw.endswith(b"\r\n") else 1
+    return 0
 
 
 def cannot_read(name: str, error: OSError) -> BadParams:
@@ -99,7 +108,7 @@ class TextLines:
         raw = next(self.lines)
         self.record_bytes += len(raw)
         limit = self.lines.limit
-        if self.record_bytes > limit:
+        if self.record_bytes - line_end(raw) > limit:
             raise LineProblem(self.lines.number, f"the record is longer than {limit} bytes")
         try:
             return raw.decode()

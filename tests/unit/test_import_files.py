@@ -163,6 +163,23 @@ def test_an_over_long_line_is_never_held_whole(reader: Any, tmp_path: Path) -> N
     assert peak < 4 * (1 << 20), peak
 
 
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b""], ids=["LF", "CRLF", "none"])
+@pytest.mark.parametrize("reader", [ndjson_documents, csv_documents], ids=["ndjson", "csv"])
+def test_a_line_of_exactly_the_limit_is_read_whatever_its_end(reader: Any, end: bytes) -> None:
+    """The line's end is not counted: a line of the limit and a "\n" was refused as longer."""
+    header = HEADER if reader is csv_documents else b""
+    prefix, suffix = (b"search,", b",e1") if header else (b'{"search": {"query": "', b'"}}')
+
+    def line(length: int) -> bytes:
+        return prefix + b"q" * (length - len(prefix) - len(suffix)) + suffix
+
+    [(_, exact)] = read(reader, header + line(LIMIT) + end)
+    [(_, over)] = read(reader, header + line(LIMIT + 1) + end)
+
+    assert next(iter(exact.values()))["query"] == "q" * (LIMIT - len(prefix) - len(suffix))
+    assert over == f"error: the line is longer than {LIMIT} bytes"
+
+
 class FailingDisk(io.BytesIO):
     name = "events.ndjson"
 
