@@ -13,6 +13,7 @@ import io
 import secrets
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import aclosing, closing, contextmanager
@@ -155,6 +156,9 @@ class _StopRequests:
 
     @contextmanager
     def handled(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may handle signals (as asyncio.run's own handler)
+            return
         kept = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
         for number in kept:
             signal.signal(number, self._ask)

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -717,3 +718,21 @@ def test_an_import_that_fails_part_way_says_how_far_it_went(
     assert progress.startswith("searchstats: import: read ")
     assert "stored 10, duplicates 0, rejected 0" in progress
     assert error == "searchstats: error: the database is unavailable"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_import_and_export_run_outside_the_main_thread(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """Where no signal can be handled (a host's worker thread), they run all the same."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    source = str(write_ndjson(tmp_path / "in.ndjson", documents(10)))
+    period = ("--from", "2025-03-01", "--to", "2025-03-31", "--output", str(tmp_path / "o.ndjson"))
+    with ThreadPoolExecutor(1) as thread:
+        assert thread.submit(main, ["import", source]).result() == 0
+        assert thread.submit(main, ["export", *period]).result() == 0
+    assert len((tmp_path / "o.ndjson").read_text().splitlines()) == 10
