@@ -39,6 +39,11 @@ SHOP = "0123456789abcdef0123456789abcdef"
 ITEM = "a8e4b4a6-2f6b-4b53-9c5e-1d6f0e1a2b3c"
 
 
+def with_event_ids(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documents that carry an eventId: imported twice, they are stored once."""
+    return [doc for doc in docs if "eventId" in next(iter(doc.values()))]
+
+
 def documents(count: int) -> list[dict[str, Any]]:
     """A mix of every kind: searches with clicks and feedback linked to them, bots, devices."""
     found: list[dict[str, Any]] = []
@@ -148,7 +153,7 @@ def test_import_twice_stores_nothing_new(
     use(database_url, monkeypatch)
     monkeypatch.setattr(bulk, "BATCH_LINES", batch_lines)
     prepare(capsys)
-    keyed = [doc for doc in documents(2600) if "eventId" in next(iter(doc.values()))]
+    keyed = with_event_ids(documents(2600))
     source = write_ndjson(tmp_path / "events.ndjson", keyed)
 
     code, out, err = cli(capsys, "import", str(source))
@@ -561,7 +566,7 @@ def test_an_interrupted_import_commits_the_lines_read_sums_up_and_resumes(
     """Ctrl-C (or a plain kill) was a traceback, the batches being committed cancelled."""
     use(database_url, monkeypatch)
     prepare(capsys)
-    docs = [doc for doc in documents(40) if "eventId" in next(iter(doc.values()))][:30]
+    docs = with_event_ids(documents(40))[:30]
     source = write_ndjson(tmp_path / "in.ndjson", docs)
     reader = import_files.ndjson_documents
 
@@ -695,7 +700,7 @@ def test_an_import_that_fails_part_way_says_how_far_it_went(
     """The database down in the middle: only the error was said, not what was stored."""
     use(database_url, monkeypatch)
     prepare(capsys)
-    docs = [doc for doc in documents(40) if "eventId" in next(iter(doc.values()))][:30]
+    docs = with_event_ids(documents(40))[:30]
     store = record.store_new_events
     calls = 0
 
