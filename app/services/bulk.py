@@ -43,6 +43,7 @@ IN_FLIGHT = 4  # batches committing while the next ones are read
 # fifth faster on both databases: a batch's round trips and statements are paid less often.
 BATCH_LINES = 5000
 RETRIES = 5  # a database that is briefly unavailable (restart, failover)
+ENGINES_REMEMBERED = 10_000  # the engines an import remembers (then forgotten, all at once)
 # The namespace of the eventIds an export gives events stored without one.
 EXPORTED_IDS = uuid.UUID("9b2f0c4e-5d1a-4f7e-8c3b-6a0e2d9f1b47")
 # The planner's statistics are refreshed after the first ANALYZE_FIRST events stored, then
@@ -84,7 +85,8 @@ class _Importer:
     analyzed_at: int = 0  # events stored at the last refresh of the planner's statistics
     # The engines lines named, by hashid: the engine, or why a line may not name it (no such
     # engine, another account's), so that a file of another database's engines is not one
-    # lookup a line.
+    # lookup a line. At most ENGINES_REMEMBERED: a file naming a new engine on every line
+    # would otherwise keep them all.
     engines: dict[str | None, EngineRecord | SearchStatsError] = field(default_factory=dict)
 
     async def check(self, document: Any, now: datetime) -> Checked:
@@ -110,6 +112,8 @@ class _Importer:
                 engine = await self.runtime.engines.engine_for(self.principal, hashid)
             except REJECTED as refused:
                 engine = refused
+            if len(self.engines) >= ENGINES_REMEMBERED:
+                self.engines.clear()
             self.engines[hashid] = engine
         if isinstance(engine, SearchStatsError):
             raise engine.with_traceback(None)  # raised once a line: no traceback piling up

@@ -249,6 +249,36 @@ def test_an_import_that_skipped_lines_exits_3_and_looks_a_missing_engine_up_once
     assert "3 when lines were rejected" in " ".join(capsys.readouterr().out.split())
 
 
+def test_an_import_naming_a_new_engine_on_every_line_remembers_a_bounded_number(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """Each engine a line named was remembered for the whole import: a file naming a new one
+    on every line kept them all. Past the bound they are forgotten, and looked up again."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    lookups: list[str] = []
+    look_up = directory.engine_by_hashid
+
+    async def counted(session: Any, hashid: str) -> Any:
+        lookups.append(hashid)
+        return await look_up(session, hashid)
+
+    monkeypatch.setattr(directory, "engine_by_hashid", counted)
+    monkeypatch.setattr(bulk, "ENGINES_REMEMBERED", 4)
+    named = [f"{n:032x}" for n in range(10)] + [f"{0:032x}"]  # the first again, at the end
+    docs = [{"visit": {"store": "s", "engine": hashid}} for hashid in named]
+    source = write_ndjson(tmp_path / "engines.ndjson", docs)
+
+    code, _, err = cli(capsys, "import", str(source), "--on-error", "skip")
+
+    assert code == 3
+    assert "read 11, stored 0, duplicates 0, rejected 11" in summary(err)
+    assert lookups == named  # the first was forgotten, and looked up again
+
+
 def stored_event_ids(url: str) -> set[str]:
     async def fetch() -> set[str]:
         database = open_database(Settings(database_url=url, secret_key="bulk-secret"))
