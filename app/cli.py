@@ -31,6 +31,7 @@ from app.services.metrics import MULTIPROCESS_ENV
 from app.settings import Settings
 from app.storage.database import Database, open_database
 from app.storage.migrate import SchemaState, upgrade_to_head
+from app.terminal import printable
 
 # Named, not __name__: run as ``python -m app.cli`` the module is __main__, and its lines would
 # say so.
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"searchstats: error: {message}", file=sys.stderr)
+    print(f"searchstats: error: {printable(message)}", file=sys.stderr)
     return 1
 
 

@@ -32,6 +32,7 @@ from app.services import bulk
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from app.storage.migrate import upgrade_to_head
+from app.terminal import printable
 
 # The exit status of an import that read the whole file but rejected lines of it (--on-error
 # skip): not 0, which says every line was stored or a duplicate, nor 1, an import that stopped.
@@ -100,7 +101,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     source = sys.stdin.buffer if name == "-" else _input(name)
 
     def rejected(line: int, message: str) -> None:
-        print(f"searchstats: line {line}: {message}", file=sys.stderr)
+        print(f"searchstats: line {line}: {printable(message)}", file=sys.stderr)
 
     async def work(runtime: Runtime) -> bulk.ImportSummary:
         principal = await bulk.account_principal(runtime.database, args.account)

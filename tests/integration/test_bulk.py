@@ -279,6 +279,29 @@ def test_an_import_naming_a_new_engine_on_every_line_remembers_a_bounded_number(
     assert lookups == named  # the first was forgotten, and looked up again
 
 
+def test_what_a_rejected_line_says_reaches_the_terminal_without_its_control_characters(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """A field name of the file was written to the operator's terminal as it was: an escape
+    sequence in it recoloured the terminal or cleared the screen."""
+    use(database_url, monkeypatch)
+    prepare(capsys)
+    docs = [{"visit": {"store": "s", "\x1b[31mred": 1}}, {"vi\x1b[2Jsit": {}}]
+    source = write_ndjson(tmp_path / "hostile.ndjson", docs)
+
+    code, _, err = cli(capsys, "import", str(source), "--on-error", "skip")
+
+    assert code == 3
+    assert "\x1b" not in err
+    assert "line 1: unknown fields for visit: \\x1b[31mred\n" in err
+    code, _, err = cli(capsys, "import", str(source))  # stopped there: the same, said as an error
+    assert code == 1
+    assert "\x1b" not in err
+
+
 def stored_event_ids(url: str) -> set[str]:
     async def fetch() -> set[str]:
         database = open_database(Settings(database_url=url, secret_key="bulk-secret"))
