@@ -22,6 +22,7 @@ from app.errors import BadParams
 # Windows tools before the first line of a text file ("UTF-8 with BOM").
 BYTE_ORDER_MARK = "\ufeff"
 UTF8_BYTE_ORDER_MARK = BYTE_ORDER_MARK.encode()
+UTF16_BYTE_ORDER_MARKS = (BYTE_ORDER_MARK.encode("utf-16-le"), BYTE_ORDER_MARK.encode("utf-16-be"))
 
 Advance = Callable[[int], None]
 Documents = Generator[tuple[int, Any]]
@@ -113,7 +114,7 @@ class TextLines:
         try:
             return raw.decode()
         except UnicodeDecodeError:
-            raise LineProblem(self.lines.number, "the line is not valid UTF-8") from None
+            raise LineProblem(self.lines.number, not_utf8(raw, self.lines.number)) from None
 
     def start_record(self) -> int:
         """The number of the line the next record starts on."""
@@ -139,7 +140,7 @@ def ndjson_documents(source: IO[bytes], advance: Advance, *, limit: int) -> Docu
         try:
             yield lines.number, orjson.loads(raw)
         except orjson.JSONDecodeError:
-            yield lines.number, BadParams(_not_json(raw))
+            yield lines.number, BadParams(_not_json(raw, lines.number))
 
 
 def csv_documents(source: IO[bytes], advance: Advance, *, limit: int) -> Documents:
@@ -190,12 +191,20 @@ def _csv_header(rows: Iterator[list[str]]) -> list[str]:
     return columns
 
 
-def _not_json(raw: bytes) -> str:
+def _not_json(raw: bytes, number: int) -> str:
     try:
         raw.decode()
     except UnicodeDecodeError:
-        return "the line is not valid UTF-8"
+        return not_utf8(raw, number)
     return "the line is not valid JSON"
+
+
+def not_utf8(raw: bytes, number: int) -> str:
+    """What is wrong with a line that is not UTF-8; for a first line starting with UTF-16's byte
+    order mark (what Windows PowerShell 5's ``>`` writes), what to do about it."""
+    if number == 1 and raw.startswith(UTF16_BYTE_ORDER_MARKS):
+        return "the file is UTF-16, not UTF-8: save it as UTF-8 and import it again"
+    return "the line is not valid UTF-8"
 
 
 def _not_csv(error: csv.Error) -> str:

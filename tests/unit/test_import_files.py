@@ -141,6 +141,18 @@ def test_a_byte_order_mark_before_the_first_ndjson_line_is_skipped() -> None:
     ]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_utf16_file_is_named_for_what_it_is(encoding: str) -> None:
+    """Windows PowerShell 5's ``>`` writes UTF-16 with a byte order mark: "not valid UTF-8" did
+    not say what to do."""
+    wanted = "the file is UTF-16, not UTF-8: save it as UTF-8 and import it again"
+    line = '{"search": {"query": "a", "eventId": "e1"}}\n'
+    data = ("\ufeff" + line).encode(encoding)
+    assert read(ndjson_documents, data)[0] == (1, f"error: {wanted}")
+    with pytest.raises(BadParams, match=f"line 1: {wanted}"):
+        read(csv_documents, ("\ufeff" + HEADER.decode()).encode(encoding))
+
+
 @pytest.mark.parametrize("reader", [ndjson_documents, csv_documents], ids=["ndjson", "csv"])
 def test_an_over_long_line_is_never_held_whole(reader: Any, tmp_path: Path) -> None:
     path = tmp_path / "long"
