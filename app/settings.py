@@ -102,7 +102,11 @@ class Settings(BaseSettings):
     @field_validator("read_rate_limit", "write_rate_limit")
     @classmethod
     def _check_rate(cls, value: str) -> str:
-        limits.parse(value)  # "20/second", "100 per minute", ...: a ValueError otherwise
+        rate = limits.parse(value)  # "20/second", "100 per minute", ...: a ValueError otherwise
+        # ``limits`` reads "0/second" too: a window that refuses every request, and has no
+        # request leaving it to say when to retry.
+        if rate.amount < 1:
+            raise ValueError("must allow at least one request in its window")
         return value
 
     @property

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from pydantic import ValidationError
 
 from app.main import create_app
 from app.services.runtime import Runtime, build_runtime
@@ -97,6 +98,14 @@ async def test_21_reads_in_a_second_are_refused_then_served_again(settings: Sett
         }
         await asyncio.sleep(int(answers[-1].headers["Retry-After"]))
         assert (await clicks(client, tenant.token)).status_code == 200
+
+
+def test_a_rate_of_no_request_is_refused_at_start(settings: Settings) -> None:
+    """``limits`` reads "0/second": every request refused, with no request to leave the window
+    and say when to retry (each answered 500)."""
+    for name in ("read_rate_limit", "write_rate_limit"):
+        with pytest.raises(ValidationError, match="at least one request"):
+            Settings.model_validate({**settings.model_dump(), name: "0/second"})
 
 
 async def test_graphql_queries_share_the_read_limit_and_answer_in_graphql(
