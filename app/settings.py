@@ -102,10 +102,14 @@ class Settings(BaseSettings):
     @field_validator("read_rate_limit", "write_rate_limit")
     @classmethod
     def _check_rate(cls, value: str) -> str:
-        rate = limits.parse(value)  # "20/second", "100 per minute", ...: a ValueError otherwise
-        # ``limits`` reads "0/second" too: a window that refuses every request, and has no
-        # request leaving it to say when to retry.
-        if rate.amount < 1:
+        # "20/second", "100 per minute", ...: a ValueError otherwise.
+        rates = limits.parse_many(value)
+        # ``limits`` also reads several rates ("10/second;100/minute"), of which only the first
+        # would be kept, and "0/second": a window that refuses every request, and has no request
+        # leaving it to say when to retry.
+        if len(rates) != 1:
+            raise ValueError("must be one rate, such as 20/second")
+        if rates[0].amount < 1:
             raise ValueError("must allow at least one request in its window")
         return value
 

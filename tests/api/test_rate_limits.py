@@ -108,6 +108,14 @@ def test_a_rate_of_no_request_is_refused_at_start(settings: Settings) -> None:
             Settings.model_validate({**settings.model_dump(), name: "0/second"})
 
 
+def test_several_rates_in_one_setting_are_refused_at_start(settings: Settings) -> None:
+    """``limits`` reads "10/second;100/minute" too, but only its first rate was enforced: the
+    hundred a minute an operator asked for was never counted."""
+    for rates in ("10/second;100/minute", "10/second, 100/minute"):
+        with pytest.raises(ValidationError, match="one rate"):
+            Settings.model_validate({**settings.model_dump(), "write_rate_limit": rates})
+
+
 async def test_graphql_queries_share_the_read_limit_and_answer_in_graphql(
     settings: Settings,
 ) -> None:
