@@ -34,6 +34,10 @@ SAMPLE_SECONDS = 5.0
 # Seconds; from a cache hit to a request held up by a slow database.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+# The methods the service's routes answer. A client may send any token as its method (uvicorn's
+# httptools takes some 35, h11 any): each other one is the label ``other``, so that a client
+# cannot add a latency histogram per method it makes up.
+ROUTED_METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
 # nginx's status for a request its client abandoned before the answer (gone mid-body): the
 # access line says so, nobody receives it, and it is no error of the service's: no code counted.
 CLIENT_CLOSED_REQUEST = 499
@@ -138,6 +142,8 @@ class Metrics:
             child.inc(amount)
 
     def observe_request(self, route: str, method: str, seconds: float) -> None:
+        if method not in ROUTED_METHODS:
+            method = "other"
         child = self._latency.get((route, method))
         if child is None:
             child = self._latency[(route, method)] = self.request_seconds.labels(route, method)

@@ -98,6 +98,23 @@ async def test_request_latency_by_route_template_and_errors_by_code(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+async def test_methods_no_route_answers_are_one_label(client: httpx.AsyncClient) -> None:
+    """A method is whatever token the client sends: each made-up one was a histogram of its
+    own (16 series, and one more per route it was sent to), without bound."""
+    for method in ("PROPFIND", "MKCALENDAR", "X-MADE-UP-1", "X-MADE-UP-2"):
+        answered = await client.request(method, "/api/v2/stats/visit")
+        assert answered.status_code == 405
+        await client.request(method, "/no/such/path")
+
+    text = await scrape(client)
+    route = "searchstats_request_duration_seconds_count"
+    assert value(text, route, route="/api/v2/stats/visit", method="other") == 4
+    assert value(text, route, route="unmatched", method="other") == 4
+    methods = {dict(labels).get("method") for name, labels in samples(text) if name == route}
+    assert methods == {"other"}  # the scrape is timed once answered
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_cors_preflight_is_counted_as_one_not_as_an_unknown_path(
     client: httpx.AsyncClient,
 ) -> None:
