@@ -59,6 +59,7 @@ class RateLimits:
         self._shared: MovingWindowRateLimiter | None = None
         self._pool: object | None = None
         self._shared_down_until = 0.0
+        self._outage = False  # Redis failed, and has not answered since: logged once
         if settings.broker_url:  # validated: a Redis URL
             self._shared = self._redis_limiter(settings.broker_url, namespace)
 
@@ -129,16 +130,22 @@ class RateLimits:
         if time.monotonic() < self._shared_down_until:
             return None
         try:
-            return await self._shared.hit(rate, access.value, subject)
+            allowed = await self._shared.hit(rate, access.value, subject)
         except StorageError as error:
             self._shared_failed(error)
             return None
+        if self._outage:
+            self._outage = False
+            log.info("rate limits: Redis answers again; the counters are shared again")
+        return allowed
 
     def _shared_failed(self, error: StorageError) -> None:
-        if time.monotonic() >= self._shared_down_until:
+        # Logged as the outage begins, not again at each retry (every few seconds, per worker).
+        if not self._outage:
+            self._outage = True
             log.warning(
-                "rate limits: Redis does not answer (%s); for %.0f s writes are admitted and "
-                "reads counted by this worker alone",
+                "rate limits: Redis does not answer (%s); until it does, writes are admitted "
+                "and reads counted by this worker alone (Redis is tried again every %.0f s)",
                 type(error.storage_error).__name__,
                 REDIS_RETRY_SECONDS,
             )

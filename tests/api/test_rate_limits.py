@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.main import create_app
+from app.services import limits as limits_service
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from graphql_schema.http import GRAPHQL_RESPONSE
@@ -355,6 +356,20 @@ async def test_with_redis_down_writes_are_accepted_and_reads_limited_per_worker(
         statuses = [(await clicks(client, tenant.token)).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
     assert "Redis does not answer" in caplog.text
+
+
+async def test_a_redis_outage_is_logged_once_not_at_each_retry(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each retry that failed logged the outage again: a line every 5 s per worker while it
+    lasted. Here every request retries Redis."""
+    monkeypatch.setattr(limits_service, "REDIS_RETRY_SECONDS", 0.0)
+    async with limited(settings, broker_url="redis://127.0.0.1:1/0") as (runtime, client):
+        tenant = await make_tenant(runtime, "acme")
+        for _ in range(3):
+            assert (await clicks(client, tenant.token)).status_code == 200
+    outage = [r for r in caplog.records if "Redis does not answer" in r.getMessage()]
+    assert len(outage) == 1
 
 
 async def test_a_refused_operation_keeps_its_429_in_graphql_response_json(
