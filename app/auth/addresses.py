@@ -43,7 +43,7 @@ class ClientAddresses:
             return "unknown"
         if not self._proxies or not self._is_proxy(peer):
             return peer
-        hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+        hops = [_host_of(hop.strip()) for header in forwarded_for for hop in header.split(",")]
         for hop in reversed(hops[-MAX_FORWARDED_ENTRIES:]):
             if hop and not self._is_proxy(hop):
                 return hop[:64]
@@ -93,6 +93,18 @@ class ClientAddresses:
             self._day = day
             self._pseudonyms.clear()  # yesterday's pseudonyms are not today's
         return self._day_key
+
+
+def _host_of(hop: str) -> str:
+    """A forwarded entry without the port some proxies add (Azure's ``203.0.113.7:51234``,
+    ``[2001:db8::1]:443``): with it, each connection of one client would be a client, and a
+    rate budget, of its own, and a proxy of ours writing it would not be known as one."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    host, colon, port = hop.partition(":")
+    if colon and port.isdigit():  # one colon: a host and its port (IPv6 has two or more)
+        return host
+    return hop
 
 
 def _client_of(address: str) -> str:

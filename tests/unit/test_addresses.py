@@ -31,6 +31,11 @@ PROXIES = ClientAddresses(trusted_proxies=["10.0.0.0/8", "2001:db8::/32"], secre
         ("2001:db8::1", ["2001:db9::5"], "2001:db9::5"),
         ("::ffff:10.1.1.1", ["198.51.100.7"], "198.51.100.7"),  # an IPv4 proxy over IPv6
         (None, ["198.51.100.1"], "unknown"),
+        # The port some proxies add is not part of the client: each connection has its own.
+        ("10.1.1.1", ["198.51.100.1:51234"], "198.51.100.1"),
+        ("10.1.1.1", ["[2001:db9::5]:443"], "2001:db9::5"),
+        ("10.1.1.1", ["[2001:db9::5]"], "2001:db9::5"),
+        ("10.1.1.1", ["198.51.100.1:51234, 10.2.2.2:8080"], "198.51.100.1"),
     ],
 )
 def test_client_address(peer: str | None, forwarded: list[str], client: str) -> None:
