@@ -289,7 +289,7 @@ def test_what_a_rejected_line_says_reaches_the_terminal_without_its_control_char
     sequence in it recoloured the terminal or cleared the screen."""
     use(database_url, monkeypatch)
     prepare(capsys)
-    docs = [{"visit": {"store": "s", "\x1b[31mred": 1}}, {"vi\x1b[2Jsit": {}}]
+    docs: list[dict[str, Any]] = [{"visit": {"store": "s", "\x1b[31mred": 1}}, {"vi\x1b[2Jsit": {}}]
     source = write_ndjson(tmp_path / "hostile.ndjson", docs)
 
     code, _, err = cli(capsys, "import", str(source), "--on-error", "skip")
