@@ -2,10 +2,11 @@
 
     SEARCHSTATS_API_KEY=<key> python frontend_examples/graphql_client.py [--url http://127.0.0.1:8000]
 
-Needs only httpx and websockets (both installed with searchstats). It records a search and a
-click on its result, reads the day's stats, then subscribes to ``eventRecorded`` and
-``liveStats`` over the graphql-transport-ws protocol, records one more search and prints what
-the subscriptions push.
+Needs httpx and websockets: websockets comes with searchstats, httpx with its development install
+(pip install -e '.[dev]') or on its own (pip install httpx). It records a search and a click on
+its result, reads the day's stats, then subscribes to ``eventRecorded`` and ``liveStats`` over
+the graphql-transport-ws protocol, records one more search and prints what the subscriptions
+push.
 """
 
 from __future__ import annotations

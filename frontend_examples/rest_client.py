@@ -36,7 +36,7 @@ def main() -> None:
         response = http.post("/api/statistics/viewevents", json=view)
         print("DSpace viewevents:", response.status_code)  # 201, empty body
 
-        # Doofinder: a visit, then the clicks series of the last days as Doofinder returns it.
+        # Doofinder: a visit, then today's clicks series as Doofinder returns it.
         response = http.post("/api/v2/stats/visit", json={"store": "main"}, headers=token)
         print("Doofinder visit:", response.status_code, response.json())  # {"status":"registered"}
         today = datetime.now(UTC).strftime("%Y%m%d")
