@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.http.types import QueryParams
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -209,8 +210,18 @@ class GraphQLDoor(GraphQL[Context, None]):
         return response
 
     def parse_json(self, data: str | bytes) -> Any:
-        """Request bodies and ``variables``/``extensions`` of GET requests, read strictly."""
+        """Request bodies, read strictly."""
         return parse_json(data)
+
+    def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
+        """A GET's ``variables`` and ``extensions``, read strictly; what is wrong with one names
+        that parameter (a GET has no body to blame)."""
+        parsed = dict(params)
+        for name in ("variables", "extensions"):
+            value = parsed.get(name)
+            if value:
+                parsed[name] = parse_json(value, source=f"the {name} parameter")
+        return parsed
 
     async def parse_http_body(self, request_adapter: Any) -> Any:
         """The request's query, variables and operation name, as Strawberry reads them, with

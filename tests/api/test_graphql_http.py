@@ -156,3 +156,14 @@ async def test_the_media_type_is_read_in_any_case(
         headers={**tenant.token, "Content-Type": content_type},
     )
     assert response.json() == {"data": {"engines": [{"hashid": tenant.hashid}]}}
+
+
+@pytest.mark.parametrize("name", ["variables", "extensions"])
+async def test_a_get_parameter_that_is_not_json_is_named_not_taken_for_a_body(
+    client: httpx.AsyncClient, tenant: Tenant, name: str
+) -> None:
+    params = {"query": "{ engines { hashid } }", name: "{nope"}
+    response = await client.get("/graphql", params=params, headers=tenant.token)
+    assert response.status_code == 400
+    assert codes(response) == ["bad_params"]
+    assert response.json()["errors"][0]["message"] == f"the {name} parameter is not valid JSON"
