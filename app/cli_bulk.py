@@ -57,7 +57,10 @@ def add_commands(commands: Any) -> None:
         ),
     )
     importing.add_argument("file", metavar="FILE", help="the file, or - for standard input")
-    importing.add_argument("--account", help="the account whose engines get the events")
+    importing.add_argument(
+        "--account",
+        help="the account whose engines get the events (default: the account named default)",
+    )
     importing.add_argument("--format", choices=("ndjson", "csv"), help="default: by extension")
     importing.add_argument(
         "--on-error",
@@ -70,7 +73,10 @@ def add_commands(commands: Any) -> None:
     exporting = commands.add_parser("export", help="write the events of a period as NDJSON or CSV")
     exporting.add_argument("--from", dest="start", required=True, help="ISO date or date-time")
     exporting.add_argument("--to", dest="end", required=True, help="ISO date (included) or time")
-    exporting.add_argument("--account", help="the account whose events are written")
+    exporting.add_argument(
+        "--account",
+        help="the account whose events are written (default: the account named default)",
+    )
     exporting.add_argument(
         "--format", choices=("ndjson", "csv"), help="default: by the output's extension"
     )
