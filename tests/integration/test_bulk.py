@@ -214,6 +214,19 @@ def test_malformed_lines_are_named_by_number(
     assert "read 7, stored 3, duplicates 0, rejected 4" in messages[-1]
 
 
+def counted_engine_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hashids of the engines looked up in the database from now on, in order."""
+    lookups: list[str] = []
+    look_up = directory.engine_by_hashid
+
+    async def counted(session: Any, hashid: str) -> Any:
+        lookups.append(hashid)
+        return await look_up(session, hashid)
+
+    monkeypatch.setattr(directory, "engine_by_hashid", counted)
+    return lookups
+
+
 def test_an_import_that_skipped_lines_exits_3_and_looks_a_missing_engine_up_once(
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -226,14 +239,7 @@ def test_an_import_that_skipped_lines_exits_3_and_looks_a_missing_engine_up_once
     its summary, and looks the engine up once."""
     use(database_url, monkeypatch)
     prepare(capsys)
-    lookups: list[str] = []
-    look_up = directory.engine_by_hashid
-
-    async def counted(session: Any, hashid: str) -> Any:
-        lookups.append(hashid)
-        return await look_up(session, hashid)
-
-    monkeypatch.setattr(directory, "engine_by_hashid", counted)
+    lookups = counted_engine_lookups(monkeypatch)
     elsewhere = "f" * 32  # no such engine here
     docs = [{"visit": {"store": "s", "engine": elsewhere, "eventId": f"v{n}"}} for n in range(40)]
     source = write_ndjson(tmp_path / "elsewhere.ndjson", docs)
@@ -259,14 +265,7 @@ def test_an_import_naming_a_new_engine_on_every_line_remembers_a_bounded_number(
     on every line kept them all. Past the bound they are forgotten, and looked up again."""
     use(database_url, monkeypatch)
     prepare(capsys)
-    lookups: list[str] = []
-    look_up = directory.engine_by_hashid
-
-    async def counted(session: Any, hashid: str) -> Any:
-        lookups.append(hashid)
-        return await look_up(session, hashid)
-
-    monkeypatch.setattr(directory, "engine_by_hashid", counted)
+    lookups = counted_engine_lookups(monkeypatch)
     monkeypatch.setattr(bulk, "ENGINES_REMEMBERED", 4)
     named = [f"{n:032x}" for n in range(10)] + [f"{0:032x}"]  # the first again, at the end
     docs = [{"visit": {"store": "s", "engine": hashid}} for hashid in named]
