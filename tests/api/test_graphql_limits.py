@@ -138,7 +138,7 @@ async def test_hostile_variables_in_a_get_request_are_refused(
     response = await client.get("/graphql", params=params, headers=tenant.token)
     assert response.status_code == 400
     assert response.json()["errors"][0] == {
-        "message": "the request body is refused: duplicate key 'a'",
+        "message": "the variables parameter is refused: duplicate key 'a'",
         "extensions": {"code": "bad_params"},
     }
 
