@@ -62,7 +62,7 @@ class Lines:
             raise StopIteration
         self.number += 1
         self.advance(len(raw))
-        if len(raw) - line_end(raw) > self.limit:
+        if len(raw) - _line_end(raw) > self.limit:
             self._drop_rest(raw)
             raise LineProblem(self.number, f"the line is longer than {self.limit} bytes")
         return raw
@@ -82,7 +82,7 @@ class Lines:
             raise cannot_read(name, error) from None
 
 
-def line_end(raw: bytes) -> int:
+def _line_end(raw: bytes) -> int:
     """The length of the line end that ``raw`` ends with: "\r\n", "\n", or none."""
     if raw.endswith(b"\n"):
         return 2 if raw.endswith(b"\r\n") else 1
@@ -109,12 +109,12 @@ class TextLines:
         raw = next(self.lines)
         self.record_bytes += len(raw)
         limit = self.lines.limit
-        if self.record_bytes - line_end(raw) > limit:
+        if self.record_bytes - _line_end(raw) > limit:
             raise LineProblem(self.lines.number, f"the record is longer than {limit} bytes")
         try:
             return raw.decode()
         except UnicodeDecodeError:
-            raise LineProblem(self.lines.number, not_utf8(raw, self.lines.number)) from None
+            raise LineProblem(self.lines.number, _not_utf8(raw, self.lines.number)) from None
 
     def start_record(self) -> int:
         """The number of the line the next record starts on."""
@@ -195,11 +195,11 @@ def _not_json(raw: bytes, number: int) -> str:
     try:
         raw.decode()
     except UnicodeDecodeError:
-        return not_utf8(raw, number)
+        return _not_utf8(raw, number)
     return "the line is not valid JSON"
 
 
-def not_utf8(raw: bytes, number: int) -> str:
+def _not_utf8(raw: bytes, number: int) -> str:
     """What is wrong with a line that is not UTF-8; for a first line starting with UTF-16's byte
     order mark (what Windows PowerShell 5's ``>`` writes), what to do about it."""
     if number == 1 and raw.startswith(UTF16_BYTE_ORDER_MARKS):

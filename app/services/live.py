@@ -84,9 +84,8 @@ async def recorded_events(
     """Events of the caller's engines (all of them when none is named), as they are committed;
     of these kinds, or all of them (``None``). No kind at all is refused, as no engine is: a
     form with no type ticked would receive every event."""
-    selected(kinds, field="types", noun="event type")
+    wanted = {kind.value for kind in selected(kinds, field="types", noun="event type") or ()}
     records = await runtime.engines.engines_for(principal, engines or None)
-    wanted = {kind.value for kind in kinds or ()}
     channels = [engine_channel(record.hashid) for record in records]
     async with runtime.broker.subscribe(channels) as messages:
         async for message in messages:
