@@ -47,7 +47,7 @@ class EventType(Enum):
 
 @strawberry.type(description="An event, once its transaction committed.")
 class RecordedEvent:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="The id its RecordResult gave it.")
     engine: strawberry.ID = strawberry.field(description="The engine's hashid.")
     type: EventType
     occurred_at: datetime

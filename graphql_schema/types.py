@@ -9,7 +9,10 @@ from app.services.record import RecordResult as RecordOutcome
 
 @strawberry.type(description="What became of one recorded event.")
 class RecordResult:
-    id: strawberry.ID = strawberry.field(description="The stored event's id.")
+    id: strawberry.ID = strawberry.field(
+        description="The stored event's id: 32 hex digits, opaque (ids tell nothing of other"
+        " accounts' events)."
+    )
     status: str = strawberry.field(description='"registered" once the event is committed.')
     duplicate: bool = strawberry.field(
         description="True when an event with the same eventId was already stored."

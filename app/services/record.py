@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from app.auth.principal import Principal
 from app.broker.base import Message
+from app.domain.event_ids import EventIds
 from app.domain.events import EventDraft, EventKind, validate_events
 from app.domain.user_agents import ClientTraits, client_traits
 from app.errors import AccessDenied, BadParams, NotFound
@@ -31,10 +32,16 @@ class Client:
 
 @dataclass(frozen=True, slots=True)
 class RecordResult:
-    id: str
+    row: int  # the row number: never shown outside, see app.domain.event_ids
     duplicate: bool
     query_id: str | None
+    event_ids: EventIds = field(repr=False)
     status: str = "registered"
+
+    @property
+    def id(self) -> str:
+        """The event's id, worked out only when a caller shows it (the REST doors do not)."""
+        return self.event_ids.of(self.row)
 
 
 async def record_events(
@@ -76,7 +83,8 @@ async def record_valid_events(
         for draft, engine in zip(drafts, engines, strict=True)
     ]
     written = await store_new_events(runtime=runtime, events=events, engines=engines)
-    return [RecordResult(str(w.id), w.duplicate, w.query_id) for w in written]
+    ids = runtime.event_ids
+    return [RecordResult(w.id, w.duplicate, w.query_id, ids) for w in written]
 
 
 async def store_new_events(
@@ -224,7 +232,7 @@ async def _publish(
             continue
         by_channel[channels[engine.hashid]].append(
             {
-                "id": str(outcome.id),
+                "id": runtime.event_ids.of(outcome.id),
                 "engine": engine.hashid,
                 "type": event.kind.value,
                 "occurredAt": event.occurred_at.isoformat(),

@@ -11,6 +11,7 @@ from app.auth.keys import KeyVault, resolve_secret
 from app.auth.policies import EnginePolicy
 from app.broker.base import Broker
 from app.broker.memory import MemoryBroker
+from app.domain.event_ids import EventIds
 from app.domain.user_agents import client_traits
 from app.services.health import ReadinessProbe
 from app.services.limits import RateLimits
@@ -32,6 +33,7 @@ class Runtime:
     limits: RateLimits
     addresses: ClientAddresses
     readiness: ReadinessProbe
+    event_ids: EventIds
     metrics: Metrics = field(default_factory=Metrics)
 
     async def start(self) -> None:
@@ -90,6 +92,7 @@ def build_runtime(settings: Settings, *, secret: str | None = None) -> Runtime:
             timeout=settings.ready_timeout_seconds,
             connect_timeout=settings.db_connect_timeout_seconds,
         ),
+        event_ids=EventIds(secret),
         metrics=metrics,
     )
 

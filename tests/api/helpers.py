@@ -79,6 +79,12 @@ async def stored_events(runtime: Runtime) -> list[Event]:
         return list((await session.execute(select(Event).order_by(col(Event.id)))).scalars())
 
 
+def shown_id(runtime: Runtime, event: Event) -> str:
+    """The id the service gives a stored event."""
+    assert event.id is not None
+    return runtime.event_ids.of(event.id)
+
+
 async def engine_id(runtime: Runtime, hashid: str) -> int:
     async with runtime.database.sessions() as session:
         statement = select(col(Engine.id)).where(col(Engine.hashid) == hashid)

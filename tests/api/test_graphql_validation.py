@@ -19,6 +19,7 @@ from tests.api.helpers import (
     gql,
     record,
     rollup_totals,
+    shown_id,
     stored_events,
 )
 from tests.conftest import Tenant
@@ -168,7 +169,7 @@ async def test_record_events_stores_every_kind_in_order(
     results = data(await gql(client, tenant, RECORD_EVENTS, input=events), "recordEvents")
 
     # Results answer the events in the order sent (searches are inserted first, to be linkable).
-    kinds = {str(e.id): e.kind for e in await stored_events(runtime)}
+    kinds = {shown_id(runtime, e): e.kind for e in await stored_events(runtime)}
     assert [kinds[r["id"]] for r in results] == ["view", "search", "visit", "click", "feedback"]
     assert [r["status"] for r in results] == ["registered"] * 5
     assert [r["queryId"] is not None for r in results] == [False, True, False, False, False]

@@ -213,7 +213,7 @@ async def test_writes_get_in_between_the_rounds_of_an_erasure(
     [written] = await seed(runtime, tenant, [event(EventKind.VISIT, "w", store="main")])
     assert await left() > 0  # the write did not wait for the whole erasure
     assert await erasing == 100
-    assert [str(e.id) for e in await events_of(runtime)] == [written.id]
+    assert [e.id for e in await events_of(runtime)] == [written.row]
     assert await rollups(runtime) == await recomputed(runtime)
 
 

@@ -49,9 +49,9 @@ def visit(session: str) -> EventDraft:
     return EventDraft(kind=EventKind.VISIT, store="store", session_id=session)
 
 
-async def committed_session_id(database: Database, row_id: str) -> str | None:
+async def committed_session_id(database: Database, row_id: int) -> str | None:
     async with database.sessions() as session:
-        statement = select(col(Event.session_id)).where(col(Event.id) == int(row_id))
+        statement = select(col(Event.session_id)).where(col(Event.id) == row_id)
         found: str | None = (await session.execute(statement)).scalar_one_or_none()
     return found
 
@@ -63,12 +63,12 @@ async def test_concurrent_submissions_share_few_transactions(
     await record_events(runtime=runtime, principal=principal, drafts=[visit("warm")], client=CLIENT)
     batches_before = runtime.recorder.batches
 
-    async def submit(n: int) -> tuple[str, str | None]:
+    async def submit(n: int) -> tuple[int, str | None]:
         [result] = await record_events(
             runtime=runtime, principal=principal, drafts=[visit(f"s{n}")], client=CLIENT
         )
         # Acknowledged means committed: another engine's fresh session reads it at once.
-        return result.id, await committed_session_id(verifier, result.id)
+        return result.row, await committed_session_id(verifier, result.row)
 
     outcomes = await asyncio.gather(*(submit(n) for n in range(200)))
 
@@ -97,7 +97,7 @@ async def test_stop_commits_what_was_already_submitted(
 
     results = await asyncio.gather(*pending)
     for n, [written] in enumerate(results):
-        assert await committed_session_id(verifier, str(written.id)) == f"p{n}"
+        assert await committed_session_id(verifier, written.id) == f"p{n}"
     with pytest.raises(Unavailable):
         await runtime.recorder.record([_event(engine.id, now, session="late")])
     await runtime.recorder.start()  # the fixture stops it again
