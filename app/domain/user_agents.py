@@ -11,9 +11,11 @@ from an unknown device.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.resources import files
 
 import counter_robots
 import ua_parser
@@ -53,13 +55,13 @@ def client_traits(user_agent: str | None, *, with_credential: bool = False) -> C
 
 @lru_cache(maxsize=1024)
 def is_http_library(user_agent: str) -> bool:
-    return bool(counter_robots.is_machine(user_agent) or HTTP_LIBRARIES.match(user_agent))
+    return bool(_counter_list("machine.txt").search(user_agent) or HTTP_LIBRARIES.match(user_agent))
 
 
 @lru_cache(maxsize=4096)
 def _traits(user_agent: str) -> ClientTraits:
     # COUNTER's robot list is the reference for crawlers in usage statistics.
-    is_bot = bool(counter_robots.is_robot(user_agent))
+    is_bot = bool(_counter_list("robot.txt").search(user_agent))
     parsed = ua_parser.parse(user_agent)
     device_family = parsed.device.family if parsed.device else "Other"
     os_family = parsed.os.family if parsed.os else "Other"
@@ -70,3 +72,13 @@ def _traits(user_agent: str) -> ClientTraits:
     if parsed.user_agent is None or parsed.user_agent.family == "Other":
         return ClientTraits(device=Device.UNKNOWN, is_bot=is_bot)
     return ClientTraits(device=Device.DESKTOP, is_bot=is_bot)
+
+
+@functools.cache
+def _counter_list(name: str) -> re.Pattern[str]:
+    """One of COUNTER's lists (``robot.txt``, ``machine.txt``), as ``counter_robots`` compiles it
+    (one pattern a line), but read as UTF-8. The package reads its files in the locale's encoding,
+    and its robot list is not ASCII: under an ASCII locale without Python's UTF-8 mode, every
+    event failed to record."""
+    text = (files(counter_robots) / "data" / name).read_text(encoding="utf-8")
+    return re.compile("|".join(text.splitlines()))
