@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,18 +27,19 @@ class Context:
     # The pseudonym of the client's address (app.auth.addresses), for rate limits.
     client_address: str = "unknown"
     _principal: Principal | None = field(default=None, repr=False)
-    # A websocket's: when its credential is checked again (None: never, a request's context).
-    _recheck_at: float | None = field(default=None, repr=False)
+    # A websocket's, once connected: its credential is checked again each time it is asked for.
+    _connected: bool = field(default=False, repr=False)
 
     async def principal(self) -> Principal:
         """The caller's account; authenticated on first use, refused with a 401 code.
 
-        A websocket keeps its caller for its whole life: once a JWT's ``exp`` passes, it is
-        refused like any expired credential; and what it starts once the workers' memory of
-        credentials is over checks the credential again, so that a revoked key starts nothing
-        more (what runs already ends at its own next check: ``recheck``).
+        A request keeps its caller until it is answered. A websocket asks the workers' memory
+        of credentials again each time: remembered here as well, a revoked key would go on
+        starting subscriptions, queries and mutations for up to that memory's time again after
+        the worker had forgotten it (what runs already ends at its own next check: ``recheck``).
+        Once a JWT's ``exp`` passes, it is refused like any expired credential.
         """
-        if self._principal is None or self._recheck_due():
+        if self._principal is None or self._connected:
             return await self._authenticated()
         if self._principal.expired:
             raise NotAuthenticated("The credential has expired")
@@ -48,8 +48,6 @@ class Context:
     async def _authenticated(self) -> Principal:
         """The credential checked now (through the worker's memory of credentials)."""
         self._principal = await self.runtime.authenticator.authenticate(self.authorization)
-        if self._recheck_at is not None:
-            self._recheck_at = self._next_check()
         if self._principal.expired:
             raise NotAuthenticated("The credential has expired")
         return self._principal
@@ -57,15 +55,9 @@ class Context:
     def recheck(self) -> Recheck | None:
         """A websocket's: how the subscriptions it runs check its credential again, so that one
         revoked ends them too (a request's context: None, it ends with its request)."""
-        if self._recheck_at is None:
+        if not self._connected:
             return None
         return Recheck(self.runtime.settings.credential_cache_seconds, self._authenticated)
-
-    def _recheck_due(self) -> bool:
-        return self._recheck_at is not None and time.monotonic() >= self._recheck_at
-
-    def _next_check(self) -> float:
-        return time.monotonic() + self.runtime.settings.credential_cache_seconds
 
     async def admit(self, access: Access) -> None:
         """Count one operation against the caller's rate limit (429 past it).
@@ -94,7 +86,7 @@ class Context:
         except NotAuthenticated:
             await self.runtime.limits.admit_caller(None, self.client_address, Access.READ)
             raise
-        self._recheck_at = self._next_check()
+        self._connected = True
         return principal
 
     @property

@@ -14,11 +14,15 @@ import jwt
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import credentials
 from app.auth.credentials import Authenticator
-from app.errors import Unavailable
+from app.errors import NotAuthenticated, Unavailable
+from app.services import accounts
+from app.services.live import LiveStats
 from app.services.runtime import Runtime
 from app.storage import directory
 from app.storage.directory import AccountRecord
+from graphql_schema.context import Context
 from tests.api.helpers import data, error_code, gql
 from tests.conftest import Tenant
 
@@ -210,3 +214,39 @@ async def test_concurrent_requests_share_one_credential_lookup(
     assert lookups.count("failed") == 1
     monkeypatch.setattr(directory, "account_by_key_digest", real_by_key)
     assert (await other.authenticate(f"Token {tenant.api_key}")).account_name == tenant.account
+
+
+class Clock:
+    """The credential memory's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_a_websocket_remembers_its_caller_no_longer_than_the_worker_remembers_the_key(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Revoked, a key starts nothing more on a websocket once the worker's memory of it is over,
+    however recently the connection itself was last told the key was good."""
+    clock = Clock()
+    monkeypatch.setattr(credentials, "time", clock)
+    memory = runtime.settings.credential_cache_seconds
+    credential = f"Token {tenant.api_key}"
+    socket = Context(
+        runtime=runtime, live=LiveStats(runtime), authorization=credential, user_agent=None
+    )
+    await socket.connect()
+    clock.now = memory + 1  # another client of the key: looked up again, remembered from now
+    await runtime.authenticator.authenticate(credential)
+    clock.now = memory + 2
+    await accounts.revoke_api_key(database=runtime.database, api_key=tenant.api_key)
+    clock.now = 2 * memory + 0.5  # the worker still remembers the key: accepted
+    assert (await socket.principal()).account_name == tenant.account
+    clock.now = 2 * memory + 2.5  # over a memory after the revocation, and forgotten
+    with pytest.raises(NotAuthenticated):
+        await runtime.authenticator.authenticate(credential)
+    with pytest.raises(NotAuthenticated):
+        await socket.principal()
