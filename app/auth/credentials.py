@@ -83,9 +83,14 @@ class Authenticator:
     async def _looked_up_once(
         self, key: str, look_up: Callable[[str], Awaitable[Any]], argument: str
     ) -> Any:
-        """``look_up(argument)``, remembered under ``key``; concurrent callers share one lookup."""
-        value = await self._lookups.run(key, look_up, argument)
-        self._remember(key, value)
+        """``look_up(argument)``, remembered under ``key``; concurrent callers share one lookup.
+
+        Remembered from when the database was asked, not from when it answered: a key revoked
+        while a slow answer was on its way (or while later callers joined the lookup) is
+        refused one memory after its revocation at the latest, as documented.
+        """
+        value, asked = await self._lookups.run(key, _asked_at, look_up, argument)
+        self._remember(key, value, asked)
         return value
 
     async def _by_jwt(self, token: str) -> Principal:
@@ -132,12 +137,18 @@ class Authenticator:
             return None
         return entry.value
 
-    def _remember(self, key: str, value: Any) -> None:
+    def _remember(self, key: str, value: Any, asked: float) -> None:
         if self._ttl <= 0 or value is None:
             return
         if len(self._cache) >= CACHE_ENTRIES:
             self._cache.clear()
-        self._cache[key] = _Cached(value, time.monotonic() + self._ttl)
+        self._cache[key] = _Cached(value, asked + self._ttl)
+
+
+async def _asked_at(look_up: Callable[[str], Awaitable[Any]], argument: str) -> tuple[Any, float]:
+    """``look_up(argument)``'s answer, and when it was asked for."""
+    asked = time.monotonic()
+    return await look_up(argument), asked
 
 
 def _verify(token: str, key: str, name: str) -> float | None:

@@ -250,3 +250,29 @@ async def test_a_websocket_remembers_its_caller_no_longer_than_the_worker_rememb
         await runtime.authenticator.authenticate(credential)
     with pytest.raises(NotAuthenticated):
         await socket.principal()
+
+
+async def test_a_slow_lookup_is_remembered_from_when_the_database_was_asked(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key revoked while its lookup was on its way back (a busy database, a slow network) is
+    refused one credential memory after the database was asked, not after the answer came."""
+    clock = Clock()
+    monkeypatch.setattr(credentials, "time", clock)
+    memory = runtime.settings.credential_cache_seconds
+    real_by_key = directory.account_by_key_digest
+
+    async def slow(session: AsyncSession, digest: str) -> AccountRecord | None:
+        found = await real_by_key(session, digest)
+        clock.now = memory - 1  # the answer arrives
+        return found
+
+    monkeypatch.setattr(directory, "account_by_key_digest", slow)
+    credential = f"Token {tenant.api_key}"
+    assert (await runtime.authenticator.authenticate(credential)).account_name == tenant.account
+    monkeypatch.setattr(directory, "account_by_key_digest", real_by_key)
+    # Revoked as the answer was on its way (at 0.5, say): nothing asked the database since.
+    await accounts.revoke_api_key(database=runtime.database, api_key=tenant.api_key)
+    clock.now = memory + 1  # over a memory after the revocation
+    with pytest.raises(NotAuthenticated):
+        await runtime.authenticator.authenticate(credential)
