@@ -43,6 +43,8 @@ class Query:
         engines: list[strawberry.ID] | None = None,
         filter: StatsFilterInput | None = None,
     ) -> Stats:
+        context = info.context
+        principal = await context.principal()  # the credential first, as at the REST doors
         query = stats_query(
             start=from_,
             end=to,
@@ -52,8 +54,5 @@ class Query:
             filter=filter,
             info=info,
         )
-        context = info.context
-        report = await compute_stats(
-            runtime=context.runtime, principal=await context.principal(), query=query
-        )
+        report = await compute_stats(runtime=context.runtime, principal=principal, query=query)
         return Stats(report=report)

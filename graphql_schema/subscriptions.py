@@ -114,6 +114,8 @@ class Subscription:
         filter: StatsFilterInput | None = None,
         interval_ms: int = live.DEFAULT_INTERVAL_MS,
     ) -> AsyncGenerator[Stats, None]:
+        context = info.context
+        principal = await context.principal()  # the credential first, as at the REST doors
         query = stats_query(
             start=from_,
             end=to,
@@ -123,8 +125,6 @@ class Subscription:
             filter=filter,
             info=info,
         )
-        context = info.context
-        principal = await context.principal()
         reports = context.live.watch(
             principal=principal, query=query, interval_ms=interval_ms, sink=_direct_sink()
         )

@@ -174,6 +174,18 @@ async def test_bad_credentials_are_not_authenticated(
     assert error_code(await gql(client, headers, ENGINES)) == "not_authenticated"
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    ['from: "2026-01-01", to: "2026-01-02", timezone: "Mars/Olympus"', 'from: "x", to: "y"'],
+)
+async def test_stats_without_a_credential_is_not_authenticated_whatever_its_arguments(
+    client: httpx.AsyncClient, tenant: Tenant, arguments: str
+) -> None:
+    """As at the REST doors: the credential is checked before the question is."""
+    body = await gql(client, {}, f"{{ stats({arguments}) {{ searches {{ totalCount }} }} }}")
+    assert error_code(body) == "not_authenticated"
+
+
 async def test_concurrent_requests_share_one_credential_lookup(
     runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
