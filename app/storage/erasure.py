@@ -112,7 +112,8 @@ async def _keep_writers_out(conn: AsyncConnection) -> None:
     IMMEDIATE``: SQLite's driver would begin only at the first write, after the reads); on
     PostgreSQL a lock on the events table that every write conflicts with, and another erasure
     too. A batch that waited reads the events afresh once the erasure committed (PostgreSQL takes
-    a statement's snapshot after its locks): the search is gone, the click is stored unlinked.
+    a statement's snapshot after its locks; a batch of several statements, ``write_batch``,
+    takes its lock before its first): the search is gone, the click is stored unlinked.
     Called first in the erasure's transaction.
     """
     if conn.dialect.name == "sqlite":

@@ -157,6 +157,7 @@ RollupKey = tuple[int, int, str, str, bool]
 
 async def write_batch(conn: AsyncConnection, events: Sequence[NewEvent]) -> list[Written]:
     """Store the events in the open transaction; the caller commits."""
+    await _hold_off_erasures(conn)
     existing = await _existing_event_ids(conn, events)
     outcomes: list[Written | None] = [None] * len(events)
     fresh: dict[tuple[int, str], int] = {}
@@ -187,6 +188,18 @@ async def write_batch(conn: AsyncConnection, events: Sequence[NewEvent]) -> list
             assert original is not None
             outcomes[index] = Written(original.id, True, original.query_id)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def _hold_off_erasures(conn: AsyncConnection) -> None:
+    """On PostgreSQL, the lock on the events table that the insert takes anyway, taken before
+    the lookups. A user's erasure (app/storage/erasure.py) locks writers out, not readers: a
+    click whose search was looked up before the erasure and stored after it would stay linked
+    to the erased search, with its user's query text. So an erasure that began first is waited
+    for (each lookup, a statement of its own, then sees what it left), and one that comes later
+    waits for the batch. (On SQLite a batch takes the write lock before it reads:
+    app/storage/batch_sqlite.py.)"""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(f"LOCK TABLE {EVENT.name} IN ROW EXCLUSIVE MODE")
 
 
 async def _existing_event_ids(

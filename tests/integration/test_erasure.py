@@ -21,12 +21,12 @@ from app.domain.buckets import rollup_bucket
 from app.domain.events import EventDraft, EventKind
 from app.services import accounts, privacy
 from app.services.runtime import Runtime
-from app.storage import erasure
+from app.storage import batch_commit, erasure, writes
 from app.storage.models import Event, Rollup
 from app.storage.rollups import COARSE, folded
 from app.storage.types import to_micros
-from app.storage.writes import rollup_counters
-from tests.api.helpers import data, error_code, gql
+from app.storage.writes import NewEvent, rollup_counters
+from tests.api.helpers import data, engine_id, error_code, gql
 from tests.conftest import Tenant
 from tests.integration.stats_seed import seed
 
@@ -214,6 +214,52 @@ async def test_writes_get_in_between_the_rounds_of_an_erasure(
     assert await left() > 0  # the write did not wait for the whole erasure
     assert await erasing == 100
     assert [e.id for e in await events_of(runtime)] == [written.row]
+    assert await rollups(runtime) == await recomputed(runtime)
+
+
+async def test_a_batch_that_looked_up_a_search_waits_for_its_users_erasure(
+    runtime: Runtime, tenant: Tenant, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch written statement by statement (on PostgreSQL a bulk import's) looked its click's
+    search up, then u was forgotten, then the click was stored: linked to u's erased search,
+    with u's query text. The batch now holds the erasure off from its first lookup."""
+    if backend == "sqlite":
+        pytest.skip("a SQLite batch takes the write lock before it reads (batch_sqlite.py)")
+    [search] = await seed(runtime, tenant, [event(EventKind.SEARCH, "u", query="u's query")])
+    looked_up, go_on = asyncio.Event(), asyncio.Event()
+    link = writes._link_to_searches
+
+    async def link_then_wait(*args: Any) -> None:
+        await link(*args)
+        looked_up.set()
+        await go_on.wait()
+
+    monkeypatch.setattr(writes, "_link_to_searches", link_then_wait)
+    monkeypatch.setattr(batch_commit, "COPY_ROWS", 1)  # every batch written statement by statement
+    click = NewEvent(
+        engine_id=await engine_id(runtime, tenant.hashid),
+        kind=EventKind.CLICK,
+        occurred_at=T + timedelta(minutes=1),
+        received_at=T,
+        door="test",
+        device="desktop",
+        user_id="v",
+        query_id=search.query_id,
+        document_id="d1",
+        rank=0,
+    )
+    writing = asyncio.create_task(batch_commit.store_batch(runtime.database, [click]))
+    await looked_up.wait()
+    erasing = asyncio.create_task(
+        privacy.forget_user_everywhere(database=runtime.database, user_id="u")
+    )
+    await asyncio.wait([erasing], timeout=1)  # it waits for the batch (it was done at once)
+    go_on.set()
+    await writing
+
+    assert await erasing == 1
+    [left] = await events_of(runtime)
+    assert (left.user_id, left.search_id, left.query) == ("v", None, None)
     assert await rollups(runtime) == await recomputed(runtime)
 
 
