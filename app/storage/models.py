@@ -18,6 +18,8 @@ Document = JSON().with_variant(JSONB(), "postgresql")
 # matches this index's condition, and cannot walk the (engine, kind, time) index instead, which
 # SQLite's planner, knowing no better, would pick for ``kind = 'search'``.
 SEARCHES = text("kind || '' = 'search'")
+# The rows of the index of search ids: events linked to a search (clicks and feedback).
+LINKED = text("search_id IS NOT NULL")
 
 
 class Account(SQLModel, table=True):
@@ -64,6 +66,9 @@ class Event(SQLModel, table=True):
         Index("ix_event_engine_query", "engine_id", "kind", "query", "occurred_at"),
         Index("ix_event_engine_document", "engine_id", "kind", "document_id", "occurred_at"),
         Index("ix_event_engine_user", "engine_id", "user_id"),
+        # Forgetting a user finds what links to the user's searches, and what is left linked to
+        # the searches its clicks named, without reading the whole table in each round.
+        Index("ix_event_search_id", "search_id", sqlite_where=LINKED, postgresql_where=LINKED),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))

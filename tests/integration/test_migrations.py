@@ -215,7 +215,7 @@ async def test_migrations_started_together_take_turns(
     assert said == [
         "database is up to date",
         "database is up to date",
-        "migrated an empty database to 0003",
+        "migrated an empty database to 0004",
     ]
     assert await state(empty_database) is SchemaState.OK
 
