@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, and_, delete, text, update
+from sqlalchemy import Table, and_, bindparam, delete, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -91,18 +91,30 @@ async def subtract_coarse(conn: AsyncConnection, amounts: Mapping[RollupKey, int
 
 
 async def subtract(conn: AsyncConnection, table: Table, amounts: Mapping[RollupKey, int]) -> None:
-    """Take the amounts out of one rollup table's counts, in key order; a count at zero goes."""
+    """Take the amounts out of one rollup table's counts, in key order; a count at zero goes.
+
+    Two statements, each run for every row (``executemany``: one hand-off to the driver, not
+    a round trip per row): a user's events spread over months touch a row per bucket, and the
+    erasure's round that subtracts them holds writers off until it commits."""
+    if not amounts:
+        return
+    rows = [
+        {**{f"key_{name}": value for name, value in zip(_KEY, key, strict=True)}, "amount": n}
+        for key, n in sorted(amounts.items())
+    ]
+    taken, emptied = _SUBTRACTS[table.name]
+    await conn.execute(taken, rows)
+    await conn.execute(emptied, rows)
+
+
+def _subtracts(table: Table) -> tuple[Any, Any]:
+    """The update that takes an amount out of a row's count, and the delete of the row if that
+    left nothing, their key and amount bound by name (``key_engine_id``…, ``amount``)."""
     r = table.c
-    for (engine_id, bucket, metric, device, is_bot), amount in sorted(amounts.items()):
-        where = and_(
-            r.engine_id == engine_id,
-            r.bucket == bucket,
-            r.metric == metric,
-            r.device == device,
-            r.is_bot.is_(is_bot),
-        )
-        await conn.execute(update(table).where(where).values(count=r.count - amount))
-        await conn.execute(delete(table).where(where, r.count <= 0))
+    where = and_(*(r[name] == bindparam(f"key_{name}") for name in _KEY))
+    taken = update(table).where(where).values(count=r.count - bindparam("amount"))
+    emptied = delete(table).where(where, r.count <= 0)
+    return taken, emptied
 
 
 def _upsert(builder: Any, table: Table) -> Any:
@@ -121,6 +133,7 @@ _UPSERTS = {
     name: {table.name: _upsert(builder, table) for table in _TABLES}
     for name, builder in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
 }
+_SUBTRACTS = {table.name: _subtracts(table) for table in _TABLES}
 
 
 def sum_steps(counted: str, *, after: str) -> str:
