@@ -357,8 +357,10 @@ _LEADING_COLUMNS = text(
 def _unsearched(node: dict[str, Any], leading: dict[str, str]) -> Any:
     if node["Node Type"] == "Seq Scan":
         yield node["Relation Name"]
-    elif "Index Name" in node and leading[node["Index Name"]] not in node.get("Index Cond", ""):
-        yield node["Index Name"]
+    elif "Index Name" in node:
+        column = re.escape(leading[node["Index Name"]])
+        if not re.search(rf"\b{column}\b", node.get("Index Cond", "")):
+            yield node["Index Name"]
     for child in node.get("Plans", []):
         yield from _unsearched(child, leading)
 
