@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -42,17 +43,25 @@ async def forget_user(
 ) -> int:
     """Delete the user's events in the caller's engines (or those named); how many.
 
-    Live stats of those engines are told once it is committed: their answers change too.
+    Live stats of those engines are told once it is committed: their answers change too. So
+    they are when a round fails after others committed: what those deleted is gone for good.
     """
     _check_user_id(user_id)
     records = await policy.engines_for(principal, list(engines) or None)
-    deleted = await _erase(database, [record.id for record in records], user_id)
-    if deleted:
-        for record in records:
-            channel = change_channel(record.hashid)
-            if broker.may_reach(channel):
-                await broker.publish(channel, [{"type": "erased"}])
-    return deleted
+    erased = _Erased()
+    try:
+        await _erase(database, [record.id for record in records], user_id, erased)
+    finally:
+        if erased.count:
+            await _tell_live_stats(broker, records)
+    return erased.count
+
+
+async def _tell_live_stats(broker: Broker, records: Sequence[directory.EngineRecord]) -> None:
+    for record in records:
+        channel = change_channel(record.hashid)
+        if broker.may_reach(channel):
+            await broker.publish(channel, [{"type": "erased"}])
 
 
 async def forget_user_everywhere(
@@ -68,7 +77,9 @@ async def forget_user_everywhere(
             if owner is None:
                 raise NotFound(f"account {account!r} does not exist")
             engine_ids = [e.id for e in await directory.engines_of_account(session, owner.id)]
-    return await _erase(database, engine_ids, user_id)
+    erased = _Erased()
+    await _erase(database, engine_ids, user_id, erased)
+    return erased.count
 
 
 async def prune(*, database: Database, older_than_days: int, now: datetime | None = None) -> int:
@@ -93,19 +104,25 @@ async def _all_engines(database: Database) -> list[int]:
         return [engine_id for engine_id in ids if engine_id is not None]
 
 
-async def _erase(database: Database, engine_ids: list[int], user_id: str) -> int:
+@dataclass(slots=True)
+class _Erased:
+    """How many events the rounds committed so far, known also when a later one fails."""
+
+    count: int = 0
+
+
+async def _erase(database: Database, engine_ids: list[int], user_id: str, erased: _Erased) -> None:
     """Every event of the user in these engines, in rounds of a short transaction each (writers
-    wait for one round, not for the whole erasure). A failure leaves the rounds before it done,
-    every count true: asking again erases the rest."""
+    wait for one round, not for the whole erasure), counted in ``erased`` as each commits. A
+    failure leaves the rounds before it done, every count true: asking again erases the rest."""
     loop = asyncio.get_running_loop()
-    deleted = 0
     while True:
         began = loop.time()
         async with unavailable_when_down(), database.engine.begin() as conn:
             count = await erasure.erase_user(conn, engine_ids=engine_ids, user_id=user_id)
-        deleted += count
+        erased.count += count
         if count < erasure.ERASE_CHUNK:
-            return deleted
+            return
         # As long a pause as the round took: the writers kept waiting get in before the next
         # round (on SQLite they retry on its back-off, sleeps of up to 100 ms, each at most as
         # long as they have waited so far), and the erasure takes at most half of the time.

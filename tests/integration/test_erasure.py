@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,22 +18,25 @@ import orjson
 import pytest
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 
 from app.cli import main
 from app.domain.buckets import rollup_bucket
 from app.domain.events import EventDraft, EventKind
+from app.errors import Unavailable
 from app.services import accounts, privacy
+from app.services.record import change_channel
 from app.services.runtime import Runtime
 from app.storage import batch_commit, erasure, writes
 from app.storage.models import Event, Rollup
-from app.storage.rollups import COARSE, folded
+from app.storage.rollups import COARSE, folded, subtract_coarse
 from app.storage.types import to_micros
 from app.storage.writes import NewEvent, rollup_counters
 from tests.api.helpers import data, engine_id, error_code, gql
 from tests.conftest import Tenant
-from tests.integration.stats_seed import seed
+from tests.integration.stats_seed import principal_of, seed
 
 T = datetime(2025, 3, 2, 12, tzinfo=UTC)
 FORGET = """
@@ -363,6 +367,37 @@ def _unsearched(node: dict[str, Any], leading: dict[str, str]) -> Any:
             yield node["Index Name"]
     for child in node.get("Plans", []):
         yield from _unsearched(child, leading)
+
+
+async def test_live_stats_are_told_of_the_rounds_done_when_a_later_one_fails(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rounds before a failure stay committed: live answers that counted their events must
+    be computed again, as after an erasure that went to its end (they were not told)."""
+    monkeypatch.setattr(erasure, "ERASE_CHUNK", 2)
+    views = [event(EventKind.VIEW, "u", n, target_id=VIEWED, target_type="item") for n in range(5)]
+    await seed(runtime, tenant, views)
+    rounds: list[Any] = []
+
+    async def second_round_fails(conn: AsyncConnection, amounts: Any) -> None:
+        rounds.append(amounts)
+        if len(rounds) == 2:
+            raise OperationalError("UPDATE", None, sqlite3.OperationalError("disk I/O error"))
+        await subtract_coarse(conn, amounts)
+
+    monkeypatch.setattr(erasure, "subtract_coarse", second_round_fails)
+    async with runtime.broker.subscribe([change_channel(tenant.hashid)]) as told:
+        with pytest.raises(Unavailable):
+            await privacy.forget_user(
+                database=runtime.database,
+                policy=runtime.engines,
+                broker=runtime.broker,
+                principal=await principal_of(runtime, tenant),
+                user_id="u",
+            )
+        assert await asyncio.wait_for(anext(told), timeout=5) == {"type": "erased"}
+    assert len(await events_of(runtime)) == 3
+    assert await rollups(runtime) == await recomputed(runtime)
 
 
 def _engine(events: list[Event], query: str) -> int:
