@@ -28,13 +28,13 @@ from app.domain.events import EventKind
 from app.domain.selection import selected
 from app.domain.stats import StatsQuery
 from app.errors import BadParams
-from app.services.record import change_channel, engine_channel
+from app.services.record import account_channel, change_channel, engine_channel
 from app.services.runtime import Runtime
 from app.services.stats import StatsReport, compute_stats
 
 log = logging.getLogger(__name__)
 
-# What a liveStats answer follows of each engine: its new events, and its events removed.
+# What a liveStats answer follows of each engine it names: its new events, and its events removed.
 FOLLOWED_CHANNELS = (engine_channel, change_channel)
 
 MIN_INTERVAL_MS, MAX_INTERVAL_MS, DEFAULT_INTERVAL_MS = 100, 60_000, 1000
@@ -141,9 +141,7 @@ class LiveStats:
         With a sink, the answers go to it and this yields only those it declines.
         """
         watcher = _Watcher(interval_seconds(interval_ms), self._backlog, sink)
-        # Access is checked here, before anything is shared.
-        engines = await self._runtime.engines.engines_for(principal, query.engines or None)
-        channels = {channel(engine.hashid) for engine in engines for channel in FOLLOWED_CHANNELS}
+        channels = await self._followed(principal, query)
         key = (principal.account_id, query)
         feed = self._feeds.get(key)
         if feed is None:
@@ -156,6 +154,16 @@ class LiveStats:
         finally:
             watcher.close()
             await feed.leave(watcher)
+
+    async def _followed(self, principal: Principal, query: StatsQuery) -> set[str]:
+        """The channels that tell of a change to the answer. Without engines named, the
+        account's: each answer counts every engine the account has when it is computed, those
+        created since the question was first asked included."""
+        if not query.engines:
+            return {account_channel(principal.account_id)}
+        # Access is checked here, before anything is shared.
+        engines = await self._runtime.engines.engines_for(principal, query.engines)
+        return {channel(engine.hashid) for engine in engines for channel in FOLLOWED_CHANNELS}
 
     def _forget(self, feed: _Feed) -> None:
         key = (feed.principal.account_id, feed.query)
@@ -324,8 +332,7 @@ class _Feed:
         return len(self._watchers)
 
     def join(self, watcher: _Watcher, channels: Collection[str]) -> None:
-        """Add a watcher of these engines' channels (every engine its account has, when the
-        question names none: another engine may have been created since the feed began)."""
+        """Add a watcher of these channels (those of the engines named, else the account's)."""
         watcher.refresh_due = self._refresh_due
         self._watchers.add(watcher)
         if not self._channels.issuperset(channels):
@@ -385,8 +392,8 @@ class _Feed:
     def _follow_too(self, channels: Collection[str]) -> None:
         """Follow these channels as well, in one broker subscription that replaces the last one.
 
-        Until it is in place nothing is computed, and what was computed before is stale: the
-        computation already counted the new engine's events, but none of them refreshed it.
+        Until it is in place nothing is computed, and what was computed before is stale: an
+        event committed meanwhile would refresh nothing.
         """
         self._channels |= frozenset(channels)
         self._dirty = True

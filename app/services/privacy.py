@@ -22,7 +22,7 @@ from app.auth.principal import Principal
 from app.broker.base import Broker
 from app.domain.events import BOUNDED_TEXT
 from app.errors import BadParams, NotFound
-from app.services.record import change_channel
+from app.services.record import change_channel, tell_account
 from app.storage import directory, erasure
 from app.storage.database import Database
 from app.storage.models import Engine
@@ -53,15 +53,18 @@ async def forget_user(
         await _erase(database, [record.id for record in records], user_id, erased)
     finally:
         if erased.count:
-            await _tell_live_stats(broker, records)
+            await _tell_live_stats(broker, principal, records)
     return erased.count
 
 
-async def _tell_live_stats(broker: Broker, records: Sequence[directory.EngineRecord]) -> None:
+async def _tell_live_stats(
+    broker: Broker, principal: Principal, records: Sequence[directory.EngineRecord]
+) -> None:
     for record in records:
         channel = change_channel(record.hashid)
         if broker.may_reach(channel):
             await broker.publish(channel, [{"type": "erased"}])
+    await tell_account(broker, principal.account_id, "erased")
 
 
 async def forget_user_everywhere(

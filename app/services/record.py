@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.auth.principal import Principal
-from app.broker.base import Message
+from app.broker.base import Broker, Message
 from app.domain.event_ids import EventIds
 from app.domain.events import EventDraft, EventKind, validate_events
 from app.domain.user_agents import ClientTraits, client_traits
@@ -222,6 +222,9 @@ async def _publish(
 
     Checked after the commit, as the in-process broker delivers: a message that can reach no
     one is not built (with no subscriber, the usual case, that is most of the cost)."""
+    stored = [e for e, outcome in zip(engines, written, strict=True) if not outcome.duplicate]
+    for account_id in sorted({engine.account_id for engine in stored}):
+        await tell_account(runtime.broker, account_id, "recorded")
     channels = {engine.hashid: engine_channel(engine.hashid) for engine in engines}
     heard = {hashid for hashid, channel in channels.items() if runtime.broker.may_reach(channel)}
     if not heard:
@@ -249,6 +252,19 @@ async def _publish(
 
 def engine_channel(hashid: str) -> str:
     return f"events:{hashid}"
+
+
+def account_channel(account_id: int) -> str:
+    """Where a change to any engine of the account is told: live stats of all its engines
+    follow it, so that an engine created after they started moves them too."""
+    return f"account:{account_id}"
+
+
+async def tell_account(broker: Broker, account_id: int, change: str) -> None:
+    """Tell what follows the account's channel that one of its engines changed."""
+    channel = account_channel(account_id)
+    if broker.may_reach(channel):
+        await broker.publish(channel, [{"type": change}])
 
 
 def change_channel(hashid: str) -> str:

@@ -377,6 +377,27 @@ async def test_live_stats_without_engines_follows_an_engine_created_before_it_st
     assert update["searches"]["totalCount"] == 2
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_live_stats_without_engines_moves_with_an_engine_created_after_it_started(
+    served: Served, runtime: Runtime, tenant: Tenant, protocol: str
+) -> None:
+    """Its answers count every engine of the account: an event in one created since (a new
+    site's) changes them, so it is sent, as for the engines it started with."""
+    async with graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as socket:
+        await socket.subscribe("1", LIVE, **PERIOD, interval=100)
+        await socket.next("1")
+        engine = await accounts.create_engine(database=runtime.database, account=tenant.account)
+        await record(served, tenant, search("new site", engine=engine.hashid))
+        update = (await socket.next("1", within=5))["liveStats"]
+        assert update == await stats_now(served, tenant)
+        await record(served, tenant, search("new site", engine=engine.hashid, userId="alice"))
+        await socket.next("1", within=5)
+        await gql(served, tenant, FORGET, user="alice")
+        after = (await socket.next("1", within=5))["liveStats"]
+    assert update["searches"]["totalCount"] == 1
+    assert after == update
+
+
 async def answers_until(socket: GraphQLSocket, *, searches: int) -> list[Any]:
     """liveStats answers up to the first that counts this many searches."""
     answers: list[Any] = []
