@@ -139,7 +139,7 @@ class CappedWebSocketAdapter(ASGIWebSocketAdapter):
         try:
             while self.ws.application_state != WebSocketState.DISCONNECTED:
                 text = await self.ws.receive_text()
-                if len(text) > limit:
+                if _utf8_length_over(text, limit):
                     await self.ws.close(MESSAGE_TOO_BIG, f"messages are limited to {limit} bytes")
                     return
                 try:
@@ -151,6 +151,12 @@ class CappedWebSocketAdapter(ASGIWebSocketAdapter):
             raise NonTextMessageReceived from error
         except WebSocketDisconnect:
             pass
+
+
+def _utf8_length_over(text: str, limit: int) -> bool:
+    """Whether the message took more than ``limit`` bytes on the wire: a character takes up
+    to four, so counting characters let through a message of four times the cap."""
+    return len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit)
 
 
 class CaseInsensitiveContentType(StarletteRequestAdapter):

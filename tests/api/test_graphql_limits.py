@@ -191,12 +191,18 @@ async def test_a_subscription_over_http_is_bad_params_before_anything_runs(
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+@pytest.mark.parametrize(
+    "padding",
+    [" " * 5000, "# " + "é" * 2500],  # the cap is in bytes: 5000 of them in either
+    ids=["ascii", "two-byte-characters"],
+)
 async def test_a_websocket_message_over_the_cap_closes_the_connection(
-    served: Served, tenant: Tenant, protocol: str
+    served: Served, tenant: Tenant, protocol: str, padding: str
 ) -> None:
+    kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+    message = {"id": "1", "type": kind, "payload": {"query": EVENTS + padding}}
     async with graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as socket:
-        padding = " " * 5000
-        await socket.subscribe("1", EVENTS + padding)
+        await socket.ws.send(json.dumps(message, ensure_ascii=False))
         with pytest.raises(ConnectionClosed) as closed:
             await socket.next("1", within=5)
     assert closed.value.rcvd is not None
