@@ -306,6 +306,16 @@ async def test_transport_ws_closes_on_a_malformed_message_with_4400(
     assert (received, code) == ([], 4400)
 
 
+@pytest.mark.parametrize(("protocol", "code"), [(TRANSPORT_WS, 4400), (LEGACY_WS, 1002)])
+async def test_a_binary_frame_closes_the_connection(
+    served: Served, tenant: Tenant, protocol: str, code: int
+) -> None:
+    async with graphql_socket(served.ws_url, protocol=protocol, payload=token(tenant)) as socket:
+        await socket.ws.send(json.dumps({"type": "ping"}).encode())
+        received, closed_with, reason = await until_closed(socket.ws)
+    assert (received, closed_with, reason) == ([], code, "WebSocket message type must be text")
+
+
 @pytest.mark.parametrize("kind", ["query", "mutation"])
 async def test_graphql_ws_refuses_queries_and_mutations_as_bad_params(
     served: Served, tenant: Tenant, kind: str, caplog: pytest.LogCaptureFixture
