@@ -14,6 +14,7 @@ that never ran; every other client gets ``application/json`` and the statuses it
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -147,6 +148,11 @@ class CappedWebSocketAdapter(ASGIWebSocketAdapter):
                 except BadParams as error:
                     if not ignore_parsing_errors:
                         raise NonJsonMessageReceived from error
+                # A turn of the loop between messages: those that arrived together are read
+                # without one, so a client gone meanwhile was noticed only after every one of
+                # them had been answered (asyncio warning of each write past the fifth), and
+                # a burst held every other client of the worker until it was through.
+                await asyncio.sleep(0)
         except KeyError as error:
             raise NonTextMessageReceived from error
         except WebSocketDisconnect:

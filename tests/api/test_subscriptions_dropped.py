@@ -4,6 +4,7 @@ their way: their subscriptions end with the connection, and nothing is logged as
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -69,6 +70,29 @@ async def test_a_dropped_client_leaves_nothing_behind_and_logs_no_error(
             # stayed until a garbage collection, tens of seconds later).
             await until_idle(served)
     assert errors_logged(caplog) == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_client_gone_with_messages_unanswered_is_noticed_before_the_next_answer(
+    served: Served, tenant: Tenant, caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
+    """Its messages arrived together, before it went: each answer was written to the lost
+    connection, and asyncio warned of every one past the fifth ("socket.send() raised
+    exception."), as the messages were read one after another without a turn of the loop that
+    would have told the connection was gone (nor for any other client meanwhile)."""
+    # Each answered: a pong, or (graphql-ws has no ping) an error naming the protocol's types.
+    answered = json.dumps({"type": "ping"})
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(5):
+            async with graphql_socket(
+                served.ws_url, protocol=protocol, payload=token(tenant)
+            ) as socket:
+                for _ in range(200):
+                    await socket.ws.send(answered)
+                socket.ws.transport.abort()
+        await asyncio.sleep(0.5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
 
 
 async def test_a_failure_of_an_operation_is_still_logged(caplog: pytest.LogCaptureFixture) -> None:
