@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from app.main import create_app
 from app.services.runtime import Runtime
@@ -113,6 +113,24 @@ class _InternalError(Exception):
     """A database error that says nothing of the storage being down (SQLSTATE XX000)."""
 
     sqlstate = "XX000"
+
+
+async def test_a_page_of_an_origin_not_allowed_is_refused_at_the_upgrade(
+    runtime: Runtime,
+) -> None:
+    allowed = Origin("https://dashboard.example")
+    async with served_with(runtime, cors_origins=[allowed]) as url:
+        for origin in (allowed, None):  # None: no Origin header, as from a client not a browser
+            async with from_origin(url, origin):
+                pass
+        with pytest.raises(InvalidStatus) as refused:
+            async with from_origin(url, Origin("https://elsewhere.example")):
+                pass
+    assert refused.value.response.status_code == 403
+
+
+def from_origin(url: str, origin: Origin | None) -> connect:
+    return connect(url, subprotocols=[Subprotocol(TRANSPORT_WS)], origin=origin, proxy=None)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
