@@ -26,6 +26,11 @@ class Broker(Protocol):
         """Hand committed events to subscribers; never raises for a fan-out failure."""
         ...
 
+    async def notify(self, channel: str, change: str) -> None:
+        """Tell the channel's subscribers that something changed (``{"type": change}``), no
+        more: they read the rest afresh. The same notice may reach them once for several."""
+        ...
+
     def may_reach(self, channel: str) -> bool:
         """Whether a message published on the channel now can reach a subscriber: False lets
         a publisher skip building it. A broker shared between workers cannot tell: True."""

@@ -66,6 +66,10 @@ class MemoryBroker:
                     self._forget(subscription)
                     break
 
+    async def notify(self, channel: str, change: str) -> None:
+        if channel in self._subscribers:
+            self.deliver(channel, [{"type": change}])
+
     def may_reach(self, channel: str) -> bool:
         return channel in self._subscribers
 

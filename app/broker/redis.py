@@ -56,6 +56,8 @@ class RedisBroker:
         self._listener: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._outbox: deque[tuple[str, list[Message]]] = deque()
+        # Notices waiting to be sent, each once however often it was given (an ordered set).
+        self._notices: dict[tuple[str, str], None] = {}
         self._queued = asyncio.Event()
         self._drained = asyncio.Event()  # nothing queued, nothing being sent
         self._drained.set()
@@ -87,15 +89,23 @@ class RedisBroker:
         self._drained.clear()
         self._queued.set()
 
+    async def notify(self, channel: str, change: str) -> None:
+        """Queued as a publication is, but once: told after every recording request, a notice
+        published each time would be one more message per request for every worker to read."""
+        self._notices[(channel, change)] = None
+        self._drained.clear()
+        self._queued.set()
+
     async def _publish_queued(self) -> None:
         """Send what was queued, in order; this worker's subscribers have it from Redis, or
         straight away while Redis is down or this worker's subscription there is not on."""
         while True:
             await self._queued.wait()
             self._queued.clear()
-            while self._outbox:
-                batch = list(self._outbox)
+            while self._outbox or self._notices:
+                batch = [*self._outbox, *_notices(self._notices)]
                 self._outbox.clear()
+                self._notices.clear()
                 # Redis hands a publication only to the subscriptions made before it.
                 heard_back = self.listening.is_set()
                 if time.monotonic() >= self._down_until and await self._sent(batch) and heard_back:
@@ -204,3 +214,7 @@ class RedisBroker:
             )
             return
         self._local.deliver(name, messages)
+
+
+def _notices(waiting: dict[tuple[str, str], None]) -> list[tuple[str, list[Message]]]:
+    return [(channel, [{"type": change}]) for channel, change in waiting]

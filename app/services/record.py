@@ -262,9 +262,7 @@ def account_channel(account_id: int) -> str:
 
 async def tell_account(broker: Broker, account_id: int, change: str) -> None:
     """Tell what follows the account's channel that one of its engines changed."""
-    channel = account_channel(account_id)
-    if broker.may_reach(channel):
-        await broker.publish(channel, [{"type": change}])
+    await broker.notify(account_channel(account_id), change)
 
 
 def change_channel(hashid: str) -> str:

@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from app.broker.base import Message
 from app.broker.redis import RedisBroker
 from app.domain.events import EventDraft, EventKind
 from app.services import live
-from app.services.record import Client, engine_channel, record_events
+from app.services.record import Client, account_channel, engine_channel, record_events
 from app.services.runtime import Runtime, build_runtime
 from app.settings import Settings
 from tests.api.helpers import stored_events
@@ -293,6 +294,36 @@ async def test_an_event_published_by_one_worker_reaches_the_others(
     async with two_workers(await redis_or_skip()) as workers:
         event = await heard_on_the_other(runtime, tenant, workers, "across")
     assert (event.query, event.engine) == ("across", tenant.hashid)
+
+
+async def test_a_notice_given_many_times_while_waiting_reaches_the_other_workers_once(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    """An account's feeds are told after every recording request; with Redis each notice is a
+    message every worker reads, so the same one waiting to go out is sent once."""
+    principal = await runtime.authenticator.authenticate(f"Token {tenant.api_key}")
+    channel = account_channel(principal.account_id)
+    async with AsyncExitStack() as stack:
+        sender, listener = await stack.enter_async_context(two_workers(await redis_or_skip()))
+        notices = await stack.enter_async_context(listener.subscribe([channel]))
+        heard: list[Message] = []
+
+        async def listen() -> None:
+            async for notice in notices:
+                heard.append(notice)
+
+        listening = asyncio.create_task(listen())
+        stack.callback(listening.cancel)
+        for _ in range(3):
+            before = len(heard)
+            await asyncio.gather(
+                *(search(replace(runtime, broker=sender), tenant, f"q{n}") for n in range(50))
+            )
+            await eventually(lambda: len(heard) > before)  # noqa: B023 (awaited at once)
+            await asyncio.sleep(0.3)  # what else would come
+            assert len(heard) - before < 10, heard[before:]  # for 50 recordings
+    assert {notice["type"] for notice in heard} == {"recorded"}
+    assert len(await stored_events(runtime)) == 150
 
 
 def another_database(url: str) -> str:
