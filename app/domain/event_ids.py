@@ -17,8 +17,6 @@ import threading
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
-ID_LENGTH = 32  # hex digits: one 128-bit block
-
 
 def event_id_key(secret: str) -> bytes:
     """The AES-128 key of the ids, derived from the secret key (and of no use for anything else)."""

@@ -11,10 +11,9 @@ from an unknown device.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib.resources import files
 
 import counter_robots
@@ -74,7 +73,7 @@ def _traits(user_agent: str) -> ClientTraits:
     return ClientTraits(device=Device.DESKTOP, is_bot=is_bot)
 
 
-@functools.cache
+@cache
 def _counter_list(name: str) -> re.Pattern[str]:
     """One of COUNTER's lists (``robot.txt``, ``machine.txt``), as ``counter_robots`` compiles it
     (one pattern a line), but read as UTF-8. The package reads its files in the locale's encoding,

@@ -61,9 +61,7 @@ async def _tell_live_stats(
     broker: Broker, principal: Principal, records: Sequence[directory.EngineRecord]
 ) -> None:
     for record in records:
-        channel = change_channel(record.hashid)
-        if broker.may_reach(channel):
-            await broker.publish(channel, [{"type": "erased"}])
+        await broker.notify(change_channel(record.hashid), "erased")
     await tell_account(broker, principal.account_id, "erased")
 
 
